@@ -1,0 +1,14 @@
+"""vaelens: adversarial robustness of VAEs through the local geometry of their encoders.
+
+Implements Khan and Storkey, AISTATS 2023 (see PAPER.md). The public API is what this module
+re-exports.
+"""
+
+__version__ = "0.1.0"
+
+from vaelens._checkpoint import load  # noqa: E402
+from vaelens._errors import VaelensError  # noqa: E402
+from vaelens._protocol import Posterior  # noqa: E402
+from vaelens.training import TrainConfig, train  # noqa: E402
+
+__all__ = ["Posterior", "TrainConfig", "VaelensError", "__version__", "load", "train"]

@@ -1,0 +1,9 @@
+"""The one exception type vaelens raises for user mistakes.
+
+Every message is a single line that says what was wrong and what to do about it; the CLI prints
+it without a traceback.
+"""
+
+
+class VaelensError(ValueError):
+    """Bad input, a missing or corrupt file, or an impossible request. The message says the fix."""

@@ -1,0 +1,158 @@
+"""The ``vaelens`` command line: a thin map from arguments to configs and library calls.
+
+User errors (``VaelensError``) print one line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vaelens._errors import VaelensError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Adversarial robustness of VAEs through the local geometry of their encoders.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _model_config(dataset: str, model: str, latent_dim: int, hidden: str, channels: str,
+                  likelihood: str, data_root: str | None, image_size: int, image_channels: int):
+    from vaelens.data import load_dataset, sample_shape
+    from vaelens.models import ModelConfig
+
+    shape = sample_shape(load_dataset(dataset, "test", data_root, image_size, image_channels))
+    return ModelConfig(architecture=model, input_shape=shape, latent_dim=latent_dim,
+                       hidden=_int_list(hidden, "--hidden"), channels=_int_list(channels, "--channels"),
+                       likelihood=likelihood)
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise VaelensError(f"{flag} takes comma-separated integers such as 512,256; got {text!r}") from None
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Run directory (created; an existing run resumes).")],
+    dataset: Annotated[str, typer.Option(help="mnist-5k, digits, mnist, fashion-mnist, cifar10, "
+                                              "celeba or folder:<path>.")] = "mnist-5k",
+    model: Annotated[str, typer.Option(help="mlp or conv.")] = "mlp",
+    latent_dim: Annotated[int, typer.Option(help="Latent dimension k.")] = 16,
+    beta: Annotated[float, typer.Option(help="KL weight (>= 0).")] = 1.0,
+    epochs: Annotated[int, typer.Option()] = 10,
+    batch_size: Annotated[int, typer.Option()] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine-annealed).")] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    likelihood: Annotated[str, typer.Option(help="bernoulli or gaussian.")] = "bernoulli",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear KL warm-up length.")] = 0.0,
+    hidden: Annotated[str, typer.Option(help="MLP hidden widths.")] = "512,256",
+    channels: Annotated[str, typer.Option(help="Conv channels per layer.")] = "32,64,128",
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    data_root: Annotated[str | None, typer.Option(help="Download cache directory.")] = None,
+    image_size: Annotated[int, typer.Option(help="Side of folder: images.")] = 64,
+    image_channels: Annotated[int, typer.Option(help="1 or 3, for folder: images.")] = 3,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train a beta-VAE and write config, checkpoints and per-epoch metrics into OUT."""
+    from vaelens.training import TrainConfig
+    from vaelens.training import train as run_training
+
+    config = TrainConfig(
+        dataset=dataset,
+        model=_model_config(dataset, model, latent_dim, hidden, channels, likelihood, data_root,
+                            image_size, image_channels),
+        beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        warmup_epochs=warmup_epochs, device=device, data_root=data_root, image_size=image_size,
+        image_channels=image_channels,
+    )
+    result = run_training(config, out, progress=not quiet)
+    _print_info(result.run_dir)
+
+
+def _run_info(run: Path) -> dict:
+    from vaelens._checkpoint import STATE, read_config, read_json
+
+    config = read_config(run)
+    state = read_json(run / STATE) if (run / STATE).exists() else {"epoch": 0, "final": {}}
+    return {"run": str(run), "config": config.to_dict(), "epochs_done": state["epoch"],
+            "final": state.get("final", {})}
+
+
+def _print_info(run: Path) -> None:
+    info = _run_info(run)
+    table = Table(title=f"vaelens run {info['run']}", show_header=False)
+    table.add_column("setting", style="bold")
+    table.add_column("value")
+    config = dict(info["config"])
+    for key, value in {**config.pop("model"), **config}.items():
+        table.add_row(key, str(value))
+    table.add_row("epochs done", str(info["epochs_done"]))
+    for key, value in info["final"].items():
+        table.add_row(f"final {key}", f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def info(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print a run's config and final metrics."""
+    if as_json:
+        typer.echo(json.dumps(_run_info(run), indent=2))
+    else:
+        _print_info(run)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-demo"),
+    epochs: Annotated[int, typer.Option()] = 5,
+) -> None:
+    """Train a small MLP VAE on the offline mnist-5k set and summarise it."""
+    from vaelens.training import TrainConfig
+    from vaelens.training import train as run_training
+
+    config = TrainConfig(
+        dataset="mnist-5k",
+        model=_model_config("mnist-5k", "mlp", 16, "512,256", "32", "bernoulli", None, 64, 3),
+        beta=1.0, epochs=epochs,
+    )
+    result = run_training(config, out / "beta1", progress=True)
+    _print_info(result.run_dir)
+    console.print(f"demo run written to {result.run_dir}")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning user errors into one line and a non-zero exit."""
+    try:
+        app(standalone_mode=False)
+    except VaelensError as e:
+        err_console.print(Text("error: ", style="red") + Text(str(e)), soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted; finished epochs and files are kept")
+        sys.exit(130)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Training beta-VAEs (PAPER.md sections 1 and 7)."""
+
+from vaelens.training._config import TrainConfig
+from vaelens.training._loss import LossTerms, beta_vae_loss, kl_to_prior, reconstruction_loss
+from vaelens.training._trainer import TrainResult, evaluate_reconstruction, train
+
+__all__ = [
+    "LossTerms",
+    "TrainConfig",
+    "TrainResult",
+    "beta_vae_loss",
+    "evaluate_reconstruction",
+    "kl_to_prior",
+    "reconstruction_loss",
+    "train",
+]

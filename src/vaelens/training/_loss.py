@@ -1,0 +1,61 @@
+"""The beta-VAE objective of PAPER.md section 1, per sample, with named terms."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from vaelens._protocol import encode
+
+
+class LossTerms(NamedTuple):
+    """Batch means of the negative beta-ELBO and its parts (scalars)."""
+
+    loss: torch.Tensor
+    recon: torch.Tensor
+    kl: torch.Tensor
+
+
+def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per sample: (B, k) -> (B,)."""
+    return 0.5 * (logvar.exp() + mu.square() - 1.0 - logvar).sum(1)
+
+
+def reconstruction_loss(model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor,
+                        likelihood: str) -> torch.Tensor:
+    """-log p(x|z) up to a constant, per sample (B,).
+
+    Bernoulli: binary cross-entropy summed over pixels, on logits when the model has
+    ``decode_logits`` (numerically stable), else on its clamped mean. Gaussian: squared error summed
+    over pixels.
+    """
+    if likelihood == "bernoulli" and hasattr(model, "decode_logits"):
+        logits = model.decode_logits(z)  # (B, *input_shape)
+        per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    else:
+        mean = model.decode(z)  # (B, *input_shape)
+        if likelihood == "bernoulli":
+            per_pixel = F.binary_cross_entropy(mean.clamp(1e-6, 1 - 1e-6), x, reduction="none")
+        else:
+            per_pixel = (mean - x).square()
+    return per_pixel.flatten(1).sum(1)
+
+
+def beta_vae_loss(model: torch.nn.Module, x: torch.Tensor, beta: float, noise: torch.Tensor,
+                  likelihood: str = "bernoulli") -> LossTerms:
+    """Negative beta-ELBO with one reparameterised sample z = mu + sigma * noise.
+
+    Arguments:
+        model: a VAE.
+        x: (B, *input_shape) in [0, 1].
+        beta: KL weight.
+        noise: (B, k) standard normal draws.
+        likelihood: "bernoulli" or "gaussian".
+    """
+    mu, logvar = encode(model, x)  # (B, k) each
+    z = mu + (0.5 * logvar).exp() * noise  # (B, k)
+    recon = reconstruction_loss(model, z, x, likelihood).mean()
+    kl = kl_to_prior(mu, logvar).mean()
+    return LossTerms(recon + beta * kl, recon, kl)

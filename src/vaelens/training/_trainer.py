@@ -1,0 +1,222 @@
+"""The training loop: beta-VAE with Adam, cosine schedule, KL warm-up, checkpoints and resume.
+
+Every epoch ends with a checkpoint (weights, optimiser, state, metrics), written atomically, so a
+run started again continues from its last finished epoch. Shuffling and the reparameterisation noise
+of epoch e come from generators seeded by (seed, e), which makes a resumed run identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vaelens import __version__
+from vaelens._checkpoint import (
+    CONFIG,
+    METRICS,
+    MODEL,
+    OPTIM,
+    STATE,
+    load_optimizer,
+    load_state_dict_checked,
+    load_tensors,
+    read_config,
+    read_json,
+    save_optimizer,
+    save_tensors,
+    write_state,
+)
+from vaelens._errors import VaelensError
+from vaelens._io import write_csv, write_json
+from vaelens._progress import progress_bar
+from vaelens.data import TensorImageDataset, load_dataset
+from vaelens.models import build_model
+from vaelens.training._config import TrainConfig
+from vaelens.training._loss import beta_vae_loss, reconstruction_loss
+
+METRIC_FIELDS = ["epoch", "loss", "recon", "kl", "beta", "lr", "test_recon", "test_mse", "seconds"]
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the model (eval mode), its run directory and per-epoch metrics."""
+
+    model: torch.nn.Module
+    run_dir: Path
+    metrics: list[dict[str, float]]
+
+
+def resolve_device(name: str) -> torch.device:
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise VaelensError("device cuda was asked for but CUDA is not available; use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise VaelensError("device mps was asked for but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    # A distinct, reproducible stream per epoch makes resuming exact without saving RNG state.
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator, shuffle: bool):
+    """Yield image batches (B, C, H, W). In-memory sets are sliced directly, skipping collation."""
+    if isinstance(dataset, TensorImageDataset):
+        n = len(dataset)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            yield dataset.images[order[i:i + batch_size]]
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        for images, _ in loader:
+            yield images
+
+
+def n_batches(dataset: Dataset, batch_size: int) -> int:
+    return math.ceil(len(dataset) / batch_size)
+
+
+@torch.no_grad()
+def evaluate_reconstruction(model: torch.nn.Module, dataset: Dataset, likelihood: str,
+                            batch_size: int = 512, device: str | torch.device = "cpu"
+                            ) -> tuple[float, float]:
+    """Mean per-sample reconstruction loss and per-pixel MSE of g(mu(x)) over a data set."""
+    was_training = model.training
+    model.eval()
+    total_loss, total_sq, count, pixels = 0.0, 0.0, 0, 0
+    for x in _batches(dataset, batch_size, torch.Generator(), shuffle=False):
+        x = x.to(device)
+        mu = model.encode(x)[0]  # (B, k)
+        total_loss += reconstruction_loss(model, mu, x, likelihood).sum().item()
+        total_sq += (model.decode(mu) - x).square().sum().item()
+        count += len(x)
+        pixels += x.numel()
+    model.train(was_training)
+    return total_loss / max(count, 1), total_sq / max(pixels, 1)
+
+
+def _read_metrics(path: Path, epochs_done: int) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return rows[:epochs_done]
+
+
+def _prepare_run_dir(out: Path, config: TrainConfig) -> dict | None:
+    """Create the run directory, or check it holds this very run. Return its state if resuming."""
+    if (out / CONFIG).exists():
+        existing = read_config(out)
+        if existing.identity() != config.identity():
+            mine, theirs = config.identity(), existing.identity()
+            differs = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise VaelensError(
+                f"{out} holds a different run (it differs in {', '.join(differs)}); "
+                "choose another --out or delete that directory"
+            )
+        return read_json(out / STATE) if (out / STATE).exists() else None
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise VaelensError(
+            f"{out} exists and is not a vaelens run directory; choose an empty or new --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, config.to_dict())
+    return None
+
+
+def train(config: TrainConfig, out: str | Path, progress: bool = True,
+          train_set: Dataset | None = None, test_set: Dataset | None = None) -> TrainResult:
+    """Train a beta-VAE, writing checkpoints and metrics into ``out``; resume if it holds this run.
+
+    Arguments:
+        config: the run's settings.
+        out: the run directory.
+        progress: show a progress bar with the live loss.
+        train_set, test_set: data sets to use instead of loading ``config.dataset`` (each
+            ``(image, label)``); the config still names the data set for later loading.
+
+    Returns:
+        ``TrainResult`` with the trained model in eval mode.
+    """
+    out = Path(out)
+    device = resolve_device(config.device)
+    state = _prepare_run_dir(out, config)
+    if train_set is None:
+        train_set = load_dataset(config.dataset, "train", config.data_root, config.image_size,
+                                 config.image_channels)
+    if test_set is None:
+        test_set = load_dataset(config.dataset, "test", config.data_root, config.image_size,
+                                config.image_channels)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start = 0
+    if state is not None:
+        start = int(state["epoch"])
+        load_state_dict_checked(model, load_tensors(out / MODEL, state["model_sha256"]), out / MODEL)
+        load_optimizer(out / OPTIM, optimizer, state["param_groups"], state["optim_sha256"])
+    metrics = _read_metrics(out / METRICS, start)
+
+    steps_per_epoch = n_batches(train_set, config.batch_size)
+    t_max = config.cosine_t_max or config.epochs
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    likelihood = config.model.likelihood
+    model.train()
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"training {out.name}", total=config.epochs * steps_per_epoch,
+                            completed=start * steps_per_epoch, info="")
+        for epoch in range(start, config.epochs):
+            tic = time.perf_counter()
+            lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / t_max))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            gen = _epoch_generator(config.seed, epoch, torch.device("cpu"))
+            noise_gen = _epoch_generator(config.seed, epoch, device)
+            sums, seen = torch.zeros(3), 0
+            for i, x in enumerate(_batches(train_set, config.batch_size, gen, shuffle=True)):
+                x = x.to(device, non_blocking=True)
+                step = epoch * steps_per_epoch + i
+                beta = config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
+                noise = torch.randn((len(x), config.model.latent_dim), generator=noise_gen,
+                                    device=device)
+                terms = beta_vae_loss(model, x, beta, noise, likelihood)
+                optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                optimizer.step()
+                sums += torch.stack([t.detach() for t in terms]).cpu() * len(x)
+                seen += len(x)
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} "
+                                                 f"loss {terms.loss.item():.2f}")
+            loss, recon, kl = (sums / seen).tolist()
+            if not math.isfinite(loss):
+                raise VaelensError(
+                    f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta"
+                )
+            test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood,
+                                                           device=device)
+            model.train()
+            metrics.append({"epoch": epoch + 1, "loss": loss, "recon": recon, "kl": kl,
+                            "beta": beta, "lr": lr, "test_recon": test_recon, "test_mse": test_mse,
+                            "seconds": time.perf_counter() - tic})
+            _checkpoint(out, model, optimizer, epoch + 1, metrics)
+    model.eval()
+    return TrainResult(model, out, metrics)
+
+
+def _checkpoint(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                metrics: list[dict[str, float]]) -> None:
+    # Weights first, state last: state.json is the commit point that names the files' checksums.
+    model_sha = save_tensors(out / MODEL, model.state_dict())
+    optim_sha, groups = save_optimizer(out / OPTIM, optimizer)
+    write_csv(out / METRICS, metrics, METRIC_FIELDS)
+    write_state(out, {"vaelens_version": __version__, "epoch": epoch, "model_sha256": model_sha,
+                      "optim_sha256": optim_sha, "param_groups": groups, "final": metrics[-1]})
