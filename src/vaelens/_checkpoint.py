@@ -27,7 +27,11 @@ from vaelens._errors import VaelensError
 from vaelens._io import atomic_write, write_json
 
 CONFIG, MODEL, OPTIM, STATE, METRICS = (
-    "config.json", "model.safetensors", "optim.safetensors", "state.json", "metrics.csv"
+    "config.json",
+    "model.safetensors",
+    "optim.safetensors",
+    "state.json",
+    "metrics.csv",
 )
 
 
@@ -77,8 +81,7 @@ def load_tensors(path: Path, expected_sha256: str | None = None) -> dict[str, to
         ) from None
 
 
-def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
-                            path: Path) -> None:
+def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Load weights into a module, with a one-line error on missing, extra or misshapen keys."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -90,8 +93,9 @@ def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Te
             for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", bad))
             if keys
         )
-        raise VaelensError(f"{path} does not fit the model in {CONFIG} ({detail}); "
-                           "the weights belong to another model")
+        raise VaelensError(
+            f"{path} does not fit the model in {CONFIG} ({detail}); the weights belong to another model"
+        )
     module.load_state_dict(tensors)
 
 
@@ -100,13 +104,15 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> tuple[str, l
     sd = optimizer.state_dict()
     tensors = {
         f"{idx}.{name}": value if torch.is_tensor(value) else torch.tensor(value)
-        for idx, state in sd["state"].items() for name, value in state.items()
+        for idx, state in sd["state"].items()
+        for name, value in state.items()
     }
     return save_tensors(path, tensors), sd["param_groups"]
 
 
-def load_optimizer(path: Path, optimizer: torch.optim.Optimizer, param_groups: list[dict],
-                   expected_sha256: str) -> None:
+def load_optimizer(
+    path: Path, optimizer: torch.optim.Optimizer, param_groups: list[dict], expected_sha256: str
+) -> None:
     tensors = load_tensors(path, expected_sha256)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

@@ -17,21 +17,38 @@ from rich.text import Text
 
 from vaelens._errors import VaelensError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Adversarial robustness of VAEs through the local geometry of their encoders.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Adversarial robustness of VAEs through the local geometry of their encoders.",
+)
 console = Console()
 err_console = Console(stderr=True)
 
 
-def _model_config(dataset: str, model: str, latent_dim: int, hidden: str, channels: str,
-                  likelihood: str, data_root: str | None, image_size: int, image_channels: int):
+def _model_config(
+    dataset: str,
+    model: str,
+    latent_dim: int,
+    hidden: str,
+    channels: str,
+    likelihood: str,
+    data_root: str | None,
+    image_size: int,
+    image_channels: int,
+):
     from vaelens.data import load_dataset, sample_shape
     from vaelens.models import ModelConfig
 
     shape = sample_shape(load_dataset(dataset, "test", data_root, image_size, image_channels))
-    return ModelConfig(architecture=model, input_shape=shape, latent_dim=latent_dim,
-                       hidden=_int_list(hidden, "--hidden"), channels=_int_list(channels, "--channels"),
-                       likelihood=likelihood)
+    return ModelConfig(
+        architecture=model,
+        input_shape=shape,
+        latent_dim=latent_dim,
+        hidden=_int_list(hidden, "--hidden"),
+        channels=_int_list(channels, "--channels"),
+        likelihood=likelihood,
+    )
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -44,8 +61,9 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Run directory (created; an existing run resumes).")],
-    dataset: Annotated[str, typer.Option(help="mnist-5k, digits, mnist, fashion-mnist, cifar10, "
-                                              "celeba or folder:<path>.")] = "mnist-5k",
+    dataset: Annotated[
+        str, typer.Option(help="mnist-5k, digits, mnist, fashion-mnist, cifar10, celeba or folder:<path>.")
+    ] = "mnist-5k",
     model: Annotated[str, typer.Option(help="mlp or conv.")] = "mlp",
     latent_dim: Annotated[int, typer.Option(help="Latent dimension k.")] = 16,
     beta: Annotated[float, typer.Option(help="KL weight (>= 0).")] = 1.0,
@@ -69,10 +87,18 @@ def train(
 
     config = TrainConfig(
         dataset=dataset,
-        model=_model_config(dataset, model, latent_dim, hidden, channels, likelihood, data_root,
-                            image_size, image_channels),
-        beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        warmup_epochs=warmup_epochs, device=device, data_root=data_root, image_size=image_size,
+        model=_model_config(
+            dataset, model, latent_dim, hidden, channels, likelihood, data_root, image_size, image_channels
+        ),
+        beta=beta,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        warmup_epochs=warmup_epochs,
+        device=device,
+        data_root=data_root,
+        image_size=image_size,
         image_channels=image_channels,
     )
     result = run_training(config, out, progress=not quiet)
@@ -84,8 +110,12 @@ def _run_info(run: Path) -> dict:
 
     config = read_config(run)
     state = read_json(run / STATE) if (run / STATE).exists() else {"epoch": 0, "final": {}}
-    return {"run": str(run), "config": config.to_dict(), "epochs_done": state["epoch"],
-            "final": state.get("final", {})}
+    return {
+        "run": str(run),
+        "config": config.to_dict(),
+        "epochs_done": state["epoch"],
+        "final": state.get("final", {}),
+    }
 
 
 def _print_info(run: Path) -> None:
@@ -126,7 +156,8 @@ def demo(
     config = TrainConfig(
         dataset="mnist-5k",
         model=_model_config("mnist-5k", "mlp", 16, "512,256", "32", "bernoulli", None, 64, 3),
-        beta=1.0, epochs=epochs,
+        beta=1.0,
+        epochs=epochs,
     )
     result = run_training(config, out / "beta1", progress=True)
     _print_info(result.run_dir)

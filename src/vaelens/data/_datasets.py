@@ -44,8 +44,9 @@ class TensorImageDataset(Dataset):
 class ImageFileDataset(Dataset):
     """Images read from files on access: shorter side resized, centre-cropped to a square."""
 
-    def __init__(self, paths: list[Path], labels: list[int], size: int, channels: int = 3,
-                 crop: int | None = None) -> None:
+    def __init__(
+        self, paths: list[Path], labels: list[int], size: int, channels: int = 3, crop: int | None = None
+    ) -> None:
         self.paths, self.labels = paths, labels
         self.size, self.channels, self.crop = size, channels, crop
 
@@ -158,8 +159,11 @@ def _celeba(split: str, root: Path) -> Dataset:
     partition = root / "celeba" / "list_eval_partition.txt"
     if partition.is_file():
         wanted = {"train": {"0", "1"}, "test": {"2"}}[split]
-        keep = {ln.split()[0] for ln in partition.read_text().splitlines()
-                if len(ln.split()) == 2 and ln.split()[1] in wanted}
+        keep = {
+            ln.split()[0]
+            for ln in partition.read_text().splitlines()
+            if len(ln.split()) == 2 and ln.split()[1] in wanted
+        }
         paths = [p for p in paths if p.name in keep]
     else:
         idx = _split_indices(len(paths), max(1, len(paths) // 10), split)
@@ -183,8 +187,9 @@ def _folder(path: str, split: str, image_size: int, channels: int) -> Dataset:
     return ImageFileDataset([paths[i] for i in idx], [labels[i] for i in idx], image_size, channels)
 
 
-def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
-                 image_size: int = 64, channels: int = 3) -> Dataset:
+def load_dataset(
+    name: str, split: str = "train", root: str | Path | None = None, image_size: int = 64, channels: int = 3
+) -> Dataset:
     """Load a data set of ``(image, label)`` with images (C, H, W) float in [0, 1].
 
     Arguments:
@@ -212,7 +217,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if name.startswith("folder:"):
         if image_size < 1 or channels not in (1, 3):
             raise VaelensError("folder data sets need image_size >= 1 and channels 1 or 3")
-        return _folder(name[len("folder:"):], split, image_size, channels)
+        return _folder(name[len("folder:") :], split, image_size, channels)
     raise VaelensError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 

@@ -12,10 +12,12 @@ from vaelens.models._mlp import MLPVAE
 def build_model(config: ModelConfig) -> nn.Module:
     """Build the reference model a ``ModelConfig`` describes (weights freshly initialised)."""
     if config.architecture == "mlp":
-        return MLPVAE(config.input_shape, config.latent_dim, config.hidden, config.likelihood,
-                      config.negative_slope)
-    return ConvVAE(config.input_shape, config.latent_dim, config.channels, config.likelihood,
-                   config.negative_slope)
+        return MLPVAE(
+            config.input_shape, config.latent_dim, config.hidden, config.likelihood, config.negative_slope
+        )
+    return ConvVAE(
+        config.input_shape, config.latent_dim, config.channels, config.likelihood, config.negative_slope
+    )
 
 
 __all__ = ["ARCHITECTURES", "LIKELIHOODS", "ConvVAE", "MLPVAE", "ModelConfig", "build_model"]

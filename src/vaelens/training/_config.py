@@ -57,10 +57,14 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be >= 1; got {self.batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0; got {self.lr}"),
             (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0; got {self.warmup_epochs}"),
-            (self.cosine_t_max is None or self.cosine_t_max >= 1,
-             f"cosine_t_max must be >= 1; got {self.cosine_t_max}"),
-            (self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-             f"device must be cpu, cuda or mps; got {self.device!r}"),
+            (
+                self.cosine_t_max is None or self.cosine_t_max >= 1,
+                f"cosine_t_max must be >= 1; got {self.cosine_t_max}",
+            ),
+            (
+                self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+                f"device must be cpu, cuda or mps; got {self.device!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

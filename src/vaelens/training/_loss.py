@@ -23,8 +23,9 @@ def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (logvar.exp() + mu.square() - 1.0 - logvar).sum(1)
 
 
-def reconstruction_loss(model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor,
-                        likelihood: str) -> torch.Tensor:
+def reconstruction_loss(
+    model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, likelihood: str
+) -> torch.Tensor:
     """-log p(x|z) up to a constant, per sample (B,).
 
     Bernoulli: binary cross-entropy summed over pixels, on logits when the model has
@@ -43,8 +44,9 @@ def reconstruction_loss(model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor
     return per_pixel.flatten(1).sum(1)
 
 
-def beta_vae_loss(model: torch.nn.Module, x: torch.Tensor, beta: float, noise: torch.Tensor,
-                  likelihood: str = "bernoulli") -> LossTerms:
+def beta_vae_loss(
+    model: torch.nn.Module, x: torch.Tensor, beta: float, noise: torch.Tensor, likelihood: str = "bernoulli"
+) -> LossTerms:
     """Negative beta-ELBO with one reparameterised sample z = mu + sigma * noise.
 
     Arguments:

@@ -73,7 +73,7 @@ def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator, shuf
         n = len(dataset)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for i in range(0, n, batch_size):
-            yield dataset.images[order[i:i + batch_size]]
+            yield dataset.images[order[i : i + batch_size]]
     else:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
         for images, _ in loader:
@@ -85,9 +85,13 @@ def n_batches(dataset: Dataset, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model: torch.nn.Module, dataset: Dataset, likelihood: str,
-                            batch_size: int = 512, device: str | torch.device = "cpu"
-                            ) -> tuple[float, float]:
+def evaluate_reconstruction(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    likelihood: str,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> tuple[float, float]:
     """Mean per-sample reconstruction loss and per-pixel MSE of g(mu(x)) over a data set."""
     was_training = model.training
     model.eval()
@@ -124,16 +128,19 @@ def _prepare_run_dir(out: Path, config: TrainConfig) -> dict | None:
             )
         return read_json(out / STATE) if (out / STATE).exists() else None
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise VaelensError(
-            f"{out} exists and is not a vaelens run directory; choose an empty or new --out"
-        )
+        raise VaelensError(f"{out} exists and is not a vaelens run directory; choose an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, config.to_dict())
     return None
 
 
-def train(config: TrainConfig, out: str | Path, progress: bool = True,
-          train_set: Dataset | None = None, test_set: Dataset | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    progress: bool = True,
+    train_set: Dataset | None = None,
+    test_set: Dataset | None = None,
+) -> TrainResult:
     """Train a beta-VAE, writing checkpoints and metrics into ``out``; resume if it holds this run.
 
     Arguments:
@@ -150,11 +157,13 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True,
     device = resolve_device(config.device)
     state = _prepare_run_dir(out, config)
     if train_set is None:
-        train_set = load_dataset(config.dataset, "train", config.data_root, config.image_size,
-                                 config.image_channels)
+        train_set = load_dataset(
+            config.dataset, "train", config.data_root, config.image_size, config.image_channels
+        )
     if test_set is None:
-        test_set = load_dataset(config.dataset, "test", config.data_root, config.image_size,
-                                config.image_channels)
+        test_set = load_dataset(
+            config.dataset, "test", config.data_root, config.image_size, config.image_channels
+        )
 
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
@@ -172,8 +181,12 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True,
     likelihood = config.model.likelihood
     model.train()
     with progress_bar(progress) as bar:
-        task = bar.add_task(f"training {out.name}", total=config.epochs * steps_per_epoch,
-                            completed=start * steps_per_epoch, info="")
+        task = bar.add_task(
+            f"training {out.name}",
+            total=config.epochs * steps_per_epoch,
+            completed=start * steps_per_epoch,
+            info="",
+        )
         for epoch in range(start, config.epochs):
             tic = time.perf_counter()
             lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / t_max))
@@ -186,37 +199,60 @@ def train(config: TrainConfig, out: str | Path, progress: bool = True,
                 x = x.to(device, non_blocking=True)
                 step = epoch * steps_per_epoch + i
                 beta = config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
-                noise = torch.randn((len(x), config.model.latent_dim), generator=noise_gen,
-                                    device=device)
+                noise = torch.randn((len(x), config.model.latent_dim), generator=noise_gen, device=device)
                 terms = beta_vae_loss(model, x, beta, noise, likelihood)
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 optimizer.step()
                 sums += torch.stack([t.detach() for t in terms]).cpu() * len(x)
                 seen += len(x)
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} "
-                                                 f"loss {terms.loss.item():.2f}")
+                bar.update(
+                    task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {terms.loss.item():.2f}"
+                )
             loss, recon, kl = (sums / seen).tolist()
             if not math.isfinite(loss):
                 raise VaelensError(
                     f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta"
                 )
-            test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood,
-                                                           device=device)
+            test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood, device=device)
             model.train()
-            metrics.append({"epoch": epoch + 1, "loss": loss, "recon": recon, "kl": kl,
-                            "beta": beta, "lr": lr, "test_recon": test_recon, "test_mse": test_mse,
-                            "seconds": time.perf_counter() - tic})
+            metrics.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": loss,
+                    "recon": recon,
+                    "kl": kl,
+                    "beta": beta,
+                    "lr": lr,
+                    "test_recon": test_recon,
+                    "test_mse": test_mse,
+                    "seconds": time.perf_counter() - tic,
+                }
+            )
             _checkpoint(out, model, optimizer, epoch + 1, metrics)
     model.eval()
     return TrainResult(model, out, metrics)
 
 
-def _checkpoint(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                metrics: list[dict[str, float]]) -> None:
+def _checkpoint(
+    out: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    metrics: list[dict[str, float]],
+) -> None:
     # Weights first, state last: state.json is the commit point that names the files' checksums.
     model_sha = save_tensors(out / MODEL, model.state_dict())
     optim_sha, groups = save_optimizer(out / OPTIM, optimizer)
     write_csv(out / METRICS, metrics, METRIC_FIELDS)
-    write_state(out, {"vaelens_version": __version__, "epoch": epoch, "model_sha256": model_sha,
-                      "optim_sha256": optim_sha, "param_groups": groups, "final": metrics[-1]})
+    write_state(
+        out,
+        {
+            "vaelens_version": __version__,
+            "epoch": epoch,
+            "model_sha256": model_sha,
+            "optim_sha256": optim_sha,
+            "param_groups": groups,
+            "final": metrics[-1],
+        },
+    )
