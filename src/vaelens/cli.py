@@ -167,22 +167,10 @@ def demo(
 def main() -> None:
     """Entry point: run the CLI, turning user errors into one line and a non-zero exit."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print and exit 2, Ctrl-C exits 1
     except VaelensError as e:
         err_console.print(Text("error: ", style="red") + Text(str(e)), soft_wrap=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted; finished epochs and files are kept")
-        sys.exit(130)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ from vaelens.models._mlp import MLPVAE
 def build_model(config: ModelConfig) -> nn.Module:
     """Build the reference model a ``ModelConfig`` describes (weights freshly initialised)."""
     if config.architecture == "mlp":
-        return MLPVAE(
+        model: nn.Module = MLPVAE(
             config.input_shape, config.latent_dim, config.hidden, config.likelihood, config.negative_slope
         )
-    return ConvVAE(
-        config.input_shape, config.latent_dim, config.channels, config.likelihood, config.negative_slope
-    )
+    else:
+        model = ConvVAE(
+            config.input_shape, config.latent_dim, config.channels, config.likelihood, config.negative_slope
+        )
+    model.config = config  # keep the fields the architecture ignores, so configs round-trip
+    return model
 
 
 __all__ = ["ARCHITECTURES", "LIKELIHOODS", "ConvVAE", "MLPVAE", "ModelConfig", "build_model"]

@@ -36,7 +36,14 @@ class ConvVAE(nn.Module):
         negative_slope: float = 0.2,
     ) -> None:
         super().__init__()
-        self.config = ModelConfig("conv", input_shape, latent_dim, (), channels, likelihood, negative_slope)
+        self.config = ModelConfig(
+            "conv",
+            input_shape,
+            latent_dim,
+            channels=channels,
+            likelihood=likelihood,
+            negative_slope=negative_slope,
+        )
         self.input_shape = self.config.input_shape
         self.latent_dim = latent_dim
         self.likelihood = likelihood

@@ -41,7 +41,9 @@ class MLPVAE(nn.Module):
         negative_slope: float = 0.2,
     ) -> None:
         super().__init__()
-        self.config = ModelConfig("mlp", input_shape, latent_dim, hidden, (), likelihood, negative_slope)
+        self.config = ModelConfig(
+            "mlp", input_shape, latent_dim, hidden, likelihood=likelihood, negative_slope=negative_slope
+        )
         self.input_shape = self.config.input_shape
         self.latent_dim = latent_dim
         self.likelihood = likelihood
