@@ -1,6 +1,8 @@
 """Atomic file writes: write a temporary file beside the target, then rename it into place.
 
-An interrupted run therefore never leaves a half-written file under a final name.
+An interrupted run therefore never leaves a half-written file under a final name. There is no
+fsync: the guarantee is against interrupted processes (Ctrl-C, kills, crashes), not power loss, and
+an fsync per epoch costs more than a small model's training step.
 """
 
 from __future__ import annotations
@@ -40,8 +42,6 @@ def write_text(path: str | Path, text: str) -> None:
     def _write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
 
     atomic_write(path, _write)
 

@@ -1,16 +1,17 @@
 """Training beta-VAEs (PAPER.md sections 1 and 7)."""
 
 from vaelens.training._config import TrainConfig
-from vaelens.training._loss import LossTerms, beta_vae_loss, kl_to_prior, reconstruction_loss
+from vaelens.training._loss import LossTerms, Reconstruction, beta_vae_loss, kl_to_prior, reconstruct
 from vaelens.training._trainer import TrainResult, evaluate_reconstruction, train
 
 __all__ = [
     "LossTerms",
+    "Reconstruction",
     "TrainConfig",
     "TrainResult",
     "beta_vae_loss",
     "evaluate_reconstruction",
     "kl_to_prior",
-    "reconstruction_loss",
+    "reconstruct",
     "train",
 ]

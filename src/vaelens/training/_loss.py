@@ -23,10 +23,15 @@ def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (logvar.exp() + mu.square() - 1.0 - logvar).sum(1)
 
 
-def reconstruction_loss(
-    model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, likelihood: str
-) -> torch.Tensor:
-    """-log p(x|z) up to a constant, per sample (B,).
+class Reconstruction(NamedTuple):
+    """A decoding and its negative log-likelihood: ``mean`` (B, *input_shape), ``nll`` (B,)."""
+
+    mean: torch.Tensor
+    nll: torch.Tensor
+
+
+def reconstruct(model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, likelihood: str) -> Reconstruction:
+    """Decode z and score x under p(x|z): -log p(x|z) up to a constant, per sample.
 
     Bernoulli: binary cross-entropy summed over pixels, on logits when the model has
     ``decode_logits`` (numerically stable), else on its clamped mean. Gaussian: squared error summed
@@ -35,13 +40,14 @@ def reconstruction_loss(
     if likelihood == "bernoulli" and hasattr(model, "decode_logits"):
         logits = model.decode_logits(z)  # (B, *input_shape)
         per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        mean = torch.sigmoid(logits)
     else:
         mean = model.decode(z)  # (B, *input_shape)
         if likelihood == "bernoulli":
             per_pixel = F.binary_cross_entropy(mean.clamp(1e-6, 1 - 1e-6), x, reduction="none")
         else:
             per_pixel = (mean - x).square()
-    return per_pixel.flatten(1).sum(1)
+    return Reconstruction(mean, per_pixel.flatten(1).sum(1))
 
 
 def beta_vae_loss(
@@ -58,6 +64,6 @@ def beta_vae_loss(
     """
     mu, logvar = encode(model, x)  # (B, k) each
     z = mu + (0.5 * logvar).exp() * noise  # (B, k)
-    recon = reconstruction_loss(model, z, x, likelihood).mean()
+    recon = reconstruct(model, z, x, likelihood).nll.mean()
     kl = kl_to_prior(mu, logvar).mean()
     return LossTerms(recon + beta * kl, recon, kl)

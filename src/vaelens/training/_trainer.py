@@ -39,7 +39,7 @@ from vaelens._progress import progress_bar
 from vaelens.data import TensorImageDataset, load_dataset
 from vaelens.models import build_model
 from vaelens.training._config import TrainConfig
-from vaelens.training._loss import beta_vae_loss, reconstruction_loss
+from vaelens.training._loss import beta_vae_loss, reconstruct
 
 METRIC_FIELDS = ["epoch", "loss", "recon", "kl", "beta", "lr", "test_recon", "test_mse", "seconds"]
 
@@ -99,8 +99,9 @@ def evaluate_reconstruction(
     for x in _batches(dataset, batch_size, torch.Generator(), shuffle=False):
         x = x.to(device)
         mu = model.encode(x)[0]  # (B, k)
-        total_loss += reconstruction_loss(model, mu, x, likelihood).sum().item()
-        total_sq += (model.decode(mu) - x).square().sum().item()
+        mean, nll = reconstruct(model, mu, x, likelihood)
+        total_loss += nll.sum().item()
+        total_sq += (mean - x).square().sum().item()
         count += len(x)
         pixels += x.numel()
     model.train(was_training)
