@@ -35,23 +35,27 @@ def test_deterministic_for_a_seed(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("checkpoint_every", [0.0, 1e9])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, checkpoint_every):
     config = tiny_config(epochs=3)
     full = _weights(train(config, tmp_path / "full", progress=False).run_dir)
 
-    original = _trainer._checkpoint
+    original = _trainer.evaluate_reconstruction
+    calls = []
 
-    def crash_after_first_epoch(out, model, optimizer, epoch, metrics):
-        original(out, model, optimizer, epoch, metrics)
-        if epoch == 1:
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
             raise KeyboardInterrupt
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(_trainer, "_checkpoint", crash_after_first_epoch)
+    monkeypatch.setattr(_trainer, "evaluate_reconstruction", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(_trainer, "_checkpoint", original)
-    assert vaelens.load(tmp_path / "resumed") is not None  # epoch 1 is usable
-    result = train(config, tmp_path / "resumed", progress=False)
+        train(config, tmp_path / "resumed", progress=False, checkpoint_every=checkpoint_every)
+    monkeypatch.setattr(_trainer, "evaluate_reconstruction", original)
+    state = tmp_path / "resumed" / "state.json"
+    assert state.exists() == (checkpoint_every == 0)  # epoch 1 was checkpointed only if due
+    result = train(config, tmp_path / "resumed", progress=False, checkpoint_every=checkpoint_every)
     assert [m["epoch"] for m in result.metrics] == [1, 2, 3]
     resumed = _weights(tmp_path / "resumed")
     assert all(torch.equal(full[k], resumed[k]) for k in full)

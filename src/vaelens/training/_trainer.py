@@ -1,7 +1,8 @@
 """The training loop: beta-VAE with Adam, cosine schedule, KL warm-up, checkpoints and resume.
 
-Every epoch ends with a checkpoint (weights, optimiser, state, metrics), written atomically, so a
-run started again continues from its last finished epoch. Shuffling and the reparameterisation noise
+Checkpoints (weights, optimiser, state) are written atomically at epoch ends, at most every
+``checkpoint_every`` seconds and always after the last epoch, so a run started again continues from
+its last checkpointed epoch. Shuffling and the reparameterisation noise
 of epoch e come from generators seeded by (seed, e), which makes a resumed run identical to an
 uninterrupted one.
 """
@@ -35,7 +36,7 @@ from vaelens._checkpoint import (
 )
 from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
-from vaelens._progress import progress_bar
+from vaelens._progress import Ticker, progress_bar
 from vaelens.data import TensorImageDataset, load_dataset
 from vaelens.models import build_model
 from vaelens.training._config import TrainConfig
@@ -141,6 +142,7 @@ def train(
     progress: bool = True,
     train_set: Dataset | None = None,
     test_set: Dataset | None = None,
+    checkpoint_every: float = 10.0,
 ) -> TrainResult:
     """Train a beta-VAE, writing checkpoints and metrics into ``out``; resume if it holds this run.
 
@@ -150,6 +152,9 @@ def train(
         progress: show a progress bar with the live loss.
         train_set, test_set: data sets to use instead of loading ``config.dataset`` (each
             ``(image, label)``); the config still names the data set for later loading.
+        checkpoint_every: seconds between checkpoints. An epoch ends with a checkpoint when this
+            long has passed since the last one, and the last epoch always does. 0 checkpoints
+            every epoch. Metrics are written every epoch regardless.
 
     Returns:
         ``TrainResult`` with the trained model in eval mode.
@@ -175,6 +180,7 @@ def train(
         load_state_dict_checked(model, load_tensors(out / MODEL, state["model_sha256"]), out / MODEL)
         load_optimizer(out / OPTIM, optimizer, state["param_groups"], state["optim_sha256"])
     metrics = _read_metrics(out / METRICS, start)
+    last_checkpoint = time.monotonic()
 
     steps_per_epoch = n_batches(train_set, config.batch_size)
     t_max = config.cosine_t_max or config.epochs
@@ -182,11 +188,8 @@ def train(
     likelihood = config.model.likelihood
     model.train()
     with progress_bar(progress) as bar:
-        task = bar.add_task(
-            f"training {out.name}",
-            total=config.epochs * steps_per_epoch,
-            completed=start * steps_per_epoch,
-            info="",
+        ticker = Ticker(
+            bar, f"training {out.name}", config.epochs * steps_per_epoch, completed=start * steps_per_epoch
         )
         for epoch in range(start, config.epochs):
             tic = time.perf_counter()
@@ -207,9 +210,8 @@ def train(
                 optimizer.step()
                 sums += torch.stack([t.detach() for t in terms]).cpu() * len(x)
                 seen += len(x)
-                bar.update(
-                    task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {terms.loss.item():.2f}"
-                )
+                ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {terms.loss.item():.2f}")
+            ticker.flush()
             loss, recon, kl = (sums / seen).tolist()
             if not math.isfinite(loss):
                 raise VaelensError(
@@ -230,7 +232,11 @@ def train(
                     "seconds": time.perf_counter() - tic,
                 }
             )
-            _checkpoint(out, model, optimizer, epoch + 1, metrics)
+            write_csv(out / METRICS, metrics, METRIC_FIELDS)
+            now = time.monotonic()
+            if epoch + 1 == config.epochs or now - last_checkpoint >= checkpoint_every:
+                _checkpoint(out, model, optimizer, epoch + 1, metrics)
+                last_checkpoint = now
     model.eval()
     return TrainResult(model, out, metrics)
 
@@ -245,7 +251,6 @@ def _checkpoint(
     # Weights first, state last: state.json is the commit point that names the files' checksums.
     model_sha = save_tensors(out / MODEL, model.state_dict())
     optim_sha, groups = save_optimizer(out / OPTIM, optimizer)
-    write_csv(out / METRICS, metrics, METRIC_FIELDS)
     write_state(
         out,
         {
