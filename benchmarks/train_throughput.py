@@ -2,10 +2,10 @@
 
 Both train the same MLP VAE (784-512-256, k=16, Bernoulli) on mnist-5k with Adam at the same batch
 size for the same epochs, shuffle every epoch and measure test reconstruction after every epoch.
-vaelens additionally writes metrics each epoch and checkpoints (at most every 10 s, and at the
-end), as it does for users. Reported: samples per second of
-each and the ratio vaelens / bare (target >= 0.9). Repeats alternate the two; the ratio is the median of the per-repeat ratios, since
-this machine's speed drifts by +-10% between minutes.
+vaelens additionally writes metrics each epoch and checkpoints (at most every 10 s, and at the end),
+as it does for users. Reported: samples per second of each and the ratio vaelens / bare (target
+>= 0.9). Repeats alternate the two; the ratio is the median of the per-repeat ratios, since this
+machine's speed drifts by +-10% between minutes.
 
     python benchmarks/train_throughput.py [--epochs 5] [--repeats 7]
 """

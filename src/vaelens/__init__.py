@@ -9,6 +9,25 @@ __version__ = "0.1.0"
 from vaelens._checkpoint import load  # noqa: E402
 from vaelens._errors import VaelensError  # noqa: E402
 from vaelens._protocol import Posterior  # noqa: E402
+from vaelens.geometry import (  # noqa: E402
+    PullbackMetric,
+    Scores,
+    Spectrum,
+    pullback_metric,
+    robustness_scores,
+)
 from vaelens.training import TrainConfig, train  # noqa: E402
 
-__all__ = ["Posterior", "TrainConfig", "VaelensError", "__version__", "load", "train"]
+__all__ = [
+    "Posterior",
+    "PullbackMetric",
+    "Scores",
+    "Spectrum",
+    "TrainConfig",
+    "VaelensError",
+    "__version__",
+    "load",
+    "pullback_metric",
+    "robustness_scores",
+    "train",
+]

@@ -1,0 +1,30 @@
+"""Local geometry of VAEs: Jacobians, pullback metrics, spectra and scores (PAPER.md sections 3-4)."""
+
+from vaelens.geometry._jacobian import (
+    EncoderJacobians,
+    EncoderLinearization,
+    VmapFallbackWarning,
+    batched_jacobian,
+    decoder_jacobian,
+    encoder_jacobians,
+    eval_mode,
+)
+from vaelens.geometry._metric import KINDS, PullbackMetric, Spectrum, pullback_metric
+from vaelens.geometry._scores import NORMALIZATIONS, Scores, robustness_scores
+
+__all__ = [
+    "KINDS",
+    "NORMALIZATIONS",
+    "EncoderJacobians",
+    "EncoderLinearization",
+    "PullbackMetric",
+    "Scores",
+    "Spectrum",
+    "VmapFallbackWarning",
+    "batched_jacobian",
+    "decoder_jacobian",
+    "encoder_jacobians",
+    "eval_mode",
+    "pullback_metric",
+    "robustness_scores",
+]

@@ -1,0 +1,204 @@
+"""Jacobians of a VAE in one place (PAPER.md section 3): batched, exact, and matrix-free.
+
+Metrics, scores and attacks all get their derivatives from here. Batched Jacobians use torch.func
+(vmap over jacrev or jacfwd, whichever needs fewer passes for the shape at hand); matrix-free
+products use one JVP or one VJP through the batched model, which is valid because in eval mode the
+samples of a batch do not interact. Modules that vmap cannot handle fall back, with a warning, to
+plain autograd: one backward pass per output row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import torch
+from torch.func import jacfwd, jacrev, jvp, vjp, vmap
+
+from vaelens._errors import VaelensError
+from vaelens._protocol import check_images, encode, model_input_shape
+
+
+class EncoderJacobians(NamedTuple):
+    """The encoder at x and its Jacobians. mu, sigma: (B, k); jac_mu, jac_sigma: (B, k, d)."""
+
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    jac_mu: torch.Tensor
+    jac_sigma: torch.Tensor
+
+
+class VmapFallbackWarning(UserWarning):
+    """vmap could not trace the model; vaelens used the slower per-row autograd path."""
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put a model in eval mode for the duration, then restore every submodule's previous mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's first floating parameter (float32 on cpu if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype, p.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+def prepare_inputs(model: torch.nn.Module, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """Check a batch where it enters and move it to the model's dtype and device."""
+    check_images(x, name, model_input_shape(model))
+    dtype, device = model_dtype_device(model)
+    return x.detach().to(device=device, dtype=dtype)
+
+
+def _encoder_rows(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x (B, *input_shape) -> (B, 2k): mu and sigma = exp(logvar / 2), side by side."""
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        mu, logvar = encode(model, x)
+        return torch.cat([mu, (0.5 * logvar).exp()], dim=-1)
+
+    return f
+
+
+def _call(model: torch.nn.Module, f: Callable, x: torch.Tensor) -> torch.Tensor:
+    """Run the model, turning a failure caused by the input's shape into a one-line error."""
+    try:
+        return f(x)
+    except VaelensError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise VaelensError(
+            f"{type(model).__name__} failed on input of shape {tuple(x.shape)} ({msg}); "
+            "check that x has the shape the model expects"
+        ) from None
+
+
+def batched_jacobian(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
+    """Per-sample Jacobians of a batched map f: (B, *in) -> (B, m). Returns (B, m, *in).
+
+    f must treat samples independently. Uses vmap(jacrev) when m <= prod(in), else vmap(jacfwd);
+    ``chunk_size`` samples are differentiated at a time (None: all at once).
+    """
+    m = f(x[:1]).shape[-1]
+    d = math.prod(x.shape[1:])
+
+    def single(xi: torch.Tensor) -> torch.Tensor:
+        return f(xi.unsqueeze(0)).squeeze(0)  # (m,)
+
+    mode = jacrev if m <= d else jacfwd
+    try:
+        return vmap(mode(single), chunk_size=chunk_size)(x)
+    except VaelensError:
+        raise
+    except Exception as e:  # noqa: BLE001 - functorch raises many kinds for unsupported modules
+        warnings.warn(
+            f"torch.func could not vmap this model ({type(e).__name__}: {str(e)[:120]}); "
+            "using the slower per-row autograd path",
+            VmapFallbackWarning,
+            stacklevel=3,
+        )
+        return _autograd_jacobian(f, x, chunk_size)
+
+
+def _autograd_jacobian(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_size: int | None
+) -> torch.Tensor:
+    """The slow, always-correct path: one backward pass per output row, per chunk of samples."""
+    chunks = []
+    step = chunk_size or len(x)
+    for start in range(0, len(x), step):
+        xc = x[start : start + step].detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = f(xc)  # (b, m)
+            rows = [
+                torch.autograd.grad(out[:, i].sum(), xc, retain_graph=i + 1 < out.shape[1])[0]
+                for i in range(out.shape[1])
+            ]
+        chunks.append(torch.stack(rows, dim=1))  # (b, m, *in)
+    return torch.cat(chunks)
+
+
+def encoder_jacobians(
+    model: torch.nn.Module, x: torch.Tensor, chunk_size: int | None = None
+) -> EncoderJacobians:
+    """mu, sigma and their Jacobians at x, flattened over the input: (B, k) and (B, k, d).
+
+    The model is in eval mode during the call and its mode restored afterwards; parameters
+    receive no gradients.
+    """
+    with eval_mode(model), torch.no_grad():
+        f = _encoder_rows(model)
+        out = _call(model, f, x)  # (B, 2k)
+        jac = batched_jacobian(f, x, chunk_size).flatten(2)  # (B, 2k, d)
+    k = out.shape[1] // 2
+    return EncoderJacobians(out[:, :k], out[:, k:], jac[:, :k], jac[:, k:])
+
+
+def decoder_jacobian(model: torch.nn.Module, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Jacobian of the decoder mean g at z, flattened over the output: (B, d, k)."""
+    with eval_mode(model), torch.no_grad():
+
+        def g(zb: torch.Tensor) -> torch.Tensor:
+            return model.decode(zb).flatten(1)  # (B, d)
+
+        return batched_jacobian(g, z, chunk_size)
+
+
+class EncoderLinearization:
+    """Matrix-free products with the encoder's Jacobian J = d(mu, sigma)/dx at a batch x.
+
+    ``jvp(v)``: v (B, *input_shape) -> (J_mu v, J_sigma v), each (B, k).
+    ``vjp(a, b)``: a, b (B, k) -> J_mu^T a + J_sigma^T b, shape (B, *input_shape).
+    One forward pass is shared by all VJPs; each JVP costs one forward-mode pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor) -> None:
+        self.model, self.x = model, x
+        self._f = _encoder_rows(model)
+        with eval_mode(model), torch.no_grad():  # func transforms ignore the outer no_grad
+            out, self._vjp = _call(model, lambda xb: vjp(self._f, xb), x)
+        self.k = out.shape[1] // 2
+        self.mu, self.sigma = out[:, : self.k].detach(), out[:, self.k :].detach()
+
+    def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with eval_mode(self.model), torch.no_grad():
+            _, tangent = jvp(self._f, (self.x,), (v,))
+        return tangent[:, : self.k], tangent[:, self.k :]
+
+    def vjp(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.model), torch.no_grad():
+            return self._vjp(torch.cat([a, b], dim=1))[0]
+
+
+class DecoderLinearization:
+    """Matrix-free products with the decoder's Jacobian J_g at z: ``jvp(u)`` (B, k) -> (B, d),
+    ``vjp(w)`` (B, d) -> (B, k)."""
+
+    def __init__(self, model: torch.nn.Module, z: torch.Tensor) -> None:
+        self.model, self.z = model, z
+        self._g = lambda zb: model.decode(zb).flatten(1)
+        with eval_mode(model), torch.no_grad():
+            _, self._vjp = vjp(self._g, z)
+
+    def jvp(self, u: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.model), torch.no_grad():
+            return jvp(self._g, (self.z,), (u,))[1]
+
+    def vjp(self, w: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.model), torch.no_grad():
+            return self._vjp(w)[0]

@@ -1,0 +1,272 @@
+"""The pullback metric tensor G(x) and its exact or matrix-free eigenspectrum (PAPER.md section 3).
+
+Every kind factors as G = L^T L with a thin factor L (m x d, m = k or 2k, much smaller than d):
+
+| kind              | L                                                  |
+| ----------------- | -------------------------------------------------- |
+| mean              | J_mu                                               |
+| stochastic        | [J_mu; J_sigma]                                    |
+| fisher            | [J_mu / sigma; sqrt(2) J_sigma / sigma]            |
+| output            | A^(1/2) J_mu,  A = J_g^T J_g at mu                 |
+| output-stochastic | [A^(1/2) J_mu; sqrt(diag A) J_sigma]               |
+
+The nonzero eigenvalues of G are those of the m x m Gram matrix L L^T = U diag(lambda) U^T and the
+eigenvectors are L^T u / sqrt(lambda), so no d x d matrix is ever formed. ``matvec`` and ``lanczos``
+never form L either: G v = J^T W J v costs one JVP and one VJP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from vaelens._errors import VaelensError
+from vaelens.geometry._jacobian import (
+    DecoderLinearization,
+    EncoderLinearization,
+    decoder_jacobian,
+    encoder_jacobians,
+    prepare_inputs,
+)
+
+KINDS = ("mean", "stochastic", "fisher", "output", "output-stochastic")
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Eigenpairs of G(x) per sample, largest first.
+
+    Arguments:
+        values: (B, r) eigenvalues, descending, clamped at 0.
+        vectors: (B, r, *input_shape) unit eigenvectors, or None when only values were computed.
+        kind: the metric kind they belong to.
+    """
+
+    values: torch.Tensor
+    vectors: torch.Tensor | None
+    kind: str
+
+    def top(self, k: int) -> Spectrum:
+        """The k largest eigenpairs."""
+        vectors = None if self.vectors is None else self.vectors[:, :k]
+        return Spectrum(self.values[:, :k], vectors, self.kind)
+
+
+def _sqrt_psd(a: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a batch of PSD matrices (B, k, k)."""
+    w, v = torch.linalg.eigh(a)
+    return (v * w.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
+
+
+def _canonical_sign(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each vector (B, r, d) so that its largest-magnitude entry is positive (reproducible)."""
+    idx = vectors.abs().argmax(dim=-1, keepdim=True)
+    sign = torch.gather(vectors, -1, idx).sign()
+    return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+class PullbackMetric:
+    """G(x) for a batch of inputs, lazy and low-rank. Build it with ``vaelens.pullback_metric``.
+
+    Nothing is computed on construction. The thin factor L is computed on first use by ``eigen``,
+    ``eigenvalues`` or ``dense`` and then cached; ``matvec`` and ``lanczos`` never form it.
+    """
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, kind: str, chunk_size: int | None) -> None:
+        if kind not in KINDS:
+            raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if chunk_size is not None and chunk_size < 1:
+            raise VaelensError(f"chunk_size must be a positive integer or None; got {chunk_size}")
+        self.model, self.kind, self.chunk_size = model, kind, chunk_size
+        self.x = prepare_inputs(model, x)
+        self.input_shape = tuple(self.x.shape[1:])
+        self.dim = math.prod(self.input_shape)
+        self._factor: torch.Tensor | None = None
+        self._encoder_lin: EncoderLinearization | None = None
+        self._decoder_lin: DecoderLinearization | None = None
+        self._diag_a: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    # -- the thin factor --------------------------------------------------------------------
+    def factor(self) -> torch.Tensor:
+        """L with G = L^T L, shape (B, m, d)."""
+        if self._factor is None:
+            jac = encoder_jacobians(self.model, self.x, self.chunk_size)
+            if self.kind == "mean":
+                rows = [jac.jac_mu]
+            elif self.kind == "stochastic":
+                rows = [jac.jac_mu, jac.jac_sigma]
+            elif self.kind == "fisher":
+                inv = 1.0 / jac.sigma.unsqueeze(-1)  # (B, k, 1)
+                rows = [jac.jac_mu * inv, math.sqrt(2.0) * jac.jac_sigma * inv]
+            else:
+                jg = decoder_jacobian(self.model, jac.mu, self.chunk_size)  # (B, d, k)
+                a = jg.transpose(1, 2) @ jg  # (B, k, k)
+                rows = [_sqrt_psd(a) @ jac.jac_mu]
+                if self.kind == "output-stochastic":
+                    rows.append(a.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().unsqueeze(-1) * jac.jac_sigma)
+            self._factor = torch.cat(rows, dim=1)  # (B, m, d)
+        return self._factor
+
+    @property
+    def rank_bound(self) -> int:
+        """The largest possible rank of G: min(m, d)."""
+        k = self._latent_dim()
+        m = k if self.kind in ("mean", "output") else 2 * k
+        return min(m, self.dim)
+
+    def _latent_dim(self) -> int:
+        if self._factor is not None:
+            m = self._factor.shape[1]
+            return m if self.kind in ("mean", "output") else m // 2
+        return self._encoder().k
+
+    def _check_k(self, k: int | None) -> int:
+        r = self.rank_bound
+        if k is None:
+            return r
+        if not isinstance(k, int) or k < 1 or k > r:
+            raise VaelensError(
+                f"k={k} but the {self.kind} metric has rank at most {r} here; ask for 1 <= k <= {r}"
+            )
+        return k
+
+    def _gram(self) -> torch.Tensor:
+        f = self.factor()
+        return f @ f.transpose(1, 2)  # (B, m, m)
+
+    # -- exact spectrum ---------------------------------------------------------------------
+    def eigenvalues(self, k: int | None = None) -> torch.Tensor:
+        """The k largest eigenvalues (default: all rank_bound of them), (B, k), descending, >= 0."""
+        gram = self._gram()  # before _check_k, which then reads k off the factor
+        k = self._check_k(k)
+        values = torch.linalg.eigvalsh(gram).flip(-1)[:, :k]
+        return values.clamp_min(0)
+
+    def eigen(self, k: int | None = None) -> Spectrum:
+        """The k largest eigenpairs (default: all rank_bound of them), exactly, via the m x m problem.
+
+        Eigenvectors of eigenvalues that are 0 to working precision are not meaningful.
+        """
+        f = self.factor()
+        k = self._check_k(k)
+        w, u = torch.linalg.eigh(f @ f.transpose(1, 2))  # ascending
+        w, u = w.flip(-1)[:, :k], u.flip(-1)[:, :, :k]  # (B, k), (B, m, k)
+        v = (f.transpose(1, 2) @ u).transpose(1, 2)  # (B, k, d)
+        v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+        v = _canonical_sign(v).reshape(len(v), k, *self.input_shape)
+        return Spectrum(w.clamp_min(0), v, self.kind)
+
+    def dense(self) -> torch.Tensor:
+        """G itself, (B, d, d). Only for small inputs and tests."""
+        f = self.factor()
+        return f.transpose(1, 2) @ f
+
+    # -- matrix-free ------------------------------------------------------------------------
+    def _encoder(self) -> EncoderLinearization:
+        if self._encoder_lin is None:
+            self._encoder_lin = EncoderLinearization(self.model, self.x)
+        return self._encoder_lin
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """G v for v of shape (B, *input_shape), matrix-free (one JVP and one VJP)."""
+        if tuple(v.shape) != (len(self.x), *self.input_shape):
+            raise VaelensError(
+                f"v must have shape {(len(self.x), *self.input_shape)} to multiply G; got {tuple(v.shape)}"
+            )
+        enc = self._encoder()
+        v = v.to(self.x)
+        a, b = enc.jvp(v)  # J_mu v, J_sigma v: (B, k) each
+        zero = torch.zeros_like(b)
+        if self.kind == "mean":
+            return enc.vjp(a, zero)
+        if self.kind == "stochastic":
+            return enc.vjp(a, b)
+        if self.kind == "fisher":
+            s2 = enc.sigma.square()
+            return enc.vjp(a / s2, 2.0 * b / s2)
+        if self._decoder_lin is None:
+            self._decoder_lin = DecoderLinearization(self.model, enc.mu)
+        aa = self._decoder_lin.vjp(self._decoder_lin.jvp(a))  # A J_mu v: (B, k)
+        if self.kind == "output":
+            return enc.vjp(aa, zero)
+        if self._diag_a is None:  # diag(A) needs the decoder Jacobian (k forward-mode passes)
+            jg = decoder_jacobian(self.model, enc.mu, self.chunk_size)
+            self._diag_a = jg.square().sum(1)  # (B, k)
+        return enc.vjp(aa, self._diag_a * b)
+
+    def lanczos(self, k: int = 1, iters: int = 30, seed: int = 0) -> Spectrum:
+        """The top-k eigenpairs by batched Lanczos with full reorthogonalisation, matrix-free.
+
+        Arguments:
+            k: eigenpairs to return.
+            iters: Krylov dimension (capped at d); more iterations, more accuracy.
+            seed: seeds the random start vectors.
+        """
+        if not isinstance(iters, int) or iters < 1:
+            raise VaelensError(f"iters must be a positive integer; got {iters}")
+        iters = min(iters, self.dim)
+        if not isinstance(k, int) or k < 1 or k > iters:
+            raise VaelensError(f"k={k} must lie in 1..iters ({iters}); raise iters or lower k")
+        b, d, x = len(self.x), self.dim, self.x
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        q = torch.randn(b, d, generator=gen, device=x.device, dtype=x.dtype)
+        q = q / q.norm(dim=1, keepdim=True)
+        basis = torch.zeros(b, iters, d, dtype=x.dtype, device=x.device)  # (B, n, d)
+        alphas = torch.zeros(b, iters, dtype=x.dtype, device=x.device)
+        betas = torch.zeros(b, iters, dtype=x.dtype, device=x.device)
+        tol = math.sqrt(torch.finfo(x.dtype).eps)
+        scale = torch.zeros(b, dtype=x.dtype, device=x.device)
+        for j in range(iters):
+            basis[:, j] = q
+            w = self.matvec(q.view(b, *self.input_shape)).flatten(1)  # (B, d)
+            alphas[:, j] = (w * q).sum(1)
+            for _ in range(2):  # full reorthogonalisation, twice is enough
+                qs = basis[:, : j + 1]  # (B, j+1, d)
+                w = w - (qs.transpose(1, 2) @ (qs @ w.unsqueeze(-1))).squeeze(-1)
+            beta = w.norm(dim=1)
+            scale = torch.maximum(scale, alphas[:, j].abs()).maximum(beta)
+            if j + 1 == iters:
+                break
+            # Breakdown: the Krylov space is invariant. Continue from a fresh orthogonal direction.
+            dead = beta <= tol * scale.clamp_min(torch.finfo(x.dtype).tiny)
+            if dead.any():
+                fresh = torch.randn(b, d, generator=gen, device=x.device, dtype=x.dtype)
+                qs = basis[:, : j + 1]
+                for _ in range(2):
+                    fresh = fresh - (qs.transpose(1, 2) @ (qs @ fresh.unsqueeze(-1))).squeeze(-1)
+                w = torch.where(dead.unsqueeze(1), fresh, w)
+                beta = torch.where(dead, torch.zeros_like(beta), beta)
+            betas[:, j] = beta
+            q = w / w.norm(dim=1, keepdim=True)
+        t = (
+            torch.diag_embed(alphas)
+            + torch.diag_embed(betas[:, :-1], 1)
+            + torch.diag_embed(betas[:, :-1], -1)
+        )
+        theta, s = torch.linalg.eigh(t)
+        theta, s = theta.flip(-1)[:, :k], s.flip(-1)[:, :, :k]  # (B, k), (B, n, k)
+        v = (basis.transpose(1, 2) @ s).transpose(1, 2)  # (B, k, d)
+        v = _canonical_sign(v / v.norm(dim=-1, keepdim=True)).reshape(b, k, *self.input_shape)
+        return Spectrum(theta.clamp_min(0), v, self.kind)
+
+
+def pullback_metric(
+    model: torch.nn.Module, x: torch.Tensor, kind: str = "stochastic", chunk_size: int | None = None
+) -> PullbackMetric:
+    """The pullback metric G(x) of a VAE's encoder (or encoder and decoder) at a batch of inputs.
+
+    Arguments:
+        model: any module with ``encode(x) -> (mu, logvar)`` and ``decode(z)``.
+        x: (B, *input_shape) inputs in [0, 1].
+        kind: "mean", "stochastic", "fisher", "output" or "output-stochastic" (PAPER.md section 3).
+        chunk_size: samples differentiated at once when forming Jacobians (None: all); bounds memory.
+
+    Returns:
+        A lazy ``PullbackMetric`` with ``eigen``, ``eigenvalues``, ``matvec``, ``lanczos``, ``dense``.
+    """
+    return PullbackMetric(model, x, kind, chunk_size)
