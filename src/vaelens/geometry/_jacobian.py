@@ -21,6 +21,15 @@ from torch.func import jacfwd, jacrev, jvp, vjp, vmap
 from vaelens._errors import VaelensError
 from vaelens._protocol import check_images, encode, model_input_shape
 
+# torch's forward-mode AD imports this module lazily on the first JVP, and some torch releases warn
+# there about their own use of torch.jit. Import it now, quietly, so users never see that warning.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    try:
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
+    except ImportError:  # pragma: no cover - a torch without it needs nothing
+        pass
+
 
 class EncoderJacobians(NamedTuple):
     """The encoder at x and its Jacobians. mu, sigma: (B, k); jac_mu, jac_sigma: (B, k, d)."""
