@@ -29,6 +29,15 @@ def digits_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory):
+    """A small MLP VAE trained for a few epochs on the real mnist-5k images (about 5 s)."""
+    out = tmp_path_factory.mktemp("runs") / "mnist"
+    model = ModelConfig("mlp", (1, 28, 28), latent_dim=8, hidden=(128, 64))
+    train(TrainConfig(dataset="mnist-5k", model=model, epochs=4, batch_size=64), out, progress=False)
+    return out
+
+
 @pytest.fixture
 def run_cli(capsys, monkeypatch):
     """Run the vaelens CLI in-process; return (exit code, stdout, stderr)."""

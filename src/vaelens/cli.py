@@ -145,6 +145,70 @@ def info(
 
 
 @app.command()
+def audit(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    dataset: Annotated[str | None, typer.Option(help="Data set to audit (default: the run's own).")] = None,
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    n: Annotated[int, typer.Option(help="Inputs to audit (the first n of the split).")] = 1000,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="Metric kind(s), comma-separated: mean, stochastic, fisher, output, output-stochastic."
+        ),
+    ] = "stochastic",
+    batch_size: Annotated[int, typer.Option()] = 128,
+    chunk_size: Annotated[int | None, typer.Option(help="Samples per Jacobian (bounds memory).")] = None,
+    normalize: Annotated[
+        str, typer.Option(help="Entropy normalisation: trace, or max (released code).")
+    ] = "trace",
+    probe_n: Annotated[int, typer.Option(help="Inputs for the eigen-direction probe (0: none).")] = 100,
+    probe_scale: Annotated[str, typer.Option(help="Probe step scale: lambda (released) or unit.")] = "lambda",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/audit).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Score local robustness (spectral radius, entropy, ...) of a trained VAE on n inputs."""
+    from vaelens._checkpoint import load, read_config
+    from vaelens.data import load_dataset, take
+    from vaelens.evaluation import AuditConfig, write_audit
+    from vaelens.evaluation import audit as run_audit
+    from vaelens.training._trainer import resolve_device
+
+    if n < 1:
+        raise VaelensError(f"--n must be >= 1; got {n}")
+    config = AuditConfig(
+        kinds=tuple(k.strip() for k in kind.split(",") if k.strip()),
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        normalize=normalize,
+        probe_n=min(probe_n, n),
+        probe_scale=probe_scale,
+        seed=seed,
+    )
+    train_config = read_config(run)
+    model = load(run, resolve_device(device))
+    name = dataset or train_config.dataset
+    data = load_dataset(
+        name, split, train_config.data_root, train_config.image_size, train_config.image_channels
+    )
+    x, labels = take(data, n)
+    result = run_audit(model, x, labels, config, progress=not quiet)
+    out = out or run / "audit"
+    paths = write_audit(result, out, meta={"run": str(run), "dataset": name, "split": split})
+    table = Table(title=f"local robustness of {run} on {len(x)} {name} {split} inputs")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    for col in ("mean", "median", "std", "q05", "q95"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for k, scores in result.summary().items():
+        for score, stats in scores.items():
+            table.add_row(k, score, *(f"{stats[c]:.4g}" for c in ("mean", "median", "std", "q05", "q95")))
+    console.print(table)
+    console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-demo"),
     epochs: Annotated[int, typer.Option()] = 5,

@@ -1,0 +1,145 @@
+import csv
+import json
+
+import pytest
+import torch
+
+import vaelens
+from vaelens.data import load_dataset, take
+from vaelens.evaluation import AuditConfig, audit, eigen_probe, write_audit
+from vaelens.geometry import KINDS
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def digits_x():
+    return take(load_dataset("digits", "test"), 40)
+
+
+def test_probe_matches_direct_computation(digits_run, digits_x):
+    model = vaelens.load(digits_run)
+    x = digits_x[0][:3]
+    probe = eigen_probe(model, x, "stochastic", k=2, steps=torch.tensor([0.5, 2.0]))
+    assert probe.mse.shape == (3, 2, 2) and probe.random_mse.shape == (3, 2)
+    spec = vaelens.pullback_metric(model, x, "stochastic").eigen(2)
+    x_t = x + 2.0 * spec.values[:, 1].view(-1, 1, 1, 1) * spec.vectors[:, 1]
+    with torch.no_grad():
+        direct = (model.decode(model.encode(x_t)[0]) - x).square().flatten(1).mean(1)
+    torch.testing.assert_close(probe.mse[:, 1, 1], direct)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["unit", "lambda"])
+def test_top_direction_degrades_more_than_random(mnist_run, scale):
+    """PAPER.md section 5, on a model trained on real digits: v1 hurts most, random barely."""
+    model = vaelens.load(mnist_run)
+    x = take(load_dataset("mnist-5k", "test"), 64)[0]
+    probe = eigen_probe(model, x, "stochastic", k=2, scale=scale)
+    v1, rand = probe.mse[:, 0].mean(0), probe.random_mse.mean(0)
+    assert (v1 >= rand - 1e-4).all()
+    assert v1[-1] > 1.2 * rand[-1]
+
+
+def test_audit_writes_every_output(digits_run, digits_x, tmp_path):
+    model = vaelens.load(digits_run)
+    x, labels = digits_x
+    config = AuditConfig(kinds=("stochastic", "fisher"), batch_size=16, probe_n=10, n_show=3)
+    result = audit(model, x, labels, config, progress=False)
+    assert set(result.scores) == {"stochastic", "fisher"}
+    assert result.scores["fisher"].spectral_radius.shape == (40,)
+    # batching does not change the scores
+    whole = audit(model, x, labels, AuditConfig(batch_size=64, probe_n=0), progress=False)
+    torch.testing.assert_close(
+        whole.scores["stochastic"].spectral_radius, result.scores["stochastic"].spectral_radius
+    )
+    paths = write_audit(result, tmp_path / "audit")
+    for name in ("histograms", "eigen_directions", "eigen_directions_fisher", "probe"):
+        assert paths[name].read_bytes().startswith(PNG), name
+    with open(paths["scores"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 80 and {r["kind"] for r in rows} == {"stochastic", "fisher"}
+    assert rows[0]["label"] == str(int(labels[0]))
+    summary = json.loads(paths["summary"].read_text())["summary"]
+    assert set(summary["stochastic"]["spectral_radius"]) == {
+        "mean",
+        "median",
+        "std",
+        "q05",
+        "q25",
+        "q75",
+        "q95",
+    }
+    with open(paths["probe_csv"]) as f:
+        probe_rows = list(csv.DictReader(f))
+    assert {r["direction"] for r in probe_rows} == {"v1", "v2", "v3", "v4", "v5", "random"}
+    assert not list((tmp_path / "audit").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_audit_every_kind(digits_run, digits_x, kind):
+    result = audit(
+        vaelens.load(digits_run),
+        digits_x[0][:5],
+        config=AuditConfig(kinds=(kind,), probe_n=2),
+        progress=False,
+    )
+    for name, value in result.scores[kind].as_dict().items():
+        assert torch.isfinite(value).all(), name
+
+
+def test_cli_audit(run_cli, digits_run, tmp_path):
+    out = tmp_path / "a"
+    code, stdout, stderr = run_cli(
+        "audit",
+        digits_run,
+        "--n",
+        "30",
+        "--kind",
+        "stochastic,fisher",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert code == 0, stderr
+    assert "spectral_radius" in stdout and "fisher" in stdout
+    assert {p.name for p in out.iterdir()} >= {
+        "scores.csv",
+        "summary.json",
+        "histograms.png",
+        "eigen_directions.png",
+        "probe.csv",
+        "probe.png",
+    }
+    meta = json.loads((out / "summary.json").read_text())
+    assert meta["dataset"] == "digits" and meta["n"] == 30
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--kind", "riemann"], "unknown metric kind"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--normalize", "l2"], "normalize must be"),
+        (["--dataset", "imagenet"], "unknown data set"),
+        (["--batch-size", "0"], "batch_size"),
+    ],
+)
+def test_cli_audit_errors(run_cli, digits_run, tmp_path, args, match):
+    code, stdout, stderr = run_cli("audit", digits_run, "--out", tmp_path / "a", "--quiet", *args)
+    assert code == 2 and match in stderr and "Traceback" not in stderr + stdout
+
+
+def test_cli_audit_missing_run(run_cli, tmp_path):
+    code, _, stderr = run_cli("audit", tmp_path / "nope")
+    assert code == 2 and "does not exist" in stderr
+
+
+def test_audit_rejects_bad_inputs(digits_run):
+    model = vaelens.load(digits_run)
+    with pytest.raises(vaelens.VaelensError, match=r"\[0, 1\]"):
+        audit(model, torch.rand(4, 1, 8, 8) * 5, progress=False)
+    with pytest.raises(vaelens.VaelensError, match="no inputs"):
+        audit(model, torch.rand(0, 1, 8, 8), progress=False)
