@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from vaelens._configs import from_dict
 from vaelens._errors import VaelensError
 
 ARCHITECTURES = ("mlp", "conv")
@@ -68,8 +69,4 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise VaelensError(f"unknown model config keys {sorted(unknown)}; expected {sorted(known)}")
-        return cls(**d)
+        return from_dict(cls, d, "model config")

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from vaelens._configs import from_dict
 from vaelens._errors import VaelensError
 from vaelens.models import ModelConfig
 
@@ -77,11 +78,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise VaelensError(f"unknown training config keys {sorted(unknown)}")
-        return cls(**d)
+        return from_dict(cls, d, "training config")
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide what the run computes (everything but device and paths)."""
