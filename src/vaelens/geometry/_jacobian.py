@@ -32,12 +32,26 @@ with warnings.catch_warnings():
 
 
 class EncoderJacobians(NamedTuple):
-    """The encoder at x and its Jacobians. mu, sigma: (B, k); jac_mu, jac_sigma: (B, k, d)."""
+    """The encoder at x and its Jacobian.
+
+    Arguments:
+        mu, sigma: (B, k).
+        jac: (B, 2k, d), the rows of J_mu stacked over the rows of J_sigma.
+    """
 
     mu: torch.Tensor
     sigma: torch.Tensor
-    jac_mu: torch.Tensor
-    jac_sigma: torch.Tensor
+    jac: torch.Tensor
+
+    @property
+    def jac_mu(self) -> torch.Tensor:
+        """(B, k, d), a view."""
+        return self.jac[:, : self.mu.shape[1]]
+
+    @property
+    def jac_sigma(self) -> torch.Tensor:
+        """(B, k, d), a view."""
+        return self.jac[:, self.mu.shape[1] :]
 
 
 class VmapFallbackWarning(UserWarning):
@@ -95,23 +109,33 @@ def _call(model: torch.nn.Module, f: Callable, x: torch.Tensor) -> torch.Tensor:
         ) from None
 
 
+class Linearized(NamedTuple):
+    """A batched map at x: its value (B, m) and per-sample Jacobians (B, m, *in)."""
+
+    value: torch.Tensor
+    jacobian: torch.Tensor
+
+
 def batched_jacobian(
     f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_size: int | None = None
-) -> torch.Tensor:
-    """Per-sample Jacobians of a batched map f: (B, *in) -> (B, m). Returns (B, m, *in).
+) -> Linearized:
+    """Value and per-sample Jacobians of a batched map f: (B, *in) -> (B, m).
 
     f must treat samples independently. Uses vmap(jacrev) when m <= prod(in), else vmap(jacfwd);
-    ``chunk_size`` samples are differentiated at a time (None: all at once).
+    the value comes out of the same pass. ``chunk_size`` samples are differentiated at a time
+    (None: all at once).
     """
     m = f(x[:1]).shape[-1]
     d = math.prod(x.shape[1:])
 
-    def single(xi: torch.Tensor) -> torch.Tensor:
-        return f(xi.unsqueeze(0)).squeeze(0)  # (m,)
+    def single(xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = f(xi.unsqueeze(0)).squeeze(0)  # (m,)
+        return out, out
 
     mode = jacrev if m <= d else jacfwd
     try:
-        return vmap(mode(single), chunk_size=chunk_size)(x)
+        jac, value = vmap(mode(single, has_aux=True), chunk_size=chunk_size)(x)
+        return Linearized(value, jac)
     except VaelensError:
         raise
     except Exception as e:  # noqa: BLE001 - functorch raises many kinds for unsupported modules
@@ -126,9 +150,9 @@ def batched_jacobian(
 
 def _autograd_jacobian(
     f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_size: int | None
-) -> torch.Tensor:
+) -> Linearized:
     """The slow, always-correct path: one backward pass per output row, per chunk of samples."""
-    chunks = []
+    values, chunks = [], []
     step = chunk_size or len(x)
     for start in range(0, len(x), step):
         xc = x[start : start + step].detach().requires_grad_(True)
@@ -138,24 +162,25 @@ def _autograd_jacobian(
                 torch.autograd.grad(out[:, i].sum(), xc, retain_graph=i + 1 < out.shape[1])[0]
                 for i in range(out.shape[1])
             ]
+        values.append(out.detach())
         chunks.append(torch.stack(rows, dim=1))  # (b, m, *in)
-    return torch.cat(chunks)
+    return Linearized(torch.cat(values), torch.cat(chunks))
 
 
 def encoder_jacobians(
     model: torch.nn.Module, x: torch.Tensor, chunk_size: int | None = None
 ) -> EncoderJacobians:
-    """mu, sigma and their Jacobians at x, flattened over the input: (B, k) and (B, k, d).
+    """mu, sigma (B, k) and the stacked Jacobian of (mu, sigma) at x, flattened over the input.
 
     The model is in eval mode during the call and its mode restored afterwards; parameters
     receive no gradients.
     """
     with eval_mode(model), torch.no_grad():
         f = _encoder_rows(model)
-        out = _call(model, f, x)  # (B, 2k)
-        jac = batched_jacobian(f, x, chunk_size).flatten(2)  # (B, 2k, d)
+        _call(model, f, x[:1])  # a wrong input shape fails here, with a one-line error
+        out, jac = batched_jacobian(f, x, chunk_size)
     k = out.shape[1] // 2
-    return EncoderJacobians(out[:, :k], out[:, k:], jac[:, :k], jac[:, k:])
+    return EncoderJacobians(out[:, :k], out[:, k:], jac.flatten(2))
 
 
 def decoder_jacobian(model: torch.nn.Module, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
@@ -165,7 +190,7 @@ def decoder_jacobian(model: torch.nn.Module, z: torch.Tensor, chunk_size: int | 
         def g(zb: torch.Tensor) -> torch.Tensor:
             return model.decode(zb).flatten(1)  # (B, d)
 
-        return batched_jacobian(g, z, chunk_size)
+        return batched_jacobian(g, z, chunk_size).jacobian
 
 
 class EncoderLinearization:

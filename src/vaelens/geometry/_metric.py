@@ -60,11 +60,15 @@ def _sqrt_psd(a: torch.Tensor) -> torch.Tensor:
     return (v * w.clamp_min(0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
 
 
-def _canonical_sign(vectors: torch.Tensor) -> torch.Tensor:
-    """Flip each vector (B, r, d) so that its largest-magnitude entry is positive (reproducible)."""
-    idx = vectors.abs().argmax(dim=-1, keepdim=True)
-    sign = torch.gather(vectors, -1, idx).sign()
-    return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+def _canonical_sign(u: torch.Tensor) -> torch.Tensor:
+    """Flip each column of u (B, m, r) so that its largest-magnitude entry is positive.
+
+    Eigenvectors are defined up to sign; fixing it in the small m-dimensional space makes results
+    reproducible without a pass over the d-dimensional vectors.
+    """
+    idx = u.abs().argmax(dim=1, keepdim=True)  # (B, 1, r)
+    sign = torch.gather(u, 1, idx).sign()
+    return u * torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
 class PullbackMetric:
@@ -99,17 +103,17 @@ class PullbackMetric:
             if self.kind == "mean":
                 rows = [jac.jac_mu]
             elif self.kind == "stochastic":
-                rows = [jac.jac_mu, jac.jac_sigma]
+                rows = [jac.jac]
             elif self.kind == "fisher":
-                inv = 1.0 / jac.sigma.unsqueeze(-1)  # (B, k, 1)
-                rows = [jac.jac_mu * inv, math.sqrt(2.0) * jac.jac_sigma * inv]
+                weights = torch.cat([1.0 / jac.sigma, math.sqrt(2.0) / jac.sigma], dim=1)  # (B, 2k)
+                rows = [jac.jac * weights.unsqueeze(-1)]
             else:
                 jg = decoder_jacobian(self.model, jac.mu, self.chunk_size)  # (B, d, k)
                 a = jg.transpose(1, 2) @ jg  # (B, k, k)
                 rows = [_sqrt_psd(a) @ jac.jac_mu]
                 if self.kind == "output-stochastic":
                     rows.append(a.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().unsqueeze(-1) * jac.jac_sigma)
-            self._factor = torch.cat(rows, dim=1)  # (B, m, d)
+            self._factor = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)  # (B, m, d)
         return self._factor
 
     @property
@@ -155,11 +159,10 @@ class PullbackMetric:
         f = self.factor()
         k = self._check_k(k)
         w, u = torch.linalg.eigh(f @ f.transpose(1, 2))  # ascending
-        w, u = w.flip(-1)[:, :k], u.flip(-1)[:, :, :k]  # (B, k), (B, m, k)
-        v = (f.transpose(1, 2) @ u).transpose(1, 2)  # (B, k, d)
-        v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-        v = _canonical_sign(v).reshape(len(v), k, *self.input_shape)
-        return Spectrum(w.clamp_min(0), v, self.kind)
+        w, u = w.flip(-1)[:, :k], _canonical_sign(u.flip(-1)[:, :, :k])  # (B, k), (B, m, k)
+        v = u.transpose(1, 2) @ f  # (B, k, d): rows are L^T u
+        v.div_(torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min_(torch.finfo(v.dtype).tiny))
+        return Spectrum(w.clamp_min(0), v.view(len(v), k, *self.input_shape), self.kind)
 
     def dense(self) -> torch.Tensor:
         """G itself, (B, d, d). Only for small inputs and tests."""
@@ -249,9 +252,9 @@ class PullbackMetric:
             + torch.diag_embed(betas[:, :-1], -1)
         )
         theta, s = torch.linalg.eigh(t)
-        theta, s = theta.flip(-1)[:, :k], s.flip(-1)[:, :, :k]  # (B, k), (B, n, k)
-        v = (basis.transpose(1, 2) @ s).transpose(1, 2)  # (B, k, d)
-        v = _canonical_sign(v / v.norm(dim=-1, keepdim=True)).reshape(b, k, *self.input_shape)
+        theta, s = theta.flip(-1)[:, :k], _canonical_sign(s.flip(-1)[:, :, :k])  # (B, k), (B, n, k)
+        v = s.transpose(1, 2) @ basis  # (B, k, d)
+        v = (v / v.norm(dim=-1, keepdim=True)).reshape(b, k, *self.input_shape)
         return Spectrum(theta.clamp_min(0), v, self.kind)
 
 
