@@ -79,6 +79,7 @@ def test_console_script_runs_without_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs(run_cli, tmp_path):
-    code, stdout, _ = run_cli("demo", "--out", tmp_path / "demo", "--epochs", "1")
+    code, stdout, _ = run_cli("demo", "--out", tmp_path / "demo", "--epochs", "1", "--n", "20")
     assert code == 0
-    assert (tmp_path / "demo").is_dir()
+    assert (tmp_path / "demo" / "beta1" / "model.safetensors").is_file()
+    assert (tmp_path / "demo" / "beta1" / "audit" / "probe.png").is_file()

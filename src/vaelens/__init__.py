@@ -6,9 +6,11 @@ re-exports.
 
 __version__ = "0.1.0"
 
+from vaelens import data  # noqa: E402
 from vaelens._checkpoint import load  # noqa: E402
 from vaelens._errors import VaelensError  # noqa: E402
 from vaelens._protocol import Posterior  # noqa: E402
+from vaelens.evaluation import eigen_probe  # noqa: E402
 from vaelens.geometry import (  # noqa: E402
     PullbackMetric,
     Scores,
@@ -26,6 +28,8 @@ __all__ = [
     "TrainConfig",
     "VaelensError",
     "__version__",
+    "data",
+    "eigen_probe",
     "load",
     "pullback_metric",
     "robustness_scores",

@@ -144,6 +144,37 @@ def info(
         _print_info(run)
 
 
+def _audit_run(
+    run: Path, config, dataset: str | None, split: str, n: int, out: Path, device: str, quiet: bool
+) -> None:
+    """Audit a run directory's model on the first n inputs of a split; write files, print a table."""
+    from vaelens._checkpoint import load, read_config
+    from vaelens.data import load_dataset, take
+    from vaelens.evaluation import audit as run_audit
+    from vaelens.evaluation import write_audit
+    from vaelens.training._trainer import resolve_device
+
+    train_config = read_config(run)
+    model = load(run, resolve_device(device))
+    name = dataset or train_config.dataset
+    data = load_dataset(
+        name, split, train_config.data_root, train_config.image_size, train_config.image_channels
+    )
+    x, labels = take(data, n)
+    result = run_audit(model, x, labels, config, progress=not quiet)
+    paths = write_audit(result, out, meta={"run": str(run), "dataset": name, "split": split})
+    table = Table(title=f"local robustness of {run} on {len(x)} {name} {split} inputs")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    for col in ("mean", "median", "std", "q05", "q95"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for k, scores in result.summary().items():
+        for score, stats in scores.items():
+            table.add_row(k, score, *(f"{stats[c]:.4g}" for c in ("mean", "median", "std", "q05", "q95")))
+    console.print(table)
+    console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+
+
 @app.command()
 def audit(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
@@ -169,11 +200,7 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Score local robustness (spectral radius, entropy, ...) of a trained VAE on n inputs."""
-    from vaelens._checkpoint import load, read_config
-    from vaelens.data import load_dataset, take
-    from vaelens.evaluation import AuditConfig, write_audit
-    from vaelens.evaluation import audit as run_audit
-    from vaelens.training._trainer import resolve_device
+    from vaelens.evaluation import AuditConfig
 
     if n < 1:
         raise VaelensError(f"--n must be >= 1; got {n}")
@@ -186,34 +213,17 @@ def audit(
         probe_scale=probe_scale,
         seed=seed,
     )
-    train_config = read_config(run)
-    model = load(run, resolve_device(device))
-    name = dataset or train_config.dataset
-    data = load_dataset(
-        name, split, train_config.data_root, train_config.image_size, train_config.image_channels
-    )
-    x, labels = take(data, n)
-    result = run_audit(model, x, labels, config, progress=not quiet)
-    out = out or run / "audit"
-    paths = write_audit(result, out, meta={"run": str(run), "dataset": name, "split": split})
-    table = Table(title=f"local robustness of {run} on {len(x)} {name} {split} inputs")
-    table.add_column("kind", no_wrap=True)
-    table.add_column("score", no_wrap=True)
-    for col in ("mean", "median", "std", "q05", "q95"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for k, scores in result.summary().items():
-        for score, stats in scores.items():
-            table.add_row(k, score, *(f"{stats[c]:.4g}" for c in ("mean", "median", "std", "q05", "q95")))
-    console.print(table)
-    console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+    _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet)
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-demo"),
-    epochs: Annotated[int, typer.Option()] = 5,
+    epochs: Annotated[int, typer.Option()] = 10,
+    n: Annotated[int, typer.Option(help="Test inputs to audit.")] = 500,
 ) -> None:
-    """Train a small MLP VAE on the offline mnist-5k set and summarise it."""
+    """Train a small MLP VAE on the offline mnist-5k set, then audit its local robustness."""
+    from vaelens.evaluation import AuditConfig
     from vaelens.training import TrainConfig
     from vaelens.training import train as run_training
 
@@ -225,7 +235,9 @@ def demo(
     )
     result = run_training(config, out / "beta1", progress=True)
     _print_info(result.run_dir)
-    console.print(f"demo run written to {result.run_dir}")
+    audit_config = AuditConfig(kinds=("stochastic", "fisher"), probe_n=min(100, n))
+    _audit_run(result.run_dir, audit_config, None, "test", n, out / "beta1" / "audit", "cpu", False)
+    console.print(f"demo written to {out}")
 
 
 def main() -> None:
