@@ -10,6 +10,7 @@ from vaelens import data  # noqa: E402
 from vaelens._checkpoint import load  # noqa: E402
 from vaelens._errors import VaelensError  # noqa: E402
 from vaelens._protocol import Posterior  # noqa: E402
+from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage  # noqa: E402
 from vaelens.evaluation import eigen_probe  # noqa: E402
 from vaelens.geometry import (  # noqa: E402
     PullbackMetric,
@@ -21,6 +22,12 @@ from vaelens.geometry import (  # noqa: E402
 from vaelens.training import TrainConfig, train  # noqa: E402
 
 __all__ = [
+    "PGD",
+    "Damage",
+    "EigenAttack",
+    "RandomNoise",
+    "TargetedAttack",
+    "attack_damage",
     "Posterior",
     "PullbackMetric",
     "Scores",

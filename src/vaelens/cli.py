@@ -23,6 +23,8 @@ app = typer.Typer(
     help="Adversarial robustness of VAEs through the local geometry of their encoders.",
 )
 console = Console()
+if not console.is_terminal:  # piped or logged: do not squeeze tables into 80 columns
+    console = Console(width=160)
 err_console = Console(stderr=True)
 
 
@@ -214,6 +216,94 @@ def audit(
         seed=seed,
     )
     _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet)
+
+
+def _float_list(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise VaelensError(f"{flag} takes comma-separated numbers such as 0.25,0.5,1; got {text!r}") from None
+    if not values:
+        raise VaelensError(f"{flag} needs at least one number")
+    return values
+
+
+@app.command()
+def attack(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    method: Annotated[str, typer.Option(help="eigen, pgd or random.")] = "pgd",
+    objective: Annotated[str, typer.Option(help="kl, kl_reverse, skl, latent, recon or stochastic.")] = "kl",
+    norm: Annotated[str, typer.Option(help="l2 or linf.")] = "l2",
+    eps: Annotated[str, typer.Option(help="Budget, or a comma-separated list for a curve.")] = "1.0",
+    steps: Annotated[int, typer.Option(help="PGD steps.")] = 50,
+    restarts: Annotated[int, typer.Option(help="PGD restarts (best kept).")] = 1,
+    kind: Annotated[str, typer.Option(help="Metric kind for --method eigen.")] = "fisher",
+    directions: Annotated[int, typer.Option(help="Eigen-directions tried by --method eigen.")] = 1,
+    targeted: Annotated[
+        bool,
+        typer.Option(
+            "--targeted",
+            help="Pull each input towards another input of the split (PGD descent, default SKL).",
+        ),
+    ] = False,
+    n: Annotated[int, typer.Option(help="Inputs to attack (the first n of the split).")] = 500,
+    dataset: Annotated[str | None, typer.Option(help="Data set (default: the run's own).")] = None,
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    batch_size: Annotated[int, typer.Option()] = 250,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/attack-METHOD).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
+    import torch
+
+    from vaelens._checkpoint import load, read_config
+    from vaelens.data import load_dataset, take
+    from vaelens.evaluation import AttackSpec, attack_sweep, write_attack_report
+    from vaelens.training._trainer import resolve_device
+
+    if n < 1 or batch_size < 1:
+        raise VaelensError(f"--n and --batch-size must be >= 1; got {n} and {batch_size}")
+    if targeted and objective == "kl":
+        objective = "skl"  # the supervised attack's usual objective (Kuzina et al.)
+    spec = AttackSpec(method, norm, objective, steps, restarts, kind, directions, targeted, seed)
+    budgets = _float_list(eps, "--eps")
+    train_config = read_config(run)
+    model = load(run, resolve_device(device))
+    name = dataset or train_config.dataset
+    data = load_dataset(
+        name, split, train_config.data_root, train_config.image_size, train_config.image_channels
+    )
+    x, labels = take(data, n)
+    x_target = None
+    if targeted:
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        x_target = x[torch.roll(perm, 1)][torch.argsort(perm)]  # a different input for each
+    result = attack_sweep(model, x, budgets, spec, x_target, batch_size, progress=not quiet)
+    out = out or run / f"attack-{method}{'-targeted' if targeted else ''}"
+    paths = write_attack_report(
+        result, model, out, labels, {"run": str(run), "dataset": name, "split": split}
+    )
+    table = Table(
+        title=f"{method} attack ({norm}, {objective if method == 'pgd' else kind}) on {len(x)} inputs"
+    )
+    cols = ("kl", "skl", "latent_l2", "recon_shift", "recon_error", "ms_ssim_recon", "prior_logp_drop")
+    table.add_column("eps", justify="right", no_wrap=True)
+    for c in cols:
+        table.add_column(c, justify="right", no_wrap=True)
+    table.add_column("seconds", justify="right", no_wrap=True)
+    for e, d, sec in zip(result.eps, result.damage, result.seconds, strict=True):
+        means = d.as_dict()
+        table.add_row(f"{e:g}", *(f"{means[c].mean().item():.4g}" for c in cols), f"{sec:.2f}")
+    console.print(table)
+    if len(budgets) > 1:
+        from vaelens.evaluation import auddc
+
+        for metric in ("kl", "recon_shift"):
+            value = auddc(result.eps, [d.as_dict()[metric].mean().item() for d in result.damage])
+            console.print(f"AUDDC ({metric}): {value:.4g}")
+    console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 
 @app.command()

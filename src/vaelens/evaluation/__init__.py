@@ -1,6 +1,28 @@
 """Evaluating VAEs: audits of local robustness and the eigen-direction probe (PAPER.md sections 3-5)."""
 
+from vaelens.attacks._probe import ProbeResult, eigen_probe
+from vaelens.evaluation._attacks import (
+    METHODS,
+    AttackSpec,
+    SweepResult,
+    attack_sweep,
+    auddc,
+    write_attack_report,
+)
 from vaelens.evaluation._audit import AuditConfig, AuditResult, audit, summarize, write_audit
-from vaelens.evaluation._probe import ProbeResult, eigen_probe
 
-__all__ = ["AuditConfig", "AuditResult", "ProbeResult", "audit", "eigen_probe", "summarize", "write_audit"]
+__all__ = [
+    "METHODS",
+    "AttackSpec",
+    "SweepResult",
+    "attack_sweep",
+    "auddc",
+    "write_attack_report",
+    "AuditConfig",
+    "AuditResult",
+    "ProbeResult",
+    "audit",
+    "eigen_probe",
+    "summarize",
+    "write_audit",
+]

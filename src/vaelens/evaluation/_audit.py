@@ -16,8 +16,8 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
+from vaelens.attacks._probe import SCALES, ProbeResult, eigen_probe
 from vaelens.evaluation import _plots
-from vaelens.evaluation._probe import SCALES, ProbeResult, eigen_probe
 from vaelens.geometry import KINDS, NORMALIZATIONS, Scores, Spectrum, pullback_metric, robustness_scores
 from vaelens.geometry._jacobian import prepare_inputs
 

@@ -8,6 +8,7 @@ from vaelens.geometry._jacobian import (
     decoder_jacobian,
     encoder_jacobians,
     eval_mode,
+    frozen,
 )
 from vaelens.geometry._metric import KINDS, PullbackMetric, Spectrum, pullback_metric
 from vaelens.geometry._scores import NORMALIZATIONS, Scores, robustness_scores
@@ -25,6 +26,7 @@ __all__ = [
     "decoder_jacobian",
     "encoder_jacobians",
     "eval_mode",
+    "frozen",
     "pullback_metric",
     "robustness_scores",
 ]

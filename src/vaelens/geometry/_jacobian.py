@@ -70,6 +70,23 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             m.training = mode
 
 
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter for the duration, both restored.
+
+    Gradients taken inside flow to the inputs only: parameters are never touched.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with eval_mode(model):
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
 def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
     """The dtype and device of the model's first floating parameter (float32 on cpu if none)."""
     for p in model.parameters():

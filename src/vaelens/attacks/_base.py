@@ -1,0 +1,123 @@
+"""The small base class every attack subclasses: checks, eval mode, frozen parameters, budget.
+
+A subclass writes only ``forward(x, x_target)``. ``__call__`` checks the inputs, puts the model in
+eval mode with its parameters frozen (no gradient ever reaches them), runs ``forward``, projects the
+perturbation onto the budget and clamps the result to [0, 1], then restores the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+from vaelens._errors import VaelensError
+from vaelens.geometry._jacobian import frozen, prepare_inputs
+
+NORMS = ("l2", "linf")
+
+
+def check_budget(eps: float, norm: str) -> None:
+    if norm not in NORMS:
+        raise VaelensError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    if not isinstance(eps, int | float) or not math.isfinite(eps) or eps <= 0:
+        raise VaelensError(f"eps must be a finite number > 0; got {eps!r}")
+
+
+def norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample L2 or L-inf norms of (B, ...) -> (B,)."""
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project each perturbation onto the eps-ball of the norm."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    scale = (eps / norms(delta, "l2").clamp_min(torch.finfo(delta.dtype).tiny)).clamp(max=1.0)
+    return delta * scale.view(-1, *[1] * (delta.dim() - 1))
+
+
+def sample_generators(x: torch.Tensor, seed: int | None, salt: str) -> list[torch.Generator]:
+    """One generator per sample, seeded by (seed, salt, the sample's bytes).
+
+    Seeding by the sample itself makes random attacks give the same result for an input whether
+    it is attacked alone or in any batch. ``seed=None`` draws a fresh random seed.
+    """
+    seed = torch.seed() if seed is None else seed
+    gens = []
+    for xi in x:
+        digest = hashlib.blake2b(xi.detach().cpu().numpy().tobytes(), digest_size=8)
+        digest.update(f"{seed}/{salt}".encode())
+        gens.append(
+            torch.Generator(device=x.device).manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
+        )
+    return gens
+
+
+def _draw(
+    x: torch.Tensor, gens: list[torch.Generator], shape: tuple[int, ...], uniform: bool
+) -> torch.Tensor:
+    draw = torch.rand if uniform else torch.randn
+    return torch.stack([draw(shape, generator=g, device=x.device, dtype=x.dtype) for g in gens])
+
+
+def random_direction(x: torch.Tensor, seed: int | None, salt: str) -> torch.Tensor:
+    """A unit-L2 direction per sample, uniform on the sphere."""
+    return unit(_draw(x, sample_generators(x, seed, salt), tuple(x.shape[1:]), uniform=False))
+
+
+def random_in_ball(x: torch.Tensor, eps: float, norm: str, seed: int | None, salt: str) -> torch.Tensor:
+    """A perturbation uniform in the eps-ball: the L-inf box, or the L2 ball."""
+    gens = sample_generators(x, seed, salt)
+    if norm == "linf":
+        return (2 * _draw(x, gens, tuple(x.shape[1:]), uniform=True) - 1) * eps
+    direction = unit(_draw(x, gens, tuple(x.shape[1:]), uniform=False))
+    radius = eps * _draw(x, gens, (), uniform=True).pow(1.0 / x[0].numel())  # (B,)
+    return direction * radius.view(-1, *[1] * (x.dim() - 1))
+
+
+def unit(v: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L2 norm."""
+    return v / norms(v, "l2").clamp_min(torch.finfo(v.dtype).tiny).view(-1, *[1] * (v.dim() - 1))
+
+
+class Attack:
+    """Base class: ``attack(x) -> x_adv`` (or ``attack(x, x_target)`` for targeted attacks).
+
+    Arguments:
+        model: any VAE (``encode``/``decode``).
+        eps: the budget, > 0.
+        norm: "l2" or "linf".
+        seed: seeds every random draw (None: fresh randomness each call).
+    """
+
+    targeted = False
+
+    def __init__(self, model: torch.nn.Module, eps: float, norm: str = "l2", seed: int | None = 0) -> None:
+        check_budget(eps, norm)
+        self.model, self.eps, self.norm, self.seed = model, float(eps), norm, seed
+
+    def __call__(self, x: torch.Tensor, x_target: torch.Tensor | None = None) -> torch.Tensor:
+        x = prepare_inputs(self.model, x)
+        if self.targeted:
+            if x_target is None:
+                raise VaelensError(f"{type(self).__name__} is targeted: call it as attack(x, x_target)")
+            x_target = prepare_inputs(self.model, x_target, "x_target")
+            if x_target.shape != x.shape:
+                raise VaelensError(
+                    f"x_target must have the shape of x {tuple(x.shape)}; got {tuple(x_target.shape)}"
+                )
+        elif x_target is not None:
+            raise VaelensError(f"{type(self).__name__} is untargeted: call it as attack(x)")
+        with frozen(self.model):
+            x_adv = self.forward(x, x_target)
+        delta = project(x_adv.detach() - x, self.eps, self.norm)
+        return (x + delta).clamp(0.0, 1.0)
+
+    def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps}, norm={self.norm!r})"

@@ -1,0 +1,120 @@
+"""How much an attack moved a VAE: divergences, reconstruction changes and input distances."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+from vaelens._divergences import gaussian_kl, symmetric_kl
+from vaelens._errors import VaelensError
+from vaelens._protocol import encode
+from vaelens.attacks._base import norms
+from vaelens.geometry._jacobian import frozen, prepare_inputs
+
+_MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Per-sample damage, each (B,).
+
+    Arguments:
+        kl: KL(q(z|x_adv) || q(z|x)).
+        skl: symmetric KL.
+        latent_l2: ||mu(x_adv) - mu(x)||_2.
+        recon_shift: MSE between g(mu(x)) and g(mu(x_adv)).
+        recon_error: MSE between x and g(mu(x_adv)).
+        ms_ssim_recon: MS-SSIM between g(mu(x)) and g(mu(x_adv)) (1 = unchanged).
+        prior_logp_drop: log p(mu(x)) - log p(mu(x_adv)) under N(0, I); positive when the attack
+            pushed the code to a lower-density region of the latent space.
+        l2, linf: input distances ||x_adv - x||.
+    """
+
+    kl: torch.Tensor
+    skl: torch.Tensor
+    latent_l2: torch.Tensor
+    recon_shift: torch.Tensor
+    recon_error: torch.Tensor
+    ms_ssim_recon: torch.Tensor
+    prior_logp_drop: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {n: getattr(self, n) for n in self.names()}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """{metric: {mean, median, q05, q25, q75, q95}}."""
+        out = {}
+        for name, v in self.as_dict().items():
+            a = v.double()
+            stats = {"mean": a.mean().item(), "median": a.median().item()}
+            for q in (0.05, 0.25, 0.75, 0.95):
+                stats[f"q{round(q * 100):02d}"] = torch.quantile(a, q).item()
+            out[name] = stats
+        return out
+
+
+def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM per sample between image batches in [0, 1], with as many scales as the size allows.
+
+    A 3x3 window and up to 5 scales: 4 for 28x28 images, 2 for 8x8; plain SSIM (one scale) for
+    smaller ones. Flat inputs get NaN, since MS-SSIM needs images.
+    """
+    if a.dim() != 4:
+        return torch.full((len(a),), float("nan"), dtype=a.dtype)
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    side, kernel = min(a.shape[-2:]), 3
+    scales = max(1, min(5, int(math.floor(math.log2((side - 1) / (kernel - 1)))) + 1 if side > kernel else 1))
+    betas = _MS_SSIM_BETAS[:scales]
+    betas = tuple(beta / sum(betas) for beta in betas)
+    return multiscale_structural_similarity_index_measure(
+        a.float(),
+        b.float(),
+        gaussian_kernel=False,
+        kernel_size=kernel,
+        betas=betas,
+        data_range=1.0,
+        reduction="none",
+        normalize="relu",
+    ).to(a.dtype)
+
+
+@torch.no_grad()
+def attack_damage(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor) -> Damage:
+    """Measure what x_adv did to the model's encoding and reconstruction of x.
+
+    Arguments:
+        model: a VAE.
+        x: (B, *input_shape) clean inputs in [0, 1].
+        x_adv: (B, *input_shape) perturbed inputs in [0, 1].
+    """
+    x = prepare_inputs(model, x)
+    x_adv = prepare_inputs(model, x_adv, "x_adv")
+    if x.shape != x_adv.shape:
+        raise VaelensError(f"x_adv must have the shape of x {tuple(x.shape)}; got {tuple(x_adv.shape)}")
+    with frozen(model):
+        mu, logvar = encode(model, x)
+        mu_a, logvar_a = encode(model, x_adv)
+        recon, recon_a = model.decode(mu), model.decode(mu_a)
+    mse = lambda p, q: (p - q).square().flatten(1).mean(1)  # noqa: E731
+    log_prior = lambda m: -0.5 * m.square().sum(1)  # noqa: E731 - constants cancel in the drop
+    delta = x_adv - x
+    return Damage(
+        kl=gaussian_kl(mu_a, logvar_a, mu, logvar).cpu(),
+        skl=symmetric_kl(mu_a, logvar_a, mu, logvar).cpu(),
+        latent_l2=(mu_a - mu).norm(dim=1).cpu(),
+        recon_shift=mse(recon_a, recon).cpu(),
+        recon_error=mse(recon_a, x).cpu(),
+        ms_ssim_recon=ms_ssim(recon, recon_a).cpu(),
+        prior_logp_drop=(log_prior(mu) - log_prior(mu_a)).cpu(),
+        l2=norms(delta, "l2").cpu(),
+        linf=norms(delta, "linf").cpu(),
+    )

@@ -1,0 +1,67 @@
+"""The eigen-direction attack (Khan and Storkey 2023; PAPER.md section 3).
+
+To second order an objective is delta^T G(x) delta, so under a small L2 budget the best attack is
+delta = +-eps v_1, the top eigenvector of G(x). With ``directions=k`` the top k eigenvectors and
+both signs are tried and the candidate that does most damage (by the objective matching the kind)
+is kept. Under L-inf the attack uses eps * sign(v): the vertex of the box nearest to v's direction,
+a heuristic (the L-inf problem has no eigenvector solution).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vaelens._errors import VaelensError
+from vaelens.attacks._base import Attack
+from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
+from vaelens.geometry import KINDS, pullback_metric
+
+
+class EigenAttack(Attack):
+    """delta = +-eps v_j for the most damaging of the top ``directions`` eigenvectors of G(x).
+
+    Arguments:
+        model: a VAE.
+        eps: budget (> 0).
+        norm: "l2" (exact second-order optimum) or "linf" (eps * sign(v), a heuristic).
+        kind: metric kind whose eigenvectors are used, default "fisher" (the KL's metric).
+        directions: how many top eigenvectors to try, each with both signs. Default 1.
+        objective: what picks among candidates; default the objective the kind models
+            (fisher: kl, mean: latent, stochastic: stochastic, output kinds: recon).
+        chunk_size: bounds memory of the Jacobians.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eps: float,
+        norm: str = "l2",
+        kind: str = "fisher",
+        directions: int = 1,
+        objective: str | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(model, eps, norm, seed=None)
+        if kind not in KINDS:
+            raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if not isinstance(directions, int) or directions < 1:
+            raise VaelensError(f"directions must be a positive integer; got {directions!r}")
+        self.kind, self.directions, self.chunk_size = kind, directions, chunk_size
+        self.objective = check_objective(objective or KIND_OBJECTIVE[kind])
+
+    def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
+        metric = pullback_metric(self.model, x, self.kind, self.chunk_size)
+        k = min(self.directions, metric.rank_bound)
+        vectors = metric.eigen(k).vectors  # (B, k, *s), unit L2 norm
+        steps = vectors.sign() if self.norm == "linf" else vectors
+        ref = Reference.of(self.model, x)
+        best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            for j in range(k):
+                for sign in (1.0, -1.0):
+                    cand = (x + sign * self.eps * steps[:, j]).clamp(0, 1)
+                    score = divergence(self.model, cand, ref, self.objective)
+                    better = score > best_score
+                    best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), cand, best)
+                    best_score = torch.where(better, score, best_score)
+        return best

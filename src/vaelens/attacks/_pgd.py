@@ -1,0 +1,122 @@
+"""Projected gradient ascent on an encoding divergence (Madry et al. 2018, for VAEs: PAPER.md s. 2)."""
+
+from __future__ import annotations
+
+import torch
+
+from vaelens._errors import VaelensError
+from vaelens.attacks._base import Attack, norms, project, random_in_ball
+from vaelens.attacks._objectives import Reference, check_objective, divergence
+
+
+def check_steps(steps: int, step_size: float | None) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise VaelensError(f"steps must be a positive integer; got {steps!r}")
+    if step_size is not None and not step_size > 0:
+        raise VaelensError(f"step_size must be > 0; got {step_size!r}")
+
+
+def ascent_step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent direction of unit norm: sign(g) for L-inf, g / ||g||_2 for L2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / norms(grad, "l2").clamp_min(torch.finfo(grad.dtype).tiny).view(-1, *[1] * (grad.dim() - 1))
+
+
+def projected_gradient(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    ref: Reference,
+    objective: str,
+    delta: torch.Tensor,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    maximize: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected gradient ascent (or descent) on D(x + delta, ref); every iterate is scored.
+
+    Returns the best x + delta per sample (B, *s) and its score (B,).
+    """
+    sign = 1.0 if maximize else -1.0
+    view = (-1, *[1] * (x.dim() - 1))
+    best, best_score = x.clone(), torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
+    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+    for step in range(steps + 1):
+        with torch.enable_grad():
+            score = sign * divergence(model, x + delta, ref, objective)  # (B,)
+            grad = torch.autograd.grad(score.sum(), delta)[0] if step < steps else None
+        with torch.no_grad():
+            better = score.detach() > best_score
+            best = torch.where(better.view(view), (x + delta).detach(), best)
+            best_score = torch.where(better, score.detach(), best_score)
+            if grad is None:
+                break
+            moved = delta + step_size * ascent_step(grad, norm)
+            delta = ((x + project(moved, eps, norm)).clamp(0, 1) - x).requires_grad_(True)
+    return best, sign * best_score
+
+
+class PGD(Attack):
+    """Maximise D(x, x + delta) over ||delta|| <= eps and x + delta in [0, 1] by projected gradient ascent.
+
+    Arguments:
+        model: a VAE.
+        eps: budget (> 0).
+        norm: "l2" or "linf".
+        objective: "kl", "kl_reverse", "skl", "latent", "recon" or "stochastic" (PAPER.md section 2).
+        steps: gradient steps per restart, default 50.
+        step_size: default 2.5 * eps / steps (enough to cross the ball and come back).
+        random_start: start uniformly inside the ball. Default True; from delta = 0 the gradient of
+            the KL objectives is zero, so a random start is what gets them moving.
+        restarts: independent restarts; each sample keeps its best result. Default 1.
+        seed: seeds the random starts (None: fresh randomness).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eps: float,
+        norm: str = "l2",
+        objective: str = "kl",
+        steps: int = 50,
+        step_size: float | None = None,
+        random_start: bool = True,
+        restarts: int = 1,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(model, eps, norm, seed)
+        check_steps(steps, step_size)
+        if not isinstance(restarts, int) or restarts < 1:
+            raise VaelensError(f"restarts must be a positive integer; got {restarts!r}")
+        self.objective = check_objective(objective)
+        self.steps, self.restarts, self.random_start = steps, restarts, random_start
+        self.step_size = step_size if step_size is not None else 2.5 * self.eps / steps
+
+    def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
+        ref = Reference.of(self.model, x)
+        view = (-1, *[1] * (x.dim() - 1))
+        best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
+        for restart in range(self.restarts):
+            start = (
+                random_in_ball(x, self.eps, self.norm, self.seed, f"pgd/{restart}")
+                if self.random_start
+                else torch.zeros_like(x)
+            )
+            found, score = projected_gradient(
+                self.model,
+                x,
+                ref,
+                self.objective,
+                start,
+                self.eps,
+                self.norm,
+                self.steps,
+                self.step_size,
+                True,
+            )
+            better = score > best_score
+            best = torch.where(better.view(view), found, best)
+            best_score = torch.where(better, score, best_score)
+        return best

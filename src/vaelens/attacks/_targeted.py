@@ -1,0 +1,58 @@
+"""The supervised (targeted) attack: make x + delta encode like a target x_t (PAPER.md section 2)."""
+
+from __future__ import annotations
+
+import torch
+
+from vaelens.attacks._base import Attack
+from vaelens.attacks._objectives import Reference, check_objective
+from vaelens.attacks._pgd import check_steps, projected_gradient
+
+
+class TargetedAttack(Attack):
+    """Minimise D(q(z|x + delta), q(z|x_t)) over the budget by projected gradient descent.
+
+    Called as ``attack(x, x_target)``. Starts at delta = 0 and keeps, per sample, the iterate
+    closest to the target's encoding.
+
+    Arguments:
+        model: a VAE.
+        eps: budget (> 0).
+        norm: "l2" or "linf".
+        objective: divergence to the target's posterior, default "skl" (Kuzina et al.).
+        steps: gradient steps, default 100.
+        step_size: default 2.5 * eps / steps.
+    """
+
+    targeted = True
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eps: float,
+        norm: str = "l2",
+        objective: str = "skl",
+        steps: int = 100,
+        step_size: float | None = None,
+    ) -> None:
+        super().__init__(model, eps, norm, seed=None)
+        check_steps(steps, step_size)
+        self.objective, self.steps = check_objective(objective), steps
+        self.step_size = step_size if step_size is not None else 2.5 * self.eps / steps
+
+    def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
+        assert x_target is not None
+        ref = Reference.of(self.model, x_target)
+        best, _ = projected_gradient(
+            self.model,
+            x,
+            ref,
+            self.objective,
+            torch.zeros_like(x),
+            self.eps,
+            self.norm,
+            self.steps,
+            self.step_size,
+            maximize=False,
+        )
+        return best

@@ -1,0 +1,219 @@
+"""Running attacks over many inputs and budgets, and writing what they did (PAPER.md sections 2, 8).
+
+``attack_sweep`` attacks the inputs batch by batch at every eps; ``write_attack_report`` writes the
+damage CSV, a summary, the damage-versus-eps plot with the AUDDC of Gondim-Ribeiro et al. (2018),
+and an image grid of x, x_adv and both reconstructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from vaelens._errors import VaelensError
+from vaelens._io import save_figure, write_csv, write_json
+from vaelens._progress import Ticker, progress_bar
+from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
+from vaelens.attacks._base import check_budget
+from vaelens.evaluation._plots import _as_image
+from vaelens.geometry import eval_mode
+
+METHODS = ("eigen", "pgd", "random")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Which attack to run: method, norm, objective and their settings."""
+
+    method: str = "pgd"
+    norm: str = "l2"
+    objective: str = "kl"
+    steps: int = 50
+    restarts: int = 1
+    kind: str = "fisher"
+    directions: int = 1
+    targeted: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise VaelensError(f"unknown attack method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.targeted and self.method != "pgd":
+            raise VaelensError("--targeted works with --method pgd (projected descent towards the target)")
+
+    def build(self, model: torch.nn.Module, eps: float):
+        if self.targeted:
+            return TargetedAttack(model, eps, self.norm, self.objective, self.steps)
+        if self.method == "eigen":
+            return EigenAttack(model, eps, self.norm, self.kind, self.directions)
+        if self.method == "random":
+            return RandomNoise(model, eps, self.norm, seed=self.seed)
+        return PGD(model, eps, self.norm, self.objective, self.steps, restarts=self.restarts, seed=self.seed)
+
+
+@dataclass
+class SweepResult:
+    """Damage per eps (each a ``Damage`` over all inputs) and, for the grid, the first adversarials."""
+
+    spec: AttackSpec
+    eps: list[float]
+    damage: list[Damage]
+    seconds: list[float]
+    shown: torch.Tensor
+    shown_adv: torch.Tensor
+
+
+def auddc(eps: Sequence[float], damage: Sequence[float]) -> float:
+    """Area under the damage-versus-distance curve (Gondim-Ribeiro et al. 2018), by the trapezoid
+    rule over the eps grid, divided by its width: the mean damage over the range of budgets."""
+    e, d = np.asarray(eps, dtype=float), np.asarray(damage, dtype=float)
+    order = np.argsort(e)
+    e, d = e[order], d[order]
+    if len(e) < 2:
+        return float(d[0])
+    return float(np.trapezoid(d, e) / (e[-1] - e[0]))
+
+
+def attack_sweep(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    eps: Sequence[float],
+    spec: AttackSpec,
+    x_target: torch.Tensor | None = None,
+    batch_size: int = 250,
+    n_show: int = 8,
+    progress: bool = True,
+) -> SweepResult:
+    """Attack every input at every eps, batch by batch; measure the damage.
+
+    Arguments:
+        model: a VAE.
+        x: (N, *input_shape) inputs in [0, 1].
+        eps: budgets (each > 0).
+        spec: the attack.
+        x_target: (N, *input_shape) targets for a targeted attack.
+        batch_size: inputs per batch.
+        n_show: inputs kept (at the largest eps) for the image grid.
+    """
+    import time
+
+    eps = [float(e) for e in eps]
+    if not eps:
+        raise VaelensError("give at least one eps")
+    for e in eps:
+        check_budget(e, spec.norm)
+    if spec.targeted and x_target is None:
+        raise VaelensError("a targeted sweep needs x_target")
+    damages, seconds = [], []
+    shown_adv = x[:0]
+    with progress_bar(progress) as bar:
+        n_batches = -(-len(x) // batch_size)
+        ticker = Ticker(bar, f"attacking ({spec.method})", n_batches * len(eps), interval=0.0)
+        for e in eps:
+            attack = spec.build(model, e)
+            parts, tic = [], time.perf_counter()
+            for start in range(0, len(x), batch_size):
+                xb = x[start : start + batch_size]
+                tb = None if x_target is None else x_target[start : start + batch_size]
+                xa = attack(xb, tb) if spec.targeted else attack(xb)
+                parts.append(attack_damage(model, xb, xa))
+                if start == 0 and e == max(eps):
+                    shown_adv = xa[:n_show].cpu()
+                ticker.tick(f"eps {e:g}")
+            seconds.append(time.perf_counter() - tic)
+            damages.append(Damage(**{n: torch.cat([getattr(p, n) for p in parts]) for n in Damage.names()}))
+        ticker.flush()
+    return SweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv)
+
+
+def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: str, path: Path) -> None:
+    with torch.no_grad(), eval_mode(model):
+        from vaelens.geometry._jacobian import prepare_inputs
+
+        xs, xa = prepare_inputs(model, x), prepare_inputs(model, x_adv, "x_adv")
+        rows = [xs, xa, model.decode(model.encode(xs)[0]), model.decode(model.encode(xa)[0])]
+    names = ["x", "x_adv", "recon(x)", "recon(x_adv)"]
+    n = len(x)
+    fig = Figure(figsize=(1.3 * n, 5.6))
+    axes = fig.subplots(4, n, squeeze=False)
+    for r, (row, name) in enumerate(zip(rows, names, strict=True)):
+        for c in range(n):
+            img, style = _as_image(row[c].cpu(), signed=False)
+            axes[r, c].imshow(img, **style)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_attack_report(
+    result: SweepResult,
+    model: torch.nn.Module,
+    out: str | Path,
+    labels: torch.Tensor | None = None,
+    meta: dict | None = None,
+) -> dict[str, Path]:
+    """Write damage.csv, summary.json, damage_vs_eps.png (several eps) and adversarial_grid.png."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = Damage.names()
+    rows = []
+    for e, dmg in zip(result.eps, result.damage, strict=True):
+        cols = {n: getattr(dmg, n).double().numpy() for n in names}
+        for i in range(len(dmg.kl)):
+            label = int(labels[i]) if labels is not None else -1
+            rows.append(
+                {
+                    "index": i,
+                    "label": label,
+                    "method": result.spec.method,
+                    "eps": e,
+                    **{n: float(cols[n][i]) for n in names},
+                }
+            )
+    paths = {"damage": out / "damage.csv", "summary": out / "summary.json"}
+    write_csv(paths["damage"], rows, ["index", "label", "method", "eps", *names])
+    summary = {
+        "attack": result.spec.__dict__,
+        **(meta or {}),
+        "per_eps": [
+            {"eps": e, "seconds": s, **{n: st for n, st in d.summary().items()}}
+            for e, s, d in zip(result.eps, result.seconds, result.damage, strict=True)
+        ],
+    }
+    if len(result.eps) > 1:
+        summary["auddc"] = {
+            n: auddc(result.eps, [d.as_dict()[n].mean().item() for d in result.damage])
+            for n in ("kl", "skl", "recon_shift", "latent_l2")
+        }
+        paths["damage_vs_eps"] = out / "damage_vs_eps.png"
+        fig = Figure(figsize=(10, 3.5))
+        axes = fig.subplots(1, 3)
+        for ax, n in zip(axes, ("kl", "recon_shift", "ms_ssim_recon"), strict=True):
+            means = [d.as_dict()[n].mean().item() for d in result.damage]
+            ax.plot(result.eps, means, "o-")
+            ax.set_xlabel(f"eps ({result.spec.norm})")
+            ax.set_ylabel(f"mean {n}")
+            if n in summary["auddc"]:
+                ax.set_title(f"AUDDC {summary['auddc'][n]:.4g}", fontsize=9)
+        fig.suptitle(f"{result.spec.method} attack: damage against budget")
+        fig.tight_layout()
+        save_figure(fig, paths["damage_vs_eps"])
+    write_json(paths["summary"], summary)
+    if len(result.shown):
+        paths["grid"] = out / "adversarial_grid.png"
+        _grid(
+            model,
+            result.shown,
+            result.shown_adv,
+            f"{result.spec.method}, eps {max(result.eps):g}",
+            paths["grid"],
+        )
+    return paths
