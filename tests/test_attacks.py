@@ -1,4 +1,5 @@
 import copy
+import functools
 import json
 
 import pytest
@@ -21,13 +22,14 @@ def _x(n=4, seed=1):
     return torch.rand(n, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
+def _pgd(m, eps, norm, objective):
+    return PGD(m, eps, norm, objective=objective, steps=5)
+
+
 ATTACKS = {
     "eigen": lambda m, eps, norm: EigenAttack(m, eps, norm),
     "eigen-3-stochastic": lambda m, eps, norm: EigenAttack(m, eps, norm, kind="stochastic", directions=3),
-    **{
-        f"pgd-{o}": (lambda o: lambda m, eps, norm: PGD(m, eps, norm, objective=o, steps=5))(o)
-        for o in OBJECTIVES
-    },
+    **{f"pgd-{o}": functools.partial(_pgd, objective=o) for o in OBJECTIVES},
     "pgd-restarts": lambda m, eps, norm: PGD(m, eps, norm, steps=3, restarts=2),
     "random": lambda m, eps, norm: RandomNoise(m, eps, norm),
     "targeted": lambda m, eps, norm: TargetedAttack(m, eps, norm, steps=5),
