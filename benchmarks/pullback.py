@@ -179,9 +179,7 @@ def main() -> None:
         ratio = f"   {ratio_label:20s}{mlp[ratio_key]:.3f}" if ratio_key else ""
         print(f"   {label:21s}{mlp[key] * 1e3:8.1f} ms{ratio}")
     print(f"   dense / floor, the best ratio any exact method could reach: {mlp['dense_over_floor']:.1f}")
-    print(
-        f"   max relative difference of the eigenvalues, vaelens vs dense: {mlp['max_rel_diff_vs_dense']:.2e}"
-    )
+    print(f"   max relative difference of the eigenvalues, vaelens vs dense: {mlp['max_rel_diff_vs_dense']:.2e}")
     lz = part_lanczos(args.lanczos_batch, args.lanczos_iters)
     print(f"2. ConvVAE 3x64x64, k=128, batch {lz['batch']}: Lanczos {lz['iters']} iterations")
     print(
@@ -190,8 +188,7 @@ def main() -> None:
     )
     mem = part_memory()
     print(
-        f"3. audit of 10,000 inputs (batch 256, chunk 64): peak RSS {mem['peak_rss_mb']:.0f} MB, "
-        f"{mem['seconds']:.1f} s"
+        f"3. audit of 10,000 inputs (batch 256, chunk 64): peak RSS {mem['peak_rss_mb']:.0f} MB, {mem['seconds']:.1f} s"
     )
     print(json.dumps({"mlp": mlp, "lanczos": lz, "memory": mem}))
 

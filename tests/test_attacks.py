@@ -72,10 +72,7 @@ def test_batched_equals_per_sample(name):
     target = _x(5, seed=9)
     whole = attack(x, target) if attack.targeted else attack(x)
     single = torch.cat(
-        [
-            attack(x[i : i + 1], target[i : i + 1]) if attack.targeted else attack(x[i : i + 1])
-            for i in range(5)
-        ]
+        [attack(x[i : i + 1], target[i : i + 1]) if attack.targeted else attack(x[i : i + 1]) for i in range(5)]
     )
     torch.testing.assert_close(whole, single, rtol=0, atol=1e-9)
 
@@ -95,9 +92,7 @@ def test_eigen_reaches_second_order_kl():
     eps = 1e-3
     lam1 = vaelens.pullback_metric(model, x, "fisher").eigenvalues(1)[:, 0]
     kl = attack_damage(model, x, EigenAttack(model, eps)(x)).kl
-    torch.testing.assert_close(
-        kl / (eps**2 * lam1 / 2), torch.ones_like(kl, dtype=torch.float64), rtol=1e-2, atol=0
-    )
+    torch.testing.assert_close(kl / (eps**2 * lam1 / 2), torch.ones_like(kl, dtype=torch.float64), rtol=1e-2, atol=0)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +138,7 @@ def test_damage_of_nothing_is_nothing():
     for name in ("kl", "skl", "latent_l2", "recon_shift", "prior_logp_drop", "l2", "linf"):
         assert torch.allclose(d.as_dict()[name], torch.zeros(4, dtype=d.kl.dtype), atol=1e-12), name
     torch.testing.assert_close(d.ms_ssim_recon, torch.ones(4, dtype=d.kl.dtype))
-    assert set(d.summary()["kl"]) == {"mean", "median", "q05", "q25", "q75", "q95"}
+    assert set(d.summary()["kl"]) == {"mean", "median", "std", "q05", "q25", "q75", "q95"}
 
 
 def test_damage_on_flat_inputs_has_nan_ms_ssim_only():
@@ -226,9 +221,7 @@ def test_cli_attack_eps_curve(run_cli, digits_run, tmp_path):
     assert len((out / "damage.csv").read_text().splitlines()) == 1 + 60
 
 
-@pytest.mark.parametrize(
-    "extra", [["--method", "eigen", "--directions", "2"], ["--method", "random"], ["--targeted"]]
-)
+@pytest.mark.parametrize("extra", [["--method", "eigen", "--directions", "2"], ["--method", "random"], ["--targeted"]])
 def test_cli_attack_methods(run_cli, digits_run, tmp_path, extra):
     code, _, stderr = run_cli(
         "attack",
@@ -260,8 +253,6 @@ def test_cli_attack_methods(run_cli, digits_run, tmp_path, extra):
     ],
 )
 def test_cli_attack_errors(run_cli, digits_run, tmp_path, args, match):
-    code, stdout, stderr = run_cli(
-        "attack", digits_run, "--n", "4", "--out", tmp_path / "a", "--quiet", *args
-    )
+    code, stdout, stderr = run_cli("attack", digits_run, "--n", "4", "--out", tmp_path / "a", "--quiet", *args)
     assert code == 2, stdout
     assert match in stderr and "Traceback" not in stderr + stdout

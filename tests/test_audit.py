@@ -50,9 +50,7 @@ def test_audit_writes_every_output(digits_run, digits_x, tmp_path):
     assert result.scores["fisher"].spectral_radius.shape == (40,)
     # batching does not change the scores
     whole = audit(model, x, labels, AuditConfig(batch_size=64, probe_n=0), progress=False)
-    torch.testing.assert_close(
-        whole.scores["stochastic"].spectral_radius, result.scores["stochastic"].spectral_radius
-    )
+    torch.testing.assert_close(whole.scores["stochastic"].spectral_radius, result.scores["stochastic"].spectral_radius)
     paths = write_audit(result, tmp_path / "audit")
     for name in ("histograms", "eigen_directions", "eigen_directions_fisher", "probe"):
         assert paths[name].read_bytes().startswith(PNG), name

@@ -48,9 +48,7 @@ def test_elbo_against_hand_computation(likelihood):
         z = mu + sd * n
         p = [sig(z), sig(-z)]
         if likelihood == "bernoulli":
-            recon.append(
-                -sum(t * math.log(q) + (1 - t) * math.log(1 - q) for t, q in zip((a, b), p, strict=True))
-            )
+            recon.append(-sum(t * math.log(q) + (1 - t) * math.log(1 - q) for t, q in zip((a, b), p, strict=True)))
         else:
             recon.append(sum((t - q) ** 2 for t, q in zip((a, b), p, strict=True)))
         kl.append(0.5 * (sd**2 + mu**2 - 1 - math.log(sd**2)))

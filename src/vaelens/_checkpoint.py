@@ -76,9 +76,7 @@ def load_tensors(path: Path, expected_sha256: str | None = None) -> dict[str, to
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         msg = " ".join(str(e).split())[:160]
-        raise VaelensError(
-            f"{path} is not a valid safetensors file ({msg}); restore it or re-run training"
-        ) from None
+        raise VaelensError(f"{path} is not a valid safetensors file ({msg}); restore it or re-run training") from None
 
 
 def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -93,9 +91,7 @@ def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Te
             for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", bad))
             if keys
         )
-        raise VaelensError(
-            f"{path} does not fit the model in {CONFIG} ({detail}); the weights belong to another model"
-        )
+        raise VaelensError(f"{path} does not fit the model in {CONFIG} ({detail}); the weights belong to another model")
     module.load_state_dict(tensors)
 
 

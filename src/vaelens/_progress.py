@@ -38,9 +38,7 @@ class Ticker:
     keeps the bar live without slowing the loop.
     """
 
-    def __init__(
-        self, bar: Progress, description: str, total: int, completed: int = 0, interval: float = 0.1
-    ) -> None:
+    def __init__(self, bar: Progress, description: str, total: int, completed: int = 0, interval: float = 0.1) -> None:
         self.bar, self.interval = bar, interval
         self.task = bar.add_task(description, total=total, completed=completed, info="")
         self.pending, self.info, self.last = 0, "", time.monotonic()

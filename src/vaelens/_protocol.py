@@ -30,14 +30,11 @@ def encode(model: torch.nn.Module, x: torch.Tensor) -> Posterior:
     """Call ``model.encode`` and return a checked ``Posterior`` whatever tuple type it returned."""
     if not hasattr(model, "encode") or not hasattr(model, "decode"):
         raise VaelensError(
-            f"{type(model).__name__} is not a VAE: it needs encode(x) -> (mu, logvar) and "
-            "decode(z) -> x_mean methods"
+            f"{type(model).__name__} is not a VAE: it needs encode(x) -> (mu, logvar) and decode(z) -> x_mean methods"
         )
     out = model.encode(x)
     if not isinstance(out, tuple) or len(out) != 2:
-        raise VaelensError(
-            f"{type(model).__name__}.encode must return (mu, logvar); got {type(out).__name__}"
-        )
+        raise VaelensError(f"{type(model).__name__}.encode must return (mu, logvar); got {type(out).__name__}")
     mu, logvar = out
     if mu.shape != logvar.shape or mu.dim() != 2:
         raise VaelensError(

@@ -60,6 +60,16 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
         raise VaelensError(f"{flag} takes comma-separated integers such as 512,256; got {text!r}") from None
 
 
+def _float_list(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise VaelensError(f"{flag} takes comma-separated numbers such as 0.25,0.5,1; got {text!r}") from None
+    if not values:
+        raise VaelensError(f"{flag} needs at least one number")
+    return values
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Run directory (created; an existing run resumes).")],
@@ -81,11 +91,24 @@ def train(
     data_root: Annotated[str | None, typer.Option(help="Download cache directory.")] = None,
     image_size: Annotated[int, typer.Option(help="Side of folder: images.")] = 64,
     image_channels: Annotated[int, typer.Option(help="1 or 3, for folder: images.")] = 3,
+    mixup: Annotated[bool, typer.Option("--mixup", help="Mixup training as a defence (PAPER.md s. 6).")] = False,
+    mixup_alpha: Annotated[float, typer.Option(help="a of the Beta(a, a) mixing weight.")] = 0.5,
+    mixup_per_sample: Annotated[
+        bool, typer.Option("--mixup-per-sample", help="One mixing weight per sample, not per batch.")
+    ] = False,
+    mixup_weights: Annotated[str, typer.Option(help="Weights of the KL, recon and latent mixup terms.")] = "1,1,1",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a beta-VAE and write config, checkpoints and per-epoch metrics into OUT."""
-    from vaelens.training import TrainConfig
+    from vaelens.training import MixupConfig, TrainConfig
     from vaelens.training import train as run_training
+
+    mixup_config = None
+    if mixup:
+        weights = _float_list(mixup_weights, "--mixup-weights")
+        if len(weights) != 3:
+            raise VaelensError(f"--mixup-weights takes three numbers (kl, recon, latent); got {mixup_weights!r}")
+        mixup_config = MixupConfig(mixup_alpha, mixup_per_sample, *weights)
 
     config = TrainConfig(
         dataset=dataset,
@@ -102,6 +125,7 @@ def train(
         data_root=data_root,
         image_size=image_size,
         image_channels=image_channels,
+        mixup=mixup_config,
     )
     result = run_training(config, out, progress=not quiet)
     _print_info(result.run_dir)
@@ -126,8 +150,12 @@ def _print_info(run: Path) -> None:
     table.add_column("setting", style="bold")
     table.add_column("value")
     config = dict(info["config"])
+    mixup = config.pop("mixup")
     for key, value in {**config.pop("model"), **config}.items():
         table.add_row(key, str(value))
+    table.add_row("mixup", "on" if mixup else "off")
+    for key, value in (mixup or {}).items():
+        table.add_row(f"mixup {key}", str(value))
     table.add_row("epochs done", str(info["epochs_done"]))
     for key, value in info["final"].items():
         table.add_row(f"final {key}", f"{value:.4g}" if isinstance(value, float) else str(value))
@@ -146,9 +174,7 @@ def info(
         _print_info(run)
 
 
-def _audit_run(
-    run: Path, config, dataset: str | None, split: str, n: int, out: Path, device: str, quiet: bool
-) -> None:
+def _audit_run(run: Path, config, dataset: str | None, split: str, n: int, out: Path, device: str, quiet: bool) -> None:
     """Audit a run directory's model on the first n inputs of a split; write files, print a table."""
     from vaelens._checkpoint import load, read_config
     from vaelens.data import load_dataset, take
@@ -159,9 +185,7 @@ def _audit_run(
     train_config = read_config(run)
     model = load(run, resolve_device(device))
     name = dataset or train_config.dataset
-    data = load_dataset(
-        name, split, train_config.data_root, train_config.image_size, train_config.image_channels
-    )
+    data = load_dataset(name, split, train_config.data_root, train_config.image_size, train_config.image_channels)
     x, labels = take(data, n)
     result = run_audit(model, x, labels, config, progress=not quiet)
     paths = write_audit(result, out, meta={"run": str(run), "dataset": name, "split": split})
@@ -185,15 +209,11 @@ def audit(
     n: Annotated[int, typer.Option(help="Inputs to audit (the first n of the split).")] = 1000,
     kind: Annotated[
         str,
-        typer.Option(
-            help="Metric kind(s), comma-separated: mean, stochastic, fisher, output, output-stochastic."
-        ),
+        typer.Option(help="Metric kind(s), comma-separated: mean, stochastic, fisher, output, output-stochastic."),
     ] = "stochastic",
     batch_size: Annotated[int, typer.Option()] = 128,
     chunk_size: Annotated[int | None, typer.Option(help="Samples per Jacobian (bounds memory).")] = None,
-    normalize: Annotated[
-        str, typer.Option(help="Entropy normalisation: trace, or max (released code).")
-    ] = "trace",
+    normalize: Annotated[str, typer.Option(help="Entropy normalisation: trace, or max (released code).")] = "trace",
     probe_n: Annotated[int, typer.Option(help="Inputs for the eigen-direction probe (0: none).")] = 100,
     probe_scale: Annotated[str, typer.Option(help="Probe step scale: lambda (released) or unit.")] = "lambda",
     out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/audit).")] = None,
@@ -216,16 +236,6 @@ def audit(
         seed=seed,
     )
     _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet)
-
-
-def _float_list(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise VaelensError(f"{flag} takes comma-separated numbers such as 0.25,0.5,1; got {text!r}") from None
-    if not values:
-        raise VaelensError(f"{flag} needs at least one number")
-    return values
 
 
 @app.command()
@@ -272,9 +282,7 @@ def attack(
     train_config = read_config(run)
     model = load(run, resolve_device(device))
     name = dataset or train_config.dataset
-    data = load_dataset(
-        name, split, train_config.data_root, train_config.image_size, train_config.image_channels
-    )
+    data = load_dataset(name, split, train_config.data_root, train_config.image_size, train_config.image_channels)
     x, labels = take(data, n)
     x_target = None
     if targeted:
@@ -282,12 +290,8 @@ def attack(
         x_target = x[torch.roll(perm, 1)][torch.argsort(perm)]  # a different input for each
     result = attack_sweep(model, x, budgets, spec, x_target, batch_size, progress=not quiet)
     out = out or run / f"attack-{method}{'-targeted' if targeted else ''}"
-    paths = write_attack_report(
-        result, model, out, labels, {"run": str(run), "dataset": name, "split": split}
-    )
-    table = Table(
-        title=f"{method} attack ({norm}, {objective if method == 'pgd' else kind}) on {len(x)} inputs"
-    )
+    paths = write_attack_report(result, model, out, labels, {"run": str(run), "dataset": name, "split": split})
+    table = Table(title=f"{method} attack ({norm}, {objective if method == 'pgd' else kind}) on {len(x)} inputs")
     cols = ("kl", "skl", "latent_l2", "recon_shift", "recon_error", "ms_ssim_recon", "prior_logp_drop")
     table.add_column("eps", justify="right", no_wrap=True)
     for c in cols:
@@ -303,6 +307,46 @@ def attack(
         for metric in ("kl", "recon_shift"):
             value = auddc(result.eps, [d.as_dict()[metric].mean().item() for d in result.damage])
             console.print(f"AUDDC ({metric}): {value:.4g}")
+    console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-compare"),
+    n: Annotated[int, typer.Option(help="Test inputs (the first n of the first run's test split).")] = 500,
+    eps: Annotated[float, typer.Option(help="L2 budget of EigenAttack and PGD.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="PGD steps.")] = 50,
+    batch_size: Annotated[int, typer.Option()] = 250,
+    seed: Annotated[int, typer.Option()] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Compare runs on robustness (rho(G), attack damage) against reconstruction; mixup vs the beta curve."""
+    import warnings
+
+    from vaelens.evaluation import DatasetMismatchWarning, compare_runs, write_comparison
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DatasetMismatchWarning)
+        comp = compare_runs(runs, n, eps, steps, batch_size, seed, progress=not quiet)
+    for w in caught:
+        err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
+    paths = write_comparison(comp, out)
+    table = Table(title=f"{len(runs)} runs on {comp.n} test inputs, attacks at L2 eps {comp.eps:g}")
+    cols = [
+        ("run", "name"), ("beta", "beta"), ("mixup", "mixup"), ("recon MSE", "test_mse"), ("ELBO", "elbo"),
+        ("active", "active_units"), ("rho med", "rho_median"), ("rho mean", "rho_mean"),
+        ("S med", "entropy_median"), ("fisher rho med", "fisher_rho_median"), ("eigen KL", "eigen_kl"),
+        ("PGD KL", "pgd_kl"),
+    ]  # fmt: skip
+    for header, _ in cols:
+        table.add_column(header, justify="left" if header == "run" else "right", no_wrap=True)
+    for r in comp.rows:
+        rec = r.record()
+        table.add_row(*(f"{rec[key]:.4g}" if isinstance(rec[key], float) else str(rec[key]) for _, key in cols))
+    console.print(table)
+    for sentence in comp.verdict:
+        console.print(sentence, highlight=False)
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 

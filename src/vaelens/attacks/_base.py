@@ -50,15 +50,11 @@ def sample_generators(x: torch.Tensor, seed: int | None, salt: str) -> list[torc
     for xi in x:
         digest = hashlib.blake2b(xi.detach().cpu().numpy().tobytes(), digest_size=8)
         digest.update(f"{seed}/{salt}".encode())
-        gens.append(
-            torch.Generator(device=x.device).manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
-        )
+        gens.append(torch.Generator(device=x.device).manual_seed(int.from_bytes(digest.digest(), "little") >> 1))
     return gens
 
 
-def _draw(
-    x: torch.Tensor, gens: list[torch.Generator], shape: tuple[int, ...], uniform: bool
-) -> torch.Tensor:
+def _draw(x: torch.Tensor, gens: list[torch.Generator], shape: tuple[int, ...], uniform: bool) -> torch.Tensor:
     draw = torch.rand if uniform else torch.randn
     return torch.stack([draw(shape, generator=g, device=x.device, dtype=x.dtype) for g in gens])
 
@@ -106,9 +102,7 @@ class Attack:
                 raise VaelensError(f"{type(self).__name__} is targeted: call it as attack(x, x_target)")
             x_target = prepare_inputs(self.model, x_target, "x_target")
             if x_target.shape != x.shape:
-                raise VaelensError(
-                    f"x_target must have the shape of x {tuple(x.shape)}; got {tuple(x_target.shape)}"
-                )
+                raise VaelensError(f"x_target must have the shape of x {tuple(x.shape)}; got {tuple(x_target.shape)}")
         elif x_target is not None:
             raise VaelensError(f"{type(self).__name__} is untargeted: call it as attack(x)")
         with frozen(self.model):

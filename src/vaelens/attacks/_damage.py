@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
 from vaelens._protocol import encode
+from vaelens._records import PerSample
 from vaelens.attacks._base import norms
 from vaelens.geometry._jacobian import frozen, prepare_inputs
 
@@ -17,7 +18,7 @@ _MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 
 
 @dataclass(frozen=True)
-class Damage:
+class Damage(PerSample):
     """Per-sample damage, each (B,).
 
     Arguments:
@@ -41,24 +42,6 @@ class Damage:
     prior_logp_drop: torch.Tensor
     l2: torch.Tensor
     linf: torch.Tensor
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {n: getattr(self, n) for n in self.names()}
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """{metric: {mean, median, q05, q25, q75, q95}}."""
-        out = {}
-        for name, v in self.as_dict().items():
-            a = v.double()
-            stats = {"mean": a.mean().item(), "median": a.median().item()}
-            for q in (0.05, 0.25, 0.75, 0.95):
-                stats[f"q{round(q * 100):02d}"] = torch.quantile(a, q).item()
-            out[name] = stats
-        return out
 
 
 def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

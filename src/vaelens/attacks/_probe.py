@@ -107,9 +107,7 @@ def eigen_probe(
     with eval_mode(model):
         mse = torch.stack(
             [
-                _recon_mse(
-                    model, x, x.unsqueeze(1) + (steps * s[:, j : j + 1]).view(view) * vectors[:, j : j + 1]
-                )
+                _recon_mse(model, x, x.unsqueeze(1) + (steps * s[:, j : j + 1]).view(view) * vectors[:, j : j + 1])
                 for j in range(k)
             ],
             dim=1,

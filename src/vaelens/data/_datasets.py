@@ -178,9 +178,7 @@ def _folder(path: str, split: str, image_size: int, channels: int) -> Dataset:
         raise VaelensError(f"folder:{path} does not exist or is not a directory; give a folder of images")
     paths = _find_images(folder)
     if len(paths) < 2:
-        raise VaelensError(
-            f"folder:{path} holds {len(paths)} images ({', '.join(IMAGE_SUFFIXES)}); need at least 2"
-        )
+        raise VaelensError(f"folder:{path} holds {len(paths)} images ({', '.join(IMAGE_SUFFIXES)}); need at least 2")
     # Images in sub-folders are labelled by sub-folder, as torchvision's ImageFolder does.
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in paths})
     labels = [classes.index(p.parent.relative_to(folder).as_posix()) for p in paths]

@@ -10,8 +10,20 @@ from vaelens.evaluation._attacks import (
     write_attack_report,
 )
 from vaelens.evaluation._audit import AuditConfig, AuditResult, audit, summarize, write_audit
+from vaelens.evaluation._compare import (
+    Comparison,
+    DatasetMismatchWarning,
+    RunRow,
+    compare_runs,
+    write_comparison,
+)
 
 __all__ = [
+    "Comparison",
+    "DatasetMismatchWarning",
+    "RunRow",
+    "compare_runs",
+    "write_comparison",
     "METHODS",
     "AttackSpec",
     "SweepResult",

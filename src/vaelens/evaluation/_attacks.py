@@ -126,7 +126,7 @@ def attack_sweep(
                     shown_adv = xa[:n_show].cpu()
                 ticker.tick(f"eps {e:g}")
             seconds.append(time.perf_counter() - tic)
-            damages.append(Damage(**{n: torch.cat([getattr(p, n) for p in parts]) for n in Damage.names()}))
+            damages.append(Damage.concat(parts))
         ticker.flush()
     return SweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv)
 

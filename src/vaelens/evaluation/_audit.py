@@ -21,8 +21,6 @@ from vaelens.evaluation import _plots
 from vaelens.geometry import KINDS, NORMALIZATIONS, Scores, Spectrum, pullback_metric, robustness_scores
 from vaelens.geometry._jacobian import prepare_inputs
 
-QUANTILES = (0.05, 0.25, 0.75, 0.95)
-
 
 @dataclass(frozen=True)
 class AuditConfig:
@@ -54,9 +52,7 @@ class AuditConfig:
         object.__setattr__(self, "kinds", tuple(self.kinds))
         unknown = [k for k in self.kinds if k not in KINDS]
         if not self.kinds or unknown:
-            raise VaelensError(
-                f"unknown metric kind(s) {unknown or '(none given)'}; choose from {', '.join(KINDS)}"
-            )
+            raise VaelensError(f"unknown metric kind(s) {unknown or '(none given)'}; choose from {', '.join(KINDS)}")
         if self.batch_size < 1:
             raise VaelensError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.normalize not in NORMALIZATIONS:
@@ -84,22 +80,8 @@ class AuditResult:
 
 
 def summarize(scores: Scores) -> dict[str, dict[str, float]]:
-    out = {}
-    for name, v in scores.as_dict().items():
-        a = v.double()
-        stats = {
-            "mean": a.mean().item(),
-            "median": a.median().item(),
-            "std": a.std().item() if len(a) > 1 else 0.0,
-        }
-        for q in QUANTILES:
-            stats[f"q{round(q * 100):02d}"] = torch.quantile(a, q).item()
-        out[name] = stats
-    return out
-
-
-def _concat(parts: list[Scores]) -> Scores:
-    return Scores(**{name: torch.cat([getattr(p, name) for p in parts]).cpu() for name in Scores.names()})
+    """{score: {mean, median, std, q05, q25, q75, q95}}."""
+    return scores.summary()
 
 
 def audit(
@@ -157,7 +139,7 @@ def audit(
             probe_task.flush()
     return AuditResult(
         config,
-        {kind: _concat(p) for kind, p in parts.items()},
+        {kind: Scores.concat(p) for kind, p in parts.items()},
         labels.cpu(),
         x[: config.n_show].detach().cpu(),
         shown,
@@ -211,9 +193,7 @@ def write_audit(result: AuditResult, out: str | Path, meta: dict | None = None) 
         k = min(5, spec.values.shape[1])
         name = "eigen_directions" if kind == result.config.kinds[0] else f"eigen_directions_{kind}"
         paths[name] = out / f"{name}.png"
-        _plots.eigen_directions(
-            result.shown_inputs, spec.values[:, :k], spec.vectors[:, :k], kind, paths[name]
-        )
+        _plots.eigen_directions(result.shown_inputs, spec.values[:, :k], spec.vectors[:, :k], kind, paths[name])
     if result.probe is not None:
         paths["probe_csv"] = out / "probe.csv"
         write_csv(paths["probe_csv"], result.probe.rows(), ["direction", "t", "mse_mean", "mse_median"])

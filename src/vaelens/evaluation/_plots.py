@@ -60,9 +60,7 @@ def histograms(columns: dict[str, dict[str, np.ndarray]], path: str | Path) -> N
     save_figure(fig, path)
 
 
-def eigen_directions(
-    x: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor, kind: str, path: str | Path
-) -> None:
+def eigen_directions(x: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor, kind: str, path: str | Path) -> None:
     """Inputs (n, *s) beside their top eigen-directions (n, K, *s), titled with lambda_j."""
     n, k = vectors.shape[:2]
     fig = Figure(figsize=(1.6 * (k + 1), 1.7 * n))
@@ -91,9 +89,7 @@ def probe_curves(probe, path: str | Path) -> None:
         ax.plot(t, probe.mse[:, j].mean(0).numpy(), label=f"v{j + 1}")
     ax.plot(t, probe.random_mse.mean(0).numpy(), "k--", label="random")
     ax.set_xscale("log")
-    ax.set_xlabel(
-        "step t" + (r" (x + t $\lambda_j$ $v_j$)" if probe.scale == "lambda" else r" (x + t $v_j$)")
-    )
+    ax.set_xlabel("step t" + (r" (x + t $\lambda_j$ $v_j$)" if probe.scale == "lambda" else r" (x + t $v_j$)"))
     ax.set_ylabel("reconstruction MSE")
     ax.set_title(f"eigen-direction probe ({probe.kind}), mean over {len(probe.mse)} inputs")
     ax.legend(fontsize=8)

@@ -184,9 +184,7 @@ def _autograd_jacobian(
     return Linearized(torch.cat(values), torch.cat(chunks))
 
 
-def encoder_jacobians(
-    model: torch.nn.Module, x: torch.Tensor, chunk_size: int | None = None
-) -> EncoderJacobians:
+def encoder_jacobians(model: torch.nn.Module, x: torch.Tensor, chunk_size: int | None = None) -> EncoderJacobians:
     """mu, sigma (B, k) and the stacked Jacobian of (mu, sigma) at x, flattened over the input.
 
     The model is in eval mode during the call and its mode restored afterwards; parameters

@@ -134,9 +134,7 @@ class PullbackMetric:
         if k is None:
             return r
         if not isinstance(k, int) or k < 1 or k > r:
-            raise VaelensError(
-                f"k={k} but the {self.kind} metric has rank at most {r} here; ask for 1 <= k <= {r}"
-            )
+            raise VaelensError(f"k={k} but the {self.kind} metric has rank at most {r} here; ask for 1 <= k <= {r}")
         return k
 
     def _gram(self) -> torch.Tensor:
@@ -246,11 +244,7 @@ class PullbackMetric:
                 beta = torch.where(dead, torch.zeros_like(beta), beta)
             betas[:, j] = beta
             q = w / w.norm(dim=1, keepdim=True)
-        t = (
-            torch.diag_embed(alphas)
-            + torch.diag_embed(betas[:, :-1], 1)
-            + torch.diag_embed(betas[:, :-1], -1)
-        )
+        t = torch.diag_embed(alphas) + torch.diag_embed(betas[:, :-1], 1) + torch.diag_embed(betas[:, :-1], -1)
         theta, s = torch.linalg.eigh(t)
         theta, s = theta.flip(-1)[:, :k], _canonical_sign(s.flip(-1)[:, :, :k])  # (B, k), (B, n, k)
         v = s.transpose(1, 2) @ basis  # (B, k, d)

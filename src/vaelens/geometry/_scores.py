@@ -6,18 +6,19 @@ at or below ``rtol * lambda_1`` count as zero, and 0 log 0 is taken as 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
 from vaelens._errors import VaelensError
+from vaelens._records import PerSample
 from vaelens.geometry._metric import Spectrum
 
 NORMALIZATIONS = ("trace", "max")
 
 
 @dataclass(frozen=True)
-class Scores:
+class Scores(PerSample):
     """Robustness scores, each a (B,) tensor.
 
     Arguments:
@@ -37,22 +38,13 @@ class Scores:
     condition_number: torch.Tensor
     effective_rank: torch.Tensor
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in self.names()}
-
 
 def _entropy(weights: torch.Tensor) -> torch.Tensor:
     """-sum w log w over the last axis, with 0 log 0 = 0."""
     return -torch.special.xlogy(weights, weights).sum(-1)
 
 
-def robustness_scores(
-    spectrum: Spectrum | torch.Tensor, normalize: str = "trace", rtol: float | None = None
-) -> Scores:
+def robustness_scores(spectrum: Spectrum | torch.Tensor, normalize: str = "trace", rtol: float | None = None) -> Scores:
     """Scores from a spectrum (or a (B, r) tensor of eigenvalues, descending).
 
     Arguments:

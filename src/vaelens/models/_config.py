@@ -40,9 +40,7 @@ class ModelConfig:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if self.architecture not in ARCHITECTURES:
-            raise VaelensError(
-                f"unknown model architecture {self.architecture!r}; choose one of {ARCHITECTURES}"
-            )
+            raise VaelensError(f"unknown model architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
         if self.likelihood not in LIKELIHOODS:
             raise VaelensError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
         if self.latent_dim < 1:

@@ -2,9 +2,13 @@
 
 from vaelens.training._config import TrainConfig
 from vaelens.training._loss import LossTerms, Reconstruction, beta_vae_loss, kl_to_prior, reconstruct
+from vaelens.training._mixup import MixupConfig, MixupTerms, mixup_terms
 from vaelens.training._trainer import TrainResult, evaluate_reconstruction, train
 
 __all__ = [
+    "MixupConfig",
+    "MixupTerms",
+    "mixup_terms",
     "LossTerms",
     "Reconstruction",
     "TrainConfig",

@@ -10,6 +10,7 @@ from typing import Any
 from vaelens._configs import from_dict
 from vaelens._errors import VaelensError
 from vaelens.models import ModelConfig
+from vaelens.training._mixup import MixupConfig
 
 # Settings that say where or how fast a run executes, not what it computes. A run started again
 # with other values for these is the same run.
@@ -33,6 +34,7 @@ class TrainConfig:
         device: "cpu", "cuda" or "mps".
         data_root: cache directory for downloaded data sets (None = the default).
         image_size, image_channels: image size and channels for "folder:" data sets.
+        mixup: mixup training (PAPER.md section 6), or None for plain beta-VAE training.
     """
 
     dataset: str = "mnist-5k"
@@ -48,10 +50,13 @@ class TrainConfig:
     data_root: str | None = None
     image_size: int = 64
     image_channels: int = 3
+    mixup: MixupConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
+        if isinstance(self.mixup, dict):
+            object.__setattr__(self, "mixup", MixupConfig.from_dict(self.mixup))
         checks = [
             (math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0; got {self.beta}"),
             (self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}"),
@@ -74,6 +79,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()
+        d["mixup"] = None if self.mixup is None else self.mixup.to_dict()
         return d
 
     @classmethod

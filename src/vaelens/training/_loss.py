@@ -66,8 +66,19 @@ def beta_vae_loss(
         noise: (B, k) standard normal draws.
         likelihood: "bernoulli" or "gaussian".
     """
+    return elbo_pass(model, x, beta, noise, likelihood).terms
+
+
+class ElboPass(NamedTuple):
+    """The loss terms and the sample z (B, k) they used (mixup reuses it)."""
+
+    terms: LossTerms
+    z: torch.Tensor
+
+
+def elbo_pass(model: torch.nn.Module, x: torch.Tensor, beta: float, noise: torch.Tensor, likelihood: str) -> ElboPass:
     mu, logvar = encode(model, x)  # (B, k) each
     z = mu + (0.5 * logvar).exp() * noise  # (B, k)
     recon = reconstruct(model, z, x, likelihood).nll.mean()
     kl = kl_to_prior(mu, logvar).mean()
-    return LossTerms(recon + beta * kl, recon, kl)
+    return ElboPass(LossTerms(recon + beta * kl, recon, kl), z)

@@ -40,9 +40,13 @@ from vaelens._progress import Ticker, progress_bar
 from vaelens.data import TensorImageDataset, load_dataset
 from vaelens.models import build_model
 from vaelens.training._config import TrainConfig
-from vaelens.training._loss import beta_vae_loss, reconstruct
+from vaelens.training._loss import elbo_pass, reconstruct
+from vaelens.training._mixup import draw_mixing, mixup_terms
 
-METRIC_FIELDS = ["epoch", "loss", "recon", "kl", "beta", "lr", "test_recon", "test_mse", "seconds"]
+METRIC_FIELDS = [
+    "epoch", "loss", "recon", "kl", "mix_kl", "mix_recon", "mix_latent",
+    "beta", "lr", "test_recon", "test_mse", "seconds",
+]  # fmt: skip
 
 
 @dataclass
@@ -163,13 +167,9 @@ def train(
     device = resolve_device(config.device)
     state = _prepare_run_dir(out, config)
     if train_set is None:
-        train_set = load_dataset(
-            config.dataset, "train", config.data_root, config.image_size, config.image_channels
-        )
+        train_set = load_dataset(config.dataset, "train", config.data_root, config.image_size, config.image_channels)
     if test_set is None:
-        test_set = load_dataset(
-            config.dataset, "test", config.data_root, config.image_size, config.image_channels
-        )
+        test_set = load_dataset(config.dataset, "test", config.data_root, config.image_size, config.image_channels)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
@@ -188,9 +188,7 @@ def train(
     likelihood = config.model.likelihood
     model.train()
     with progress_bar(progress) as bar:
-        ticker = Ticker(
-            bar, f"training {out.name}", config.epochs * steps_per_epoch, completed=start * steps_per_epoch
-        )
+        ticker = Ticker(bar, f"training {out.name}", config.epochs * steps_per_epoch, completed=start * steps_per_epoch)
         for epoch in range(start, config.epochs):
             tic = time.perf_counter()
             lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / t_max))
@@ -198,25 +196,32 @@ def train(
                 group["lr"] = lr
             gen = _epoch_generator(config.seed, epoch, torch.device("cpu"))
             noise_gen = _epoch_generator(config.seed, epoch, device)
-            sums, seen = torch.zeros(3), 0
+            sums, seen = torch.zeros(6), 0
+            mix_gen = _epoch_generator(config.seed + 7_919, epoch, torch.device("cpu"))
             for i, x in enumerate(_batches(train_set, config.batch_size, gen, shuffle=True)):
                 x = x.to(device, non_blocking=True)
                 step = epoch * steps_per_epoch + i
                 beta = config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
                 noise = torch.randn((len(x), config.model.latent_dim), generator=noise_gen, device=device)
-                terms = beta_vae_loss(model, x, beta, noise, likelihood)
+                terms, z = elbo_pass(model, x, beta, noise, likelihood)
+                loss, parts = terms.loss, [*terms]
+                if config.mixup is not None:
+                    m = config.mixup
+                    mixed = mixup_terms(model, x, z, *draw_mixing(m, len(x), mix_gen, device))
+                    loss = loss + m.weight_kl * mixed.kl + m.weight_recon * mixed.recon + m.weight_latent * mixed.latent
+                    parts = [loss, terms.recon, terms.kl, *mixed]
+                else:
+                    parts += [torch.zeros(())] * 3
                 optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
+                loss.backward()
                 optimizer.step()
-                sums += torch.stack([t.detach() for t in terms]).cpu() * len(x)
+                sums += torch.stack([t.detach().cpu() for t in parts]) * len(x)
                 seen += len(x)
-                ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {terms.loss.item():.2f}")
+                ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.2f}")
             ticker.flush()
-            loss, recon, kl = (sums / seen).tolist()
+            loss, recon, kl, mix_kl, mix_recon, mix_latent = (sums / seen).tolist()
             if not math.isfinite(loss):
-                raise VaelensError(
-                    f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta"
-                )
+                raise VaelensError(f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta")
             test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood, device=device)
             model.train()
             metrics.append(
@@ -225,6 +230,9 @@ def train(
                     "loss": loss,
                     "recon": recon,
                     "kl": kl,
+                    "mix_kl": mix_kl,
+                    "mix_recon": mix_recon,
+                    "mix_latent": mix_latent,
                     "beta": beta,
                     "lr": lr,
                     "test_recon": test_recon,

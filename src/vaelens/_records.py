@@ -1,0 +1,41 @@
+"""Named per-sample results (scores, damage): a dataclass of (B,) tensors with shared helpers."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import torch
+
+QUANTILES = (0.05, 0.25, 0.75, 0.95)
+
+
+def describe(values: torch.Tensor) -> dict[str, float]:
+    """mean, median, std and the 5/25/75/95% quantiles of a (B,) tensor (NaNs ignored)."""
+    a = values.double()
+    a = a[~torch.isnan(a)]
+    if len(a) == 0:
+        return {k: float("nan") for k in ("mean", "median", "std", *(f"q{round(q * 100):02d}" for q in QUANTILES))}
+    stats = {"mean": a.mean().item(), "median": a.median().item(), "std": a.std().item() if len(a) > 1 else 0.0}
+    for q in QUANTILES:
+        stats[f"q{round(q * 100):02d}"] = torch.quantile(a, q).item()
+    return stats
+
+
+class PerSample:
+    """Mixin for frozen dataclasses whose fields are all (B,) tensors."""
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.names()}
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """{field: describe(field)}."""
+        return {name: describe(value) for name, value in self.as_dict().items()}
+
+    @classmethod
+    def concat(cls, parts: list):
+        """One record from several batches' records, on the CPU."""
+        return cls(**{name: torch.cat([getattr(p, name) for p in parts]).cpu() for name in cls.names()})

@@ -1,0 +1,265 @@
+"""Comparing trained runs on robustness against reconstruction (PAPER.md sections 4 and 6).
+
+Every run is evaluated on the same test inputs: reconstruction, ELBO, active units, the spectra of
+G (stochastic and fisher kinds), and the KL damage of EigenAttack and PGD at one budget. The verdict
+places each mixup run against the curve the plain beta runs trace in the robustness-reconstruction
+plane; it is computed from the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from vaelens._checkpoint import load, read_config
+from vaelens._errors import VaelensError
+from vaelens._io import save_figure, write_csv, write_json, write_text
+from vaelens._progress import Ticker, progress_bar
+from vaelens.attacks import PGD, EigenAttack, attack_damage
+from vaelens.data import load_dataset, sample_shape, take
+from vaelens.evaluation._audit import AuditConfig, audit
+from vaelens.geometry import eval_mode
+from vaelens.training._loss import elbo_pass
+
+
+class DatasetMismatchWarning(UserWarning):
+    """The compared runs were trained on different data sets."""
+
+
+@dataclass
+class RunRow:
+    """One run's numbers in a comparison."""
+
+    name: str
+    beta: float
+    mixup: bool
+    dataset: str
+    test_mse: float
+    test_recon: float
+    elbo: float
+    active_units: int
+    rho_median: float
+    rho_mean: float
+    entropy_median: float
+    fisher_rho_median: float
+    fisher_rho_mean: float
+    eigen_kl: float
+    pgd_kl: float
+    pgd_recon_shift: float
+    rho: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+    def record(self) -> dict:
+        d = asdict(self)
+        d.pop("rho")
+        return d
+
+
+@dataclass
+class Comparison:
+    rows: list[RunRow]
+    eps: float
+    n: int
+    verdict: list[str]
+
+
+@torch.no_grad()
+def _quality(model: torch.nn.Module, x: torch.Tensor, likelihood: str, seed: int) -> tuple[float, float, float, int]:
+    """Per-pixel MSE of g(mu(x)), reconstruction NLL, the ELBO (one sample, beta = 1), active units."""
+    from vaelens.training._loss import reconstruct
+
+    with eval_mode(model):
+        mu, _ = model.encode(x)
+        mean, nll = reconstruct(model, mu, x, likelihood)
+        noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed))
+        terms = elbo_pass(model, x, 1.0, noise.to(mu), likelihood).terms
+    active = int((mu.var(0) > 0.01).sum())  # Burda et al. 2016: Cov_x(E_q[z]) > 0.01
+    return (mean - x).square().mean().item(), nll.mean().item(), -terms.loss.item(), active
+
+
+def compare_runs(
+    runs: list[str | Path],
+    n: int = 500,
+    eps: float = 1.0,
+    pgd_steps: int = 50,
+    batch_size: int = 250,
+    seed: int = 0,
+    progress: bool = True,
+) -> Comparison:
+    """Evaluate every run on the first n test inputs of the first run's data set.
+
+    Arguments:
+        runs: run directories.
+        n: test inputs.
+        eps: L2 budget of the attacks.
+        pgd_steps: PGD steps (kl objective).
+        batch_size: inputs per batch.
+    """
+    if not runs:
+        raise VaelensError("give at least one run to compare")
+    if n < 1 or not (math.isfinite(eps) and eps > 0):
+        raise VaelensError(f"n must be >= 1 and eps > 0; got n={n}, eps={eps}")
+    configs = [read_config(r) for r in runs]
+    datasets = sorted({c.dataset for c in configs})
+    if len(datasets) > 1:
+        warnings.warn(
+            f"the runs were trained on different data sets ({', '.join(datasets)}); all are evaluated on "
+            f"{configs[0].dataset}, so their numbers are not comparable as a like-for-like test",
+            DatasetMismatchWarning,
+            stacklevel=2,
+        )
+    first = configs[0]
+    data = load_dataset(first.dataset, "test", first.data_root, first.image_size, first.image_channels)
+    shape = sample_shape(data)
+    for run, c in zip(runs, configs, strict=True):
+        if tuple(c.model.input_shape) != shape:
+            raise VaelensError(f"{run} takes inputs of shape {c.model.input_shape}, not {shape}; it cannot be compared")
+    x = take(data, n)[0]
+    rows = []
+    with progress_bar(progress) as bar:
+        ticker = Ticker(bar, "comparing", len(runs), interval=0.0)
+        for run, config in zip(runs, configs, strict=True):
+            model = load(run)
+            mse, nll, elbo, active = _quality(model, x, config.model.likelihood, seed)
+            scores = audit(
+                model,
+                x,
+                config=AuditConfig(kinds=("stochastic", "fisher"), batch_size=batch_size, n_show=0, probe_n=0),
+                progress=False,
+            ).scores
+            eigen_kl, pgd_kl, pgd_shift = [], [], []
+            for start in range(0, len(x), batch_size):
+                xb = x[start : start + batch_size]
+                eigen_kl.append(attack_damage(model, xb, EigenAttack(model, eps)(xb)).kl)
+                d = attack_damage(model, xb, PGD(model, eps, steps=pgd_steps, seed=seed)(xb))
+                pgd_kl.append(d.kl)
+                pgd_shift.append(d.recon_shift)
+            rho = scores["stochastic"].spectral_radius.double().numpy()
+            fisher = scores["fisher"].spectral_radius.double().numpy()
+            rows.append(
+                RunRow(
+                    name=Path(run).name, beta=config.beta, mixup=config.mixup is not None, dataset=config.dataset,
+                    test_mse=mse, test_recon=nll, elbo=elbo, active_units=active,
+                    rho_median=float(np.median(rho)), rho_mean=float(rho.mean()),
+                    entropy_median=float(scores["stochastic"].von_neumann_entropy.median()),
+                    fisher_rho_median=float(np.median(fisher)), fisher_rho_mean=float(fisher.mean()),
+                    eigen_kl=torch.cat(eigen_kl).mean().item(), pgd_kl=torch.cat(pgd_kl).mean().item(),
+                    pgd_recon_shift=torch.cat(pgd_shift).mean().item(), rho=rho,
+                )
+            )  # fmt: skip
+            ticker.tick(Path(run).name)
+        ticker.flush()
+    return Comparison(rows, eps, len(x), verdict(rows))
+
+
+def _against_curve(curve: list[RunRow], run: RunRow, attr: str) -> tuple[float, bool]:
+    """The beta curve's value of ``attr`` at the run's reconstruction error (log-linear
+    interpolation), and whether the run's error lies inside the curve's range."""
+    xs = np.array([r.test_mse for r in curve])
+    ys = np.log(np.array([max(getattr(r, attr), 1e-300) for r in curve]))
+    order = np.argsort(xs)
+    xs, ys = xs[order], ys[order]
+    inside = xs[0] <= run.test_mse <= xs[-1]
+    return float(np.exp(np.interp(run.test_mse, xs, ys))), inside
+
+
+def verdict(rows: list[RunRow]) -> list[str]:
+    """Plain-language sentences, computed from the numbers, placing mixup runs against the beta curve."""
+    curve = [r for r in rows if not r.mixup]
+    mixed = [r for r in rows if r.mixup]
+    if not mixed:
+        return ["No mixup run was given, so there is nothing to place against the beta curve."]
+    if len(curve) < 2:
+        return ["At least two runs without mixup are needed to draw a beta curve; none was judged."]
+    out = []
+    for r in mixed:
+        for attr, label in (("rho_median", "median rho(G)"), ("fisher_rho_median", "median fisher rho(G)"),
+                            ("pgd_kl", "PGD KL damage"), ("eigen_kl", "EigenAttack KL damage")):  # fmt: skip
+            expected, inside = _against_curve(curve, r, attr)
+            actual = getattr(r, attr)
+            side = "below (more robust)" if actual < expected else "above (less robust)"
+            where = "" if inside else " (extrapolated: its reconstruction error is outside the beta runs' range)"
+            out.append(
+                f"{r.name} (beta {r.beta:g}, mixup): {label} {actual:.4g} against {expected:.4g} on the beta curve "
+                f"at the same reconstruction error {r.test_mse:.4g}: {side}{where}."
+            )
+        same_beta = [c for c in curve if c.beta == r.beta]
+        if same_beta:
+            c = same_beta[0]
+            out.append(
+                f"Against {c.name} (same beta, no mixup): median rho(G) {r.rho_median:.4g} vs {c.rho_median:.4g}, "
+                f"PGD KL {r.pgd_kl:.4g} vs {c.pgd_kl:.4g}, reconstruction MSE {r.test_mse:.4g} vs {c.test_mse:.4g}."
+            )
+    return out
+
+
+def write_comparison(comp: Comparison, out: str | Path) -> dict[str, Path]:
+    """Write comparison.csv, comparison.json, rho_histograms.png, robustness_reconstruction.png, verdict.txt."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [r.record() for r in comp.rows]
+    paths = {
+        "csv": out / "comparison.csv",
+        "json": out / "comparison.json",
+        "histograms": out / "rho_histograms.png",
+        "plot": out / "robustness_reconstruction.png",
+        "verdict": out / "verdict.txt",
+    }
+    write_csv(paths["csv"], records, list(records[0]))
+    write_json(paths["json"], {"eps": comp.eps, "n": comp.n, "runs": records, "verdict": comp.verdict})
+    write_text(paths["verdict"], "\n".join(comp.verdict) + "\n")
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    every = np.concatenate([r.rho for r in comp.rows])
+    bins = np.logspace(np.log10(max(every.min(), 1e-12)), np.log10(every.max()), 50)
+    for r in comp.rows:
+        ax.hist(r.rho, bins=bins, histtype="step", linewidth=1.5, label=_label(r))
+    ax.set_xscale("log")
+    ax.set_xlabel(r"spectral radius $\rho(G)$ (stochastic)")
+    ax.set_ylabel("inputs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, paths["histograms"])
+
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for ax, attr, ylabel in (
+        (axes[0], "rho_median", r"median $\rho(G)$"),
+        (axes[1], "pgd_kl", f"PGD KL damage, eps {comp.eps:g}"),
+    ):
+        curve = sorted((r for r in comp.rows if not r.mixup), key=lambda r: r.beta)
+        if curve:
+            ax.plot(
+                [r.test_mse for r in curve],
+                [getattr(r, attr) for r in curve],
+                "o-",
+                color="tab:blue",
+                label="beta runs",
+            )
+        for r in comp.rows:
+            marker = ("s", "tab:red") if r.mixup else ("o", "tab:blue")
+            ax.plot(r.test_mse, getattr(r, attr), marker[0], color=marker[1], markersize=7)
+            ax.annotate(
+                _label(r),
+                (r.test_mse, getattr(r, attr)),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=8,
+            )
+        ax.set_xlabel("test reconstruction MSE")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+    axes[0].set_title("robustness against reconstruction (lower-left is better)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, paths["plot"])
+    return paths
+
+
+def _label(r: RunRow) -> str:
+    return f"{r.name} (beta {r.beta:g}{', mixup' if r.mixup else ''})"

@@ -1,0 +1,107 @@
+"""Mixup training as a defence (PAPER.md section 6).
+
+For a batch x, one permutation pi and alpha ~ Beta(a, a) (one per batch, or one per sample):
+x_mix = alpha x + (1 - alpha) x[pi] and z_mix = alpha z + (1 - alpha) z[pi], with z the
+reparameterised sample of the ELBO and the *same* alpha and pi (the released code drew separate
+permutations for x and z, so its z_mix did not belong to its x_mix). The loss adds
+
+    w_kl KL(q(z|x_mix) || p(z)) + w_recon ||x_mix - g(z_mix)||^2 + w_latent ||z_mix - mu(x_mix)||^2
+
+with sums over dimensions and means over the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from vaelens._configs import from_dict
+from vaelens._errors import VaelensError
+from vaelens._protocol import encode
+from vaelens.training._loss import kl_to_prior
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """Mixup settings.
+
+    Arguments:
+        alpha: a of the Beta(a, a) mixing distribution, > 0 (0.5 in the paper).
+        per_sample: one alpha per sample instead of one per batch (the paper's choice).
+        weight_kl, weight_recon, weight_latent: weights of the three extra terms, >= 0.
+    """
+
+    alpha: float = 0.5
+    per_sample: bool = False
+    weight_kl: float = 1.0
+    weight_recon: float = 1.0
+    weight_latent: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise VaelensError(f"mixup alpha must be > 0; got {self.alpha}")
+        weights = (self.weight_kl, self.weight_recon, self.weight_latent)
+        if not all(math.isfinite(w) and w >= 0 for w in weights):
+            raise VaelensError(f"mixup weights must be >= 0; got {weights}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MixupConfig:
+        return from_dict(cls, d, "mixup config")
+
+
+class MixupTerms(NamedTuple):
+    """Batch means of the three mixup terms (scalars)."""
+
+    kl: torch.Tensor
+    recon: torch.Tensor
+    latent: torch.Tensor
+
+
+def mix(a: torch.Tensor, alpha: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """alpha a + (1 - alpha) a[perm]; alpha is a scalar or (B,), broadcast over a's other axes."""
+    alpha = alpha.view(-1, *[1] * (a.dim() - 1)) if alpha.dim() else alpha
+    return alpha * a + (1 - alpha) * a[perm]
+
+
+def mixup_terms(
+    model: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor, perm: torch.Tensor
+) -> MixupTerms:
+    """The three mixup terms for a batch.
+
+    Arguments:
+        model: a VAE.
+        x: (B, *input_shape) inputs.
+        z: (B, k) reparameterised samples of q(z|x) (the ELBO's own sample).
+        alpha: () or (B,) mixing weights.
+        perm: (B,) the permutation shared by x and z.
+    """
+    x_mix, z_mix = mix(x, alpha, perm), mix(z, alpha, perm)
+    mu_mix, logvar_mix = encode(model, x_mix)
+    kl = kl_to_prior(mu_mix, logvar_mix).mean()
+    recon = (x_mix - model.decode(z_mix)).square().flatten(1).sum(1).mean()
+    latent = (z_mix - mu_mix).square().sum(1).mean()
+    return MixupTerms(kl, recon, latent)
+
+
+def draw_mixing(
+    config: MixupConfig, batch: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha ~ Beta(a, a), () or (B,), and a permutation (B,), both from a seeded generator.
+
+    alpha is drawn by inverting the Beta CDF at uniforms from the generator, since
+    ``torch.distributions.Beta`` cannot take one; that keeps training deterministic for a seed.
+    """
+    from scipy.special import betaincinv
+
+    u = torch.rand(batch if config.per_sample else 1, generator=generator, dtype=torch.float64)
+    alpha = torch.as_tensor(betaincinv(config.alpha, config.alpha, u.numpy()), dtype=torch.float32)
+    perm = torch.randperm(batch, generator=generator)
+    alpha = alpha if config.per_sample else alpha[0]
+    return alpha.to(device), perm.to(device)

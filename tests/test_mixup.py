@@ -1,0 +1,184 @@
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+import vaelens
+from vaelens import Posterior
+from vaelens.evaluation import DatasetMismatchWarning, compare_runs, write_comparison
+from vaelens.training import MixupConfig, mixup_terms, train
+from vaelens.training._mixup import draw_mixing
+
+from conftest import tiny_config
+
+
+class Spy(torch.nn.Module):
+    """A 2-pixel, 1-latent hand-made VAE that records what it is given."""
+
+    input_shape = (2,)
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+        self.v = torch.nn.Parameter(torch.tensor([0.5, 2.0]))
+        self.seen_x, self.seen_z = [], []
+
+    def encode(self, x):
+        self.seen_x.append(x.detach().clone())
+        mu = (x * self.w).sum(1, keepdim=True)
+        return Posterior(mu, torch.full_like(mu, math.log(0.25)))
+
+    def decode(self, z):
+        self.seen_z.append(z.detach().clone())
+        return torch.sigmoid(z * self.v)
+
+
+def test_mixup_terms_by_hand():
+    model = Spy()
+    x = torch.tensor([[1.0, 0.0], [0.2, 0.6], [0.5, 0.5]])
+    z = torch.tensor([[0.3], [-1.0], [2.0]])
+    alpha, perm = torch.tensor(0.25), torch.tensor([2, 0, 1])
+    terms = mixup_terms(model, x, z, alpha, perm)
+    kl, recon, latent = [], [], []
+    for i in range(3):
+        xm = [0.25 * x[i, j].item() + 0.75 * x[perm[i], j].item() for j in range(2)]
+        zm = 0.25 * z[i, 0].item() + 0.75 * z[perm[i], 0].item()
+        mu = xm[0] - xm[1]
+        kl.append(0.5 * (0.25 + mu**2 - 1 - math.log(0.25)))
+        g = [1 / (1 + math.exp(-zm * 0.5)), 1 / (1 + math.exp(-zm * 2.0))]
+        recon.append(sum((a - b) ** 2 for a, b in zip(xm, g, strict=True)))
+        latent.append((zm - mu) ** 2)
+    assert terms.kl.item() == pytest.approx(sum(kl) / 3, rel=1e-6)
+    assert terms.recon.item() == pytest.approx(sum(recon) / 3, rel=1e-6)
+    assert terms.latent.item() == pytest.approx(sum(latent) / 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_same_permutation_and_alpha_for_x_and_z(per_sample):
+    model = Spy()
+    x, z = torch.rand(6, 2), torch.randn(6, 1)
+    alpha, perm = draw_mixing(MixupConfig(per_sample=per_sample), 6, torch.Generator().manual_seed(0), "cpu")
+    assert alpha.shape == ((6,) if per_sample else ())
+    mixup_terms(model, x, z, alpha, perm)
+    a = alpha.view(-1, 1) if per_sample else alpha
+    torch.testing.assert_close(model.seen_x[-1], a * x + (1 - a) * x[perm])
+    torch.testing.assert_close(model.seen_z[-1], a * z + (1 - a) * z[perm])
+    assert sorted(perm.tolist()) == list(range(6))
+
+
+def test_gradients_reach_encoder_and_decoder():
+    model = vaelens.models.MLPVAE(input_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    x = torch.rand(5, 1, 4, 4)
+    z = torch.randn(5, 2)
+    terms = mixup_terms(model, x, z, torch.tensor(0.3), torch.randperm(5))
+    sum(terms).backward()
+    for name, p in model.named_parameters():
+        if name.startswith("to_logvar"):
+            continue  # the mixup terms use mu(x_mix) and KL; logvar enters only through the KL
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.to_logvar.weight.grad.abs().sum() > 0
+
+
+def test_mixup_training_deterministic_and_logged(tmp_path):
+    config = tiny_config(mixup=MixupConfig(alpha=0.5, weight_latent=2.0))
+    a = train(config, tmp_path / "a", progress=False)
+    b = train(config, tmp_path / "b", progress=False)
+    wa, wb = vaelens.load(a.run_dir).state_dict(), vaelens.load(b.run_dir).state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    m = a.metrics[-1]
+    assert m["mix_kl"] > 0 and m["mix_recon"] > 0 and m["mix_latent"] > 0
+    assert m["loss"] == pytest.approx(
+        m["recon"] + m["kl"] + m["mix_kl"] + m["mix_recon"] + 2 * m["mix_latent"], rel=1e-4
+    )
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())["mixup"]
+    assert saved == {"alpha": 0.5, "per_sample": False, "weight_kl": 1.0, "weight_recon": 1.0, "weight_latent": 2.0}
+    plain = train(tiny_config(), tmp_path / "c", progress=False).metrics[-1]
+    assert plain["mix_kl"] == plain["mix_recon"] == plain["mix_latent"] == 0
+
+
+@pytest.mark.parametrize("kwargs, match", [({"alpha": 0}, "alpha must be > 0"), ({"weight_kl": -1}, "weights")])
+def test_bad_mixup_config(kwargs, match):
+    with pytest.raises(vaelens.VaelensError, match=match):
+        MixupConfig(**kwargs)
+
+
+def test_cli_mixup_flags(run_cli, tmp_path):
+    out = tmp_path / "mx"
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+    code, stdout, stderr = run_cli(*args, "--mixup", "--mixup-alpha", "0.4", "--mixup-per-sample", "--out", out)
+    assert code == 0, stderr
+    assert "mixup alpha" in stdout and "0.4" in stdout
+    info = json.loads(run_cli("info", out, "--json")[1])
+    assert info["config"]["mixup"]["per_sample"] is True
+    code, _, stderr = run_cli(*args, "--mixup", "--mixup-weights", "1,2", "--out", tmp_path / "x")
+    assert code == 2 and "three numbers" in stderr
+    code, _, stderr = run_cli(*args, "--mixup", "--mixup-alpha", "-1", "--out", tmp_path / "y")
+    assert code == 2 and "alpha must be > 0" in stderr
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    for name, kw in (("b1", {}), ("b4", {"beta": 4.0}), ("mix", {"mixup": MixupConfig()})):
+        train(tiny_config(epochs=1, **kw), root / name, progress=False)
+    return root
+
+
+def test_compare_writes_every_output(three_runs, tmp_path):
+    runs = [three_runs / n for n in ("b1", "b4", "mix")]
+    comp = compare_runs(runs, n=40, eps=0.5, pgd_steps=3, progress=False)
+    assert [r.name for r in comp.rows] == ["b1", "b4", "mix"]
+    assert [r.mixup for r in comp.rows] == [False, False, True]
+    assert any("mix (beta 1, mixup): median rho(G)" in s for s in comp.verdict)
+    paths = write_comparison(comp, tmp_path / "cmp")
+    for p in paths.values():
+        assert p.is_file() and p.stat().st_size > 0
+    rows = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
+    assert len(rows) == 4 and "pgd_kl" in rows[0] and "active_units" in rows[0]
+
+
+def test_verdict_follows_the_numbers(three_runs):
+    from vaelens.evaluation._compare import verdict
+
+    comp = compare_runs([three_runs / n for n in ("b1", "b4", "mix")], n=20, eps=0.5, pgd_steps=2, progress=False)
+    b1, b4, mix = comp.rows
+    mix.test_mse = (b1.test_mse + b4.test_mse) / 2
+    mix.rho_median = 1e-9
+    assert "below (more robust)" in verdict([b1, b4, mix])[0]
+    mix.rho_median = 1e9
+    assert "above (less robust)" in verdict([b1, b4, mix])[0]
+    assert "nothing to place" in verdict([b1, b4])[0]
+    assert "two runs without mixup" in verdict([b1, mix])[0]
+
+
+def test_compare_warns_on_different_datasets(three_runs, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("L", (8, 8), color=i * 20).save(folder / f"{i}.png")
+    config = tiny_config(dataset=f"folder:{folder}", image_size=8, image_channels=1, epochs=1)
+    train(config, tmp_path / "folder_run", progress=False)
+    with pytest.warns(DatasetMismatchWarning, match="different data sets"):
+        compare_runs([three_runs / "b1", tmp_path / "folder_run"], n=8, pgd_steps=2, progress=False)
+
+
+def test_compare_errors(run_cli, three_runs, tmp_path):
+    code, _, stderr = run_cli("compare", three_runs / "b1", tmp_path / "missing", "--out", tmp_path / "o")
+    assert code == 2 and "does not exist" in stderr
+    code, stdout, stderr = run_cli(
+        "compare", three_runs / "b1", three_runs / "b4", three_runs / "mix", "--n", "20", "--steps", "2",
+        "--out", tmp_path / "o", "--quiet",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "robustness_reconstruction.png" in stdout and "mixup" in stdout
+    assert (tmp_path / "o" / "verdict.txt").read_text().strip()
+
+
+def test_compare_mismatched_shapes_is_an_error(three_runs, mnist_run, tmp_path):
+    shutil.copytree(mnist_run, tmp_path / "m")
+    with pytest.raises(vaelens.VaelensError, match="cannot be compared"), pytest.warns(DatasetMismatchWarning):
+        compare_runs([three_runs / "b1", tmp_path / "m"], n=4, progress=False)
