@@ -39,10 +39,10 @@ def _model_config(
     image_size: int,
     image_channels: int,
 ):
-    from vaelens.data import load_dataset, sample_shape
     from vaelens.models import ModelConfig
+    from vaelens.training import input_shape_of
 
-    shape = sample_shape(load_dataset(dataset, "test", data_root, image_size, image_channels))
+    shape = input_shape_of(dataset, data_root, image_size, image_channels)
     return ModelConfig(
         architecture=model,
         input_shape=shape,
@@ -350,28 +350,103 @@ def compare(
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 
+PAPER_PRESET = {
+    "datasets": ["mnist", "fashion-mnist", "cifar10", "celeba"],
+    "models": ["mlp", "conv"],
+    "betas": "logspace:-2:1:50",
+    "epochs": 100,
+    "n": 3072,
+}
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path | None, typer.Option(help="TOML file with the sweep's settings.")] = None,
+    preset: Annotated[str | None, typer.Option(help="paper: the released protocol (PAPER.md s. 7).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set(s), comma-separated.")] = None,
+    model: Annotated[str | None, typer.Option(help="mlp, conv, or both: mlp,conv.")] = None,
+    betas: Annotated[str | None, typer.Option(help="logspace:-2:1:50 or a list such as 0.5,2.")] = None,
+    mixup: Annotated[str | None, typer.Option(help="off, on or both.")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", "--seed", help="Seed(s), comma-separated.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    latent_dim: Annotated[int | None, typer.Option()] = None,
+    n: Annotated[int | None, typer.Option(help="Test inputs audited and attacked per run.")] = None,
+    eps: Annotated[str | None, typer.Option(help="L2 attack budgets, comma-separated.")] = None,
+    steps: Annotated[int | None, typer.Option(help="PGD steps.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or mps.")] = None,
+    jobs: Annotated[int, typer.Option(help="Runs at once (process pool).")] = 1,
+    out: Annotated[Path, typer.Option(help="Sweep directory; running again resumes.")] = Path("vaelens-sweep"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train, audit and attack a grid of runs (data sets x models x betas x mixup x seeds), resumably."""
+    from vaelens.experiments import SweepConfig, run_sweep
+
+    settings: dict = {}
+    if preset is not None:
+        if preset != "paper":
+            raise VaelensError(f"unknown preset {preset!r}; the one preset is 'paper'")
+        settings.update(PAPER_PRESET)
+    if config is not None:
+        settings.update(SweepConfig.from_file(config).to_dict())
+    flags = {
+        "datasets": dataset and [d.strip() for d in dataset.split(",") if d.strip()],
+        "models": model and [m.strip() for m in model.split(",") if m.strip()],
+        "betas": betas,
+        "mixup": mixup,
+        "seeds": seeds and list(_int_list(seeds, "--seeds")),
+        "epochs": epochs,
+        "latent_dim": latent_dim,
+        "n": n,
+        "eps": eps and _float_list(eps, "--eps"),
+        "pgd_steps": steps,
+        "device": device,
+    }
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    result = run_sweep(SweepConfig.from_dict(settings), out, jobs=jobs, progress=not quiet)
+    console.print(f"{len(result.rows)} runs finished; results in {out / 'results.csv'}")
+
+
+@app.command()
+def report(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `vaelens sweep`.")],
+) -> None:
+    """Write report.html (self-contained, figures embedded) and the figures as PNG for a sweep."""
+    from vaelens.experiments import write_report
+
+    path = write_report(sweep_dir)
+    console.print(f"report written to {path}")
+
+
+DEMO_SWEEP = {
+    "datasets": ["mnist-5k"],
+    "models": ["mlp"],
+    "betas": [0.1, 1.0, 4.0],
+    "mixup": "both",
+    "mixup_betas": [1.0],
+    "epochs": 10,
+    "n": 500,
+    "eps": [0.5, 1.0, 2.0],
+}
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-demo"),
-    epochs: Annotated[int, typer.Option()] = 10,
-    n: Annotated[int, typer.Option(help="Test inputs to audit.")] = 500,
+    epochs: Annotated[int, typer.Option(help="Epochs per run.")] = 10,
+    n: Annotated[int, typer.Option(help="Test images audited and attacked per run.")] = 500,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Train a small MLP VAE on the offline mnist-5k set, then audit its local robustness."""
-    from vaelens.evaluation import AuditConfig
-    from vaelens.training import TrainConfig
-    from vaelens.training import train as run_training
+    """The main job, offline: MLP VAEs on mnist-5k at beta 0.1, 1, 4 and beta 1 with mixup; audit,
+    attack, and write the report."""
+    import time
 
-    config = TrainConfig(
-        dataset="mnist-5k",
-        model=_model_config("mnist-5k", "mlp", 16, "512,256", "32", "bernoulli", None, 64, 3),
-        beta=1.0,
-        epochs=epochs,
-    )
-    result = run_training(config, out / "beta1", progress=True)
-    _print_info(result.run_dir)
-    audit_config = AuditConfig(kinds=("stochastic", "fisher"), probe_n=min(100, n))
-    _audit_run(result.run_dir, audit_config, None, "test", n, out / "beta1" / "audit", "cpu", False)
-    console.print(f"demo written to {out}")
+    from vaelens.experiments import SweepConfig, run_sweep, write_report
+
+    tic = time.perf_counter()
+    config = SweepConfig.from_dict({**DEMO_SWEEP, "epochs": epochs, "n": n})
+    run_sweep(config, out, progress=not quiet)
+    path = write_report(out)
+    console.print(f"demo finished in {time.perf_counter() - tic:.0f} s; report: {path.resolve()}")
 
 
 def main() -> None:

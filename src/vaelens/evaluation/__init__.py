@@ -15,6 +15,7 @@ from vaelens.evaluation._compare import (
     DatasetMismatchWarning,
     RunRow,
     compare_runs,
+    reconstruction_quality,
     write_comparison,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "DatasetMismatchWarning",
     "RunRow",
     "compare_runs",
+    "reconstruction_quality",
     "write_comparison",
     "METHODS",
     "AttackSpec",

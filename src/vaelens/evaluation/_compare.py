@@ -12,6 +12,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -68,8 +69,17 @@ class Comparison:
     verdict: list[str]
 
 
+class Quality(NamedTuple):
+    """Reconstruction quality on a set of inputs."""
+
+    mse: float  # per-pixel MSE of g(mu(x))
+    nll: float  # reconstruction negative log-likelihood per input
+    elbo: float  # one-sample ELBO (beta = 1) per input
+    active_units: int  # latent dimensions with Var_x(mu) > 0.01
+
+
 @torch.no_grad()
-def _quality(model: torch.nn.Module, x: torch.Tensor, likelihood: str, seed: int) -> tuple[float, float, float, int]:
+def reconstruction_quality(model: torch.nn.Module, x: torch.Tensor, likelihood: str, seed: int) -> Quality:
     """Per-pixel MSE of g(mu(x)), reconstruction NLL, the ELBO (one sample, beta = 1), active units."""
     from vaelens.training._loss import reconstruct
 
@@ -79,7 +89,7 @@ def _quality(model: torch.nn.Module, x: torch.Tensor, likelihood: str, seed: int
         noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed))
         terms = elbo_pass(model, x, 1.0, noise.to(mu), likelihood).terms
     active = int((mu.var(0) > 0.01).sum())  # Burda et al. 2016: Cov_x(E_q[z]) > 0.01
-    return (mean - x).square().mean().item(), nll.mean().item(), -terms.loss.item(), active
+    return Quality((mean - x).square().mean().item(), nll.mean().item(), -terms.loss.item(), active)
 
 
 def compare_runs(
@@ -125,7 +135,7 @@ def compare_runs(
         ticker = Ticker(bar, "comparing", len(runs), interval=0.0)
         for run, config in zip(runs, configs, strict=True):
             model = load(run)
-            mse, nll, elbo, active = _quality(model, x, config.model.likelihood, seed)
+            mse, nll, elbo, active = reconstruction_quality(model, x, config.model.likelihood, seed)
             scores = audit(
                 model,
                 x,

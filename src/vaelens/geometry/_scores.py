@@ -29,6 +29,8 @@ class Scores(PerSample):
             (0 for an all-zero spectrum: the empty product is 1).
         condition_number: lambda_1 / smallest nonzero lambda (1 for an all-zero spectrum).
         effective_rank: exp of the trace-normalised entropy, between 1 and the rank.
+        von_neumann_entropy_max: the entropy as the authors' released code defines it
+            (s_i = lambda_i / lambda_1), always computed so results can be set beside theirs.
     """
 
     spectral_radius: torch.Tensor
@@ -37,6 +39,7 @@ class Scores(PerSample):
     log_pdet: torch.Tensor
     condition_number: torch.Tensor
     effective_rank: torch.Tensor
+    von_neumann_entropy_max: torch.Tensor
 
 
 def _entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -73,8 +76,9 @@ def robustness_scores(spectrum: Spectrum | torch.Tensor, normalize: str = "trace
     tiny = torch.finfo(values.dtype).tiny
     p = lam / trace.clamp_min(tiny).unsqueeze(1)
     s_trace = _entropy(p)
-    s = s_trace if normalize == "trace" else _entropy(lam / top.clamp_min(tiny).unsqueeze(1))
+    s_max = _entropy(lam / top.clamp_min(tiny).unsqueeze(1))
+    s = s_trace if normalize == "trace" else s_max
     log_pdet = torch.where(nonzero, lam.clamp_min(tiny).log(), torch.zeros_like(lam)).sum(1)
     smallest = torch.where(nonzero, lam, torch.full_like(lam, float("inf"))).min(1).values
     cond = torch.where(nonzero.any(1), top / smallest.clamp_min(tiny), torch.ones_like(top))
-    return Scores(top, s, trace, log_pdet, cond, s_trace.exp())
+    return Scores(top, s, trace, log_pdet, cond, s_trace.exp(), s_max)

@@ -1,11 +1,12 @@
 """Training beta-VAEs (PAPER.md sections 1 and 7)."""
 
-from vaelens.training._config import TrainConfig
+from vaelens.training._config import TrainConfig, input_shape_of
 from vaelens.training._loss import LossTerms, Reconstruction, beta_vae_loss, kl_to_prior, reconstruct
 from vaelens.training._mixup import MixupConfig, MixupTerms, mixup_terms
 from vaelens.training._trainer import TrainResult, evaluate_reconstruction, train
 
 __all__ = [
+    "input_shape_of",
     "MixupConfig",
     "MixupTerms",
     "mixup_terms",

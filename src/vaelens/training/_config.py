@@ -92,3 +92,10 @@ class TrainConfig:
         for key in _NOT_IDENTITY:
             d.pop(key)
         return d
+
+
+def input_shape_of(dataset: str, data_root: str | None = None, image_size: int = 64, image_channels: int = 3) -> tuple:
+    """The per-sample shape (C, H, W) of a data set's images, for building a model for it."""
+    from vaelens.data import load_dataset, sample_shape
+
+    return sample_shape(load_dataset(dataset, "test", data_root, image_size, image_channels))

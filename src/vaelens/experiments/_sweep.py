@@ -1,0 +1,346 @@
+"""Resumable sweeps over data sets x models x betas x mixup x seeds (PAPER.md section 7).
+
+The unit of work is one run: train, then audit (spectra, scores, probe), then attack (eigen, PGD
+and random over the eps list). A unit is a pure function of its config and writes only inside its
+own directory, so any executor can run units in parallel; the local one runs them in turn or in a
+small process pool. Each stage is skipped when its output exists; ``result.json``, written last,
+marks a finished unit. ``results.csv`` is rebuilt from the finished units, so each run appears once.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+
+from vaelens._checkpoint import read_json
+from vaelens._errors import VaelensError
+from vaelens._io import write_csv, write_json
+from vaelens._progress import Ticker, progress_bar
+
+MIXUP_CHOICES = ("off", "on", "both")
+ATTACK_METHODS = ("eigen", "pgd", "random")
+AUDIT_KINDS = ("stochastic", "fisher", "output")
+SCORE_COLUMNS = {
+    "rho_stochastic": ("stochastic", "spectral_radius"),
+    "entropy_stochastic": ("stochastic", "von_neumann_entropy"),
+    "entropy_max_stochastic": ("stochastic", "von_neumann_entropy_max"),
+    "trace_stochastic": ("stochastic", "trace"),
+    "rho_fisher": ("fisher", "spectral_radius"),
+    "rho_output": ("output", "spectral_radius"),
+}
+
+
+def parse_betas(spec: str | list | tuple) -> list[float]:
+    """``logspace:-2:1:50`` (PAPER.md's grid), ``linspace:a:b:n`` or a list such as ``0.5,2``."""
+    if isinstance(spec, list | tuple):
+        values = [float(v) for v in spec]
+    else:
+        text = str(spec).strip()
+        if text.startswith(("logspace:", "linspace:")):
+            parts = text.split(":")
+            try:
+                lo, hi, num = float(parts[1]), float(parts[2]), int(parts[3])
+                if len(parts) != 4 or num < 1:
+                    raise ValueError
+            except (ValueError, IndexError):
+                raise VaelensError(
+                    f"malformed beta range {text!r}; write logspace:START:STOP:NUM, e.g. logspace:-2:1:50"
+                ) from None
+            grid = np.logspace(lo, hi, num) if parts[0] == "logspace" else np.linspace(lo, hi, num)
+            values = [float(v) for v in grid]
+        else:
+            try:
+                values = [float(t) for t in text.split(",") if t.strip()]
+            except ValueError:
+                raise VaelensError(f"--betas takes logspace:-2:1:50 or numbers such as 0.5,2; got {text!r}") from None
+    if not values:
+        raise VaelensError("the beta grid is empty; give at least one beta")
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise VaelensError(f"every beta must be >= 0; got {values}")
+    return values
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: the grid, the training settings shared by its runs, and the evaluation.
+
+    Arguments:
+        datasets, models, betas, seeds: the grid (models: "mlp" or "conv").
+        mixup: "off", "on" or "both".
+        mixup_betas: restrict mixup runs to these betas (None: every beta of the grid).
+        epochs, latent_dim, batch_size, lr: training settings of every run.
+        n: test inputs audited and attacked per run.
+        eps: L2 attack budgets.
+        pgd_steps: PGD steps.
+        probe_n: inputs for the eigen-direction probe.
+        device: where runs train and are evaluated.
+    """
+
+    datasets: tuple[str, ...] = ("mnist-5k",)
+    models: tuple[str, ...] = ("mlp",)
+    betas: tuple[float, ...] = (0.1, 1.0, 4.0)
+    mixup: str = "off"
+    mixup_betas: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 10
+    latent_dim: int = 16
+    batch_size: int = 128
+    lr: float = 1e-3
+    n: int = 500
+    eps: tuple[float, ...] = (0.5, 1.0, 2.0)
+    pgd_steps: int = 50
+    probe_n: int = 100
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("datasets", "models", "seeds", "eps"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "betas", tuple(parse_betas(list(self.betas))))
+        if self.mixup_betas is not None:
+            object.__setattr__(self, "mixup_betas", tuple(parse_betas(list(self.mixup_betas))))
+        if self.mixup not in MIXUP_CHOICES:
+            raise VaelensError(f"mixup must be one of {', '.join(MIXUP_CHOICES)}; got {self.mixup!r}")
+        for name in ("datasets", "models", "seeds", "eps"):
+            if not getattr(self, name):
+                raise VaelensError(f"the sweep's {name} list is empty; give at least one")
+        bad_models = [m for m in self.models if m not in ("mlp", "conv")]
+        if bad_models:
+            raise VaelensError(f"unknown model(s) {bad_models}; choose mlp or conv")
+        if any(not (math.isfinite(e) and e > 0) for e in self.eps):
+            raise VaelensError(f"every eps must be > 0; got {list(self.eps)}")
+        for name in ("epochs", "latent_dim", "batch_size", "n", "pgd_steps"):
+            if getattr(self, name) < 1:
+                raise VaelensError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.probe_n < 0:
+            raise VaelensError(f"probe_n must be >= 0; got {self.probe_n}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise VaelensError(f"unknown sweep config keys {unknown}; the keys are {sorted(known)}")
+        d = dict(d)
+        if "betas" in d and isinstance(d["betas"], str):
+            d["betas"] = parse_betas(d["betas"])
+        for key in ("datasets", "models", "seeds", "eps"):
+            if key in d and not isinstance(d[key], list | tuple):
+                d[key] = [d[key]]
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise VaelensError(f"bad sweep config: {e}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SweepConfig:
+        """Read a TOML file of the fields above (``betas`` may be a range string)."""
+        path = Path(path)
+        if not path.is_file():
+            raise VaelensError(f"sweep config {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise VaelensError(f"{path} is not valid TOML ({e})") from None
+        return cls.from_dict(data.get("sweep", data))
+
+    def units(self) -> list[Unit]:
+        mixups = {"off": (False,), "on": (True,), "both": (False, True)}[self.mixup]
+        return [
+            Unit(dataset, model, beta, mix, seed)
+            for dataset in self.datasets
+            for model in self.models
+            for beta in self.betas
+            for mix in mixups
+            for seed in self.seeds
+            if not (mix and self.mixup_betas is not None and beta not in self.mixup_betas)
+        ]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run of a sweep."""
+
+    dataset: str
+    model: str
+    beta: float
+    mixup: bool
+    seed: int
+
+    @property
+    def name(self) -> str:
+        safe = self.dataset.replace("/", "_").replace(":", "-")
+        return f"{safe}_{self.model}_beta{self.beta:.4g}{'_mixup' if self.mixup else ''}_seed{self.seed}"
+
+
+def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Any = None) -> dict[str, Any]:
+    """Train, audit and attack one unit inside ``root/runs/NAME``; return its result row.
+
+    ``progress`` is an optional ``(bar, ticker)`` pair for stage updates; it never affects results.
+    """
+    from vaelens._checkpoint import load
+    from vaelens.data import load_dataset, take
+    from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, write_attack_report, write_audit
+    from vaelens.models import ModelConfig
+    from vaelens.training import MixupConfig, TrainConfig, input_shape_of, train
+
+    run_dir = Path(root) / "runs" / unit.name
+    done = run_dir / "result.json"
+    if done.exists():
+        return read_json(done)
+
+    def stage(text: str) -> None:
+        if progress is not None:
+            progress.tick(f"{unit.name}: {text}", steps=0)
+            progress.flush()
+
+    stage("training")
+    model_config = ModelConfig(unit.model, input_shape_of(unit.dataset), sweep.latent_dim)
+    config = TrainConfig(
+        dataset=unit.dataset, model=model_config, beta=unit.beta, epochs=sweep.epochs, batch_size=sweep.batch_size,
+        lr=sweep.lr, seed=unit.seed, device=sweep.device, mixup=MixupConfig() if unit.mixup else None,
+    )  # fmt: skip
+    result = train(config, run_dir, progress=False)
+    model = result.model
+    x, labels = take(load_dataset(unit.dataset, "test"), sweep.n)
+    if not (run_dir / "audit" / "summary.json").exists():
+        stage("audit")
+        audited = audit(model, x, labels, AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x))), False)
+        write_audit(audited, run_dir / "audit", meta={"run": unit.name})
+    for method in ATTACK_METHODS:
+        if not (run_dir / f"attack-{method}" / "summary.json").exists():
+            stage(f"attack {method}")
+            spec = AttackSpec(method=method, steps=sweep.pgd_steps, seed=unit.seed)
+            swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
+            write_attack_report(swept, load(run_dir), run_dir / f"attack-{method}", labels, {"run": unit.name})
+    row = _collect(sweep, unit, run_dir, model, x)
+    write_json(done, row)
+    return row
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _collect(sweep: SweepConfig, unit: Unit, run_dir: Path, model: Any, x: Any) -> dict[str, Any]:
+    """Per-sample arrays (samples.csv) and the run's result row, from the files its stages wrote."""
+    scores = _read_csv(run_dir / "audit" / "scores.csv")
+    by_kind: dict[str, dict[str, np.ndarray]] = {}
+    for kind in AUDIT_KINDS:
+        rows = [r for r in scores if r["kind"] == kind]
+        by_kind[kind] = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("kind", "label")}
+    n = len(by_kind["stochastic"]["index"])
+    samples: dict[str, np.ndarray] = {"index": np.arange(n)}
+    for col, (kind, score) in SCORE_COLUMNS.items():
+        samples[col] = by_kind[kind][score]
+    damage: dict[str, dict[float, dict[str, np.ndarray]]] = {}
+    for method in ATTACK_METHODS:
+        rows = _read_csv(run_dir / f"attack-{method}" / "damage.csv")
+        damage[method] = {}
+        for e in sweep.eps:
+            sel = [r for r in rows if math.isclose(float(r["eps"]), e)]
+            damage[method][e] = {
+                k: np.array([float(r[k]) for r in sel]) for k in ("kl", "recon_shift", "ms_ssim_recon")
+            }
+            for k in ("kl", "recon_shift"):
+                samples[f"{method}_{k}@{e:g}"] = damage[method][e][k]
+    write_csv(run_dir / "samples.csv", [{k: float(v[i]) for k, v in samples.items()} for i in range(n)], list(samples))
+    from vaelens.evaluation import reconstruction_quality
+
+    final = read_json(run_dir / "state.json")["final"]
+    mse, nll, elbo, active = reconstruction_quality(model, x, "bernoulli", unit.seed)
+    rho = samples["rho_stochastic"]
+    row: dict[str, Any] = {
+        "run": unit.name, "dataset": unit.dataset, "model": unit.model, "beta": unit.beta,
+        "mixup": unit.mixup, "seed": unit.seed, "epochs": sweep.epochs,
+        "test_recon": nll, "test_mse": mse, "test_elbo": elbo, "train_kl": final["kl"], "active_units": active,
+        "rho_mean": float(rho.mean()), "rho_median": float(np.median(rho)), "rho_std": float(rho.std()),
+        "rho_q25": float(np.quantile(rho, 0.25)), "rho_q75": float(np.quantile(rho, 0.75)),
+        "entropy_mean": float(samples["entropy_stochastic"].mean()),
+        "entropy_median": float(np.median(samples["entropy_stochastic"])),
+        "rho_fisher_median": float(np.median(samples["rho_fisher"])),
+        "rho_output_median": float(np.median(samples["rho_output"])),
+    }  # fmt: skip
+    for method in ATTACK_METHODS:
+        for e in sweep.eps:
+            row[f"{method}_kl@{e:g}"] = float(damage[method][e]["kl"].mean())
+            row[f"{method}_recon_shift@{e:g}"] = float(damage[method][e]["recon_shift"].mean())
+    return row
+
+
+@dataclass
+class SweepResult:
+    root: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _unit_worker(args: tuple[dict, Unit, str]) -> dict[str, Any]:
+    sweep, unit, root = args
+    import torch
+
+    torch.set_num_threads(1)  # processes share the cores
+    return run_unit(SweepConfig.from_dict(sweep), unit, root)
+
+
+def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: bool = True) -> SweepResult:
+    """Run (or resume) every unit of a sweep into ``root``; write sweep.json and results.csv.
+
+    Arguments:
+        sweep: the sweep.
+        root: output directory; running again skips finished units and resumes the others.
+        jobs: units run at once (1: in turn, in this process).
+        progress: one bar for the sweep and one for the current stage.
+    """
+    root = Path(root)
+    if jobs < 1:
+        raise VaelensError(f"--jobs must be >= 1; got {jobs}")
+    existing = root / "sweep.json"
+    if existing.exists():
+        previous = read_json(existing)
+        if previous != sweep.to_dict():
+            changed = sorted(k for k in sweep.to_dict() if previous.get(k) != sweep.to_dict()[k])
+            raise VaelensError(
+                f"{root} holds a different sweep (it differs in {', '.join(changed)}); choose another --out"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(existing, sweep.to_dict())
+    units = sweep.units()
+    rows: list[dict[str, Any]] = []
+    with progress_bar(progress) as bar:
+        overall = Ticker(bar, "sweep", len(units), interval=0.0)
+        if jobs == 1:
+            stage = Ticker(bar, "current run", 0, interval=0.0)
+            for unit in units:
+                rows.append(run_unit(sweep, unit, root, stage))
+                overall.tick(unit.name)
+                overall.flush()
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                work = [(sweep.to_dict(), u, str(root)) for u in units]
+                for row in pool.map(_unit_worker, work):
+                    rows.append(row)
+                    overall.tick(row["run"])
+                    overall.flush()
+    write_results(root, rows)
+    return SweepResult(root, rows)
+
+
+def write_results(root: Path, rows: list[dict[str, Any]]) -> Path:
+    """results.csv: one row per finished run, in grid order."""
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    path = root / "results.csv"
+    write_csv(path, rows, fields)
+    return path

@@ -1,0 +1,224 @@
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import vaelens
+from vaelens.experiments import SweepConfig, parse_betas, run_sweep, write_report
+
+TINY = [
+    "--dataset", "digits", "--betas", "0.5,2", "--mixup", "both", "--epochs", "1", "--n", "16",
+    "--eps", "0.5,1", "--steps", "3", "--latent-dim", "3",
+]  # fmt: skip
+
+
+def test_parse_betas():
+    grid = parse_betas("logspace:-2:1:50")
+    assert len(grid) == 50 and grid[0] == pytest.approx(0.01) and grid[-1] == pytest.approx(10.0)
+    assert parse_betas("0.5, 2") == [0.5, 2.0]
+    assert parse_betas("linspace:1:3:3") == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("logspace:-2:1", "malformed beta range"),
+        ("logspace:a:b:c", "malformed beta range"),
+        ("logspace:-2:1:0", "malformed beta range"),
+        ("", "empty"),
+        ("1,x", "--betas takes"),
+        ("-1,2", ">= 0"),
+    ],
+)
+def test_bad_beta_grids(spec, match):
+    with pytest.raises(vaelens.VaelensError, match=match):
+        parse_betas(spec)
+
+
+def test_sweep_config_file(tmp_path):
+    good = tmp_path / "s.toml"
+    good.write_text('[sweep]\ndatasets = ["digits"]\nbetas = "logspace:-1:0:3"\nmixup = "both"\nseeds = [0, 1]\n')
+    config = SweepConfig.from_file(good)
+    assert len(config.units()) == 3 * 2 * 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('datasets = ["digits"]\nbeta = 1\n')
+    with pytest.raises(vaelens.VaelensError, match=r"unknown sweep config keys \['beta'\]"):
+        SweepConfig.from_file(bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("datasets = [")
+    with pytest.raises(vaelens.VaelensError, match="not valid TOML"):
+        SweepConfig.from_file(broken)
+    with pytest.raises(vaelens.VaelensError, match="does not exist"):
+        SweepConfig.from_file(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"betas": []}, "empty"),
+        ({"mixup": "sometimes"}, "mixup must be"),
+        ({"models": ["vit"]}, "unknown model"),
+        ({"eps": [0]}, "eps must be > 0"),
+        ({"seeds": []}, "seeds list is empty"),
+    ],
+)
+def test_bad_sweep_configs(kwargs, match):
+    with pytest.raises(vaelens.VaelensError, match=match):
+        SweepConfig.from_dict(kwargs)
+
+
+def test_mixup_betas_restricts_units():
+    units = SweepConfig(betas=(0.1, 1.0, 4.0), mixup="both", mixup_betas=(1.0,)).units()
+    assert [(u.beta, u.mixup) for u in units] == [(0.1, False), (1.0, False), (1.0, True), (4.0, False)]
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    from vaelens.cli import main
+
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    argv = sys.argv
+    sys.argv = ["vaelens", "sweep", *TINY, "--out", str(out), "--quiet"]
+    try:
+        main()
+    except SystemExit as e:
+        assert not e.code
+    finally:
+        sys.argv = argv
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_sweep_writes_every_file(tiny_sweep):
+    assert (tiny_sweep / "sweep.json").is_file()
+    with open(tiny_sweep / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["mixup"] for r in rows} == {"True", "False"}
+    for key in ("test_recon", "test_elbo", "active_units", "rho_median", "rho_q75", "entropy_median",
+                "eigen_kl@0.5", "pgd_kl@1", "random_recon_shift@1"):  # fmt: skip
+        assert key in rows[0], key
+    for row in rows:
+        run = tiny_sweep / "runs" / row["run"]
+        for name in (
+            "result.json",
+            "samples.csv",
+            "model.safetensors",
+            "audit/summary.json",
+            "audit/probe.csv",
+            "attack-eigen/damage.csv",
+            "attack-pgd/adversarial_grid.png",
+            "attack-random/summary.json",
+        ):
+            assert (run / name).is_file(), f"{row['run']}/{name}"
+        with open(run / "samples.csv") as f:
+            assert len(list(csv.DictReader(f))) == 16
+
+
+@pytest.mark.slow
+def test_report_contains_every_figure(tiny_sweep):
+    path = write_report(tiny_sweep)
+    page = path.read_text()
+    pngs = sorted((tiny_sweep / "report").glob("*.png"))
+    names = {p.stem for p in pngs}
+    assert {"rho_entropy_vs_beta", "probe", "mixup", "damage_vs_eps", "score_validity"} <= names
+    assert any(n.startswith("rho_hist_") for n in names)
+    images = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>", page)
+    assert len(images) >= len(pngs) + 1  # every figure plus an adversarial grid
+    assert "Spearman" in page and "predicts which inputs PGD damages most" in page
+    assert "src='http" not in page and "href='http" not in page  # self-contained
+    assert "released numbers" not in page  # digits is not MNIST: no reference comparison
+
+
+@pytest.mark.slow
+def test_report_in_headless_chromium(tiny_sweep, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed here (.ci/run installs it with apt-get install chromium)")
+    page = write_report(tiny_sweep).read_text()
+    probe = page.replace(
+        "</body>",
+        "<script>window.addEventListener('load', () => { const ok = [...document.images]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length;"
+        " document.body.setAttribute('data-loaded', ok + '/' + document.images.length); });</script></body>",
+    )
+    test_page = tmp_path / "report.html"
+    test_page.write_text(probe)
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
+    dom = subprocess.run([*flags, "--dump-dom", test_page.as_uri()], capture_output=True, text=True, timeout=120)
+    loaded = re.search(r'data-loaded="(\d+)/(\d+)"', dom.stdout)
+    assert loaded, dom.stderr[-2000:]
+    assert int(loaded.group(1)) == int(loaded.group(2)) > 5
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,2400", test_page.as_uri()],
+                   capture_output=True, timeout=120)  # fmt: skip
+    from PIL import Image, ImageStat
+
+    with Image.open(shot) as im:
+        stat = ImageStat.Stat(im.convert("L"))
+    assert stat.stddev[0] > 10, "the screenshot is blank"
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_redoing(tmp_path):
+    out = tmp_path / "s"
+    args = ["sweep", "--dataset", "digits", "--betas", "0.5,1,2", "--epochs", "1", "--n", "12", "--eps", "0.5",
+            "--steps", "2", "--latent-dim", "3", "--out", str(out), "--quiet"]  # fmt: skip
+    exe = shutil.which("vaelens") or str(Path(sys.executable).parent / "vaelens")
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    deadline = time.time() + 300
+    first = None
+    while time.time() < deadline and proc.poll() is None:
+        done = list((out / "runs").glob("*/result.json")) if (out / "runs").exists() else []
+        if done:
+            first = done[0]
+            break
+        time.sleep(0.2)
+    assert first is not None, log.read_text()[-2000:] if proc.poll() is not None else "timed out"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stamp = first.stat().st_mtime_ns
+    assert not (out / "results.csv").exists()
+    result = run_sweep(SweepConfig.from_dict({
+        "datasets": ["digits"], "betas": [0.5, 1.0, 2.0], "epochs": 1, "n": 12, "eps": [0.5], "pgd_steps": 2,
+        "latent_dim": 3,
+    }), out, progress=False)  # fmt: skip
+    assert first.stat().st_mtime_ns == stamp  # the finished run was not redone
+    with open(out / "results.csv") as f:
+        runs = [r["run"] for r in csv.DictReader(f)]
+    assert len(runs) == 3 == len(set(runs)) == len(result.rows)
+
+
+def test_a_different_sweep_in_the_same_directory_is_refused(tmp_path):
+    (tmp_path / "sweep.json").write_text('{"datasets": ["digits"]}')
+    with pytest.raises(vaelens.VaelensError, match="holds a different sweep"):
+        run_sweep(SweepConfig(datasets=("digits",)), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--betas", "logspace:1:2"], "malformed beta range"),
+        (["--mixup", "maybe"], "mixup must be"),
+        (["--preset", "huge"], "unknown preset"),
+        (["--config", "/no/such.toml"], "does not exist"),
+    ],
+)
+def test_cli_sweep_errors(run_cli, tmp_path, args, match):
+    code, stdout, stderr = run_cli("sweep", "--out", tmp_path / "s", "--quiet", *args)
+    assert code == 2 and match in stderr and "Traceback" not in stdout + stderr
+
+
+def test_cli_report_without_sweep(run_cli, tmp_path):
+    code, _, stderr = run_cli("report", tmp_path)
+    assert code == 2 and "no results.csv" in stderr
