@@ -222,3 +222,14 @@ def test_cli_sweep_errors(run_cli, tmp_path, args, match):
 def test_cli_report_without_sweep(run_cli, tmp_path):
     code, _, stderr = run_cli("report", tmp_path)
     assert code == 2 and "no results.csv" in stderr
+
+
+@pytest.mark.slow
+def test_process_pool_executor(tmp_path):
+    config = SweepConfig.from_dict({
+        "datasets": ["digits"], "betas": [0.5, 2.0], "epochs": 1, "n": 8, "eps": [0.5], "pgd_steps": 2,
+        "latent_dim": 3, "probe_n": 4,
+    })  # fmt: skip
+    result = run_sweep(config, tmp_path / "s", jobs=2, progress=False)
+    assert sorted(r["beta"] for r in result.rows) == [0.5, 2.0]
+    assert all((tmp_path / "s" / "runs" / r["run"] / "result.json").is_file() for r in result.rows)

@@ -12,13 +12,19 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import multiprocessing
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from vaelens._checkpoint import read_json
 from vaelens._errors import VaelensError
@@ -326,7 +332,8 @@ def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: boo
                 overall.tick(unit.name)
                 overall.flush()
         else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            # spawn, not fork: forking a process that has started torch's thread pools can deadlock
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                 work = [(sweep.to_dict(), u, str(root)) for u in units]
                 for row in pool.map(_unit_worker, work):
                     rows.append(row)
