@@ -81,5 +81,12 @@ def test_console_script_runs_without_traceback(tmp_path):
 def test_demo_runs(run_cli, tmp_path):
     code, stdout, _ = run_cli("demo", "--out", tmp_path / "demo", "--epochs", "1", "--n", "20")
     assert code == 0
-    assert (tmp_path / "demo" / "beta1" / "model.safetensors").is_file()
-    assert (tmp_path / "demo" / "beta1" / "audit" / "probe.png").is_file()
+    assert (tmp_path / "demo" / "report.html").is_file() and "report:" in stdout
+    runs = sorted(p.name for p in (tmp_path / "demo" / "runs").iterdir())
+    assert runs == [
+        "mnist-5k_mlp_beta0.1_seed0",
+        "mnist-5k_mlp_beta1_mixup_seed0",
+        "mnist-5k_mlp_beta1_seed0",
+        "mnist-5k_mlp_beta4_seed0",
+    ]
+    assert len((tmp_path / "demo" / "results.csv").read_text().splitlines()) == 5

@@ -51,6 +51,12 @@ def test_all_zero_spectrum_is_finite():
     assert s.log_pdet.item() == 0 and s.condition_number.item() == 1 and s.effective_rank.item() == 1
 
 
+def test_subnormal_spectrum():
+    s = _scores([[5e-324]])
+    assert s.condition_number.item() == 1.0 and s.effective_rank.item() == 1.0
+    assert s.von_neumann_entropy.item() == 0.0 and s.log_pdet.item() == pytest.approx(math.log(5e-324))
+
+
 def test_tiny_and_roundoff_eigenvalues():
     # 1e-300 alone is a legitimate (tiny) spectrum; 1e-20 next to 1 is round-off and counts as zero
     tiny = _scores([[1e-300, 5e-301]])

@@ -42,6 +42,12 @@ class Scores(PerSample):
     von_neumann_entropy_max: torch.Tensor
 
 
+def _safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a / b where b > 0, else 0; exact for subnormal b (no clamping to the smallest normal)."""
+    positive = b > 0
+    return torch.where(positive, a / torch.where(positive, b, torch.ones_like(b)), torch.zeros_like(a))
+
+
 def _entropy(weights: torch.Tensor) -> torch.Tensor:
     """-sum w log w over the last axis, with 0 log 0 = 0."""
     return -torch.special.xlogy(weights, weights).sum(-1)
@@ -73,12 +79,11 @@ def robustness_scores(spectrum: Spectrum | torch.Tensor, normalize: str = "trace
     nonzero = values > (rtol * top).unsqueeze(1)  # (B, r)
     lam = torch.where(nonzero, values, torch.zeros_like(values))
     trace = lam.sum(1)
-    tiny = torch.finfo(values.dtype).tiny
-    p = lam / trace.clamp_min(tiny).unsqueeze(1)
+    p = _safe_div(lam, trace.unsqueeze(1))
     s_trace = _entropy(p)
-    s_max = _entropy(lam / top.clamp_min(tiny).unsqueeze(1))
+    s_max = _entropy(_safe_div(lam, top.unsqueeze(1)))
     s = s_trace if normalize == "trace" else s_max
-    log_pdet = torch.where(nonzero, lam.clamp_min(tiny).log(), torch.zeros_like(lam)).sum(1)
+    log_pdet = torch.where(nonzero, torch.where(nonzero, lam, torch.ones_like(lam)).log(), torch.zeros_like(lam)).sum(1)
     smallest = torch.where(nonzero, lam, torch.full_like(lam, float("inf"))).min(1).values
-    cond = torch.where(nonzero.any(1), top / smallest.clamp_min(tiny), torch.ones_like(top))
+    cond = torch.where(nonzero.any(1), _safe_div(top, smallest), torch.ones_like(top))
     return Scores(top, s, trace, log_pdet, cond, s_trace.exp(), s_max)
