@@ -241,6 +241,20 @@ def test_cli_attack_methods(run_cli, digits_run, tmp_path, extra):
     assert (tmp_path / "a" / "adversarial_grid.png").is_file()
 
 
+def test_cli_targeted_reports_distance_to_targets(run_cli, digits_run, tmp_path):
+    out = tmp_path / "t"
+    code, stdout, stderr = run_cli(
+        "attack", digits_run, "--targeted", "--eps", "0.5,2", "--n", "12", "--steps", "10", "--out", out, "--quiet"
+    )
+    assert code == 0, stderr
+    assert "SKL to the targets' posteriors" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    before = summary["target_skl_before"]["mean"]
+    assert all(row["target_skl_after"]["mean"] < before for row in summary["per_eps"])
+    header = (out / "damage.csv").read_text().splitlines()[0]
+    assert header.endswith("target_skl_before,target_skl_after")
+
+
 @pytest.mark.parametrize(
     "args, match",
     [

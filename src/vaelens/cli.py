@@ -301,6 +301,10 @@ def attack(
         means = d.as_dict()
         table.add_row(f"{e:g}", *(f"{means[c].mean().item():.4g}" for c in cols), f"{sec:.2f}")
     console.print(table)
+    if result.target_skl_after is not None:
+        before = result.target_skl_before.mean().item()
+        for e, after in zip(result.eps, result.target_skl_after, strict=True):
+            console.print(f"eps {e:g}: mean SKL to the targets' posteriors {before:.4g} -> {after.mean().item():.4g}")
     if len(budgets) > 1:
         from vaelens.evaluation import auddc
 

@@ -66,6 +66,18 @@ class SweepResult:
     seconds: list[float]
     shown: torch.Tensor
     shown_adv: torch.Tensor
+    target_skl_before: torch.Tensor | None = None  # (N,) SKL(q(z|x), q(z|x_t)), targeted only
+    target_skl_after: list[torch.Tensor] | None = None  # per eps, (N,) SKL(q(z|x_adv), q(z|x_t))
+
+
+def _skl_to(model: torch.nn.Module, x: torch.Tensor, x_target: torch.Tensor) -> torch.Tensor:
+    """SKL between the posteriors of x and of the targets, per sample (N,)."""
+    from vaelens.attacks._objectives import Reference, divergence
+    from vaelens.geometry._jacobian import frozen, prepare_inputs
+
+    with torch.no_grad(), frozen(model):
+        xs, ts = prepare_inputs(model, x), prepare_inputs(model, x_target, "x_target")
+        return divergence(model, xs, Reference.of(model, ts), "skl").cpu()
 
 
 def auddc(eps: Sequence[float], damage: Sequence[float]) -> float:
@@ -110,26 +122,30 @@ def attack_sweep(
         check_budget(e, spec.norm)
     if spec.targeted and x_target is None:
         raise VaelensError("a targeted sweep needs x_target")
-    damages, seconds = [], []
+    damages, seconds, after = [], [], []
     shown_adv = x[:0]
     with progress_bar(progress) as bar:
         n_batches = -(-len(x) // batch_size)
         ticker = Ticker(bar, f"attacking ({spec.method})", n_batches * len(eps), interval=0.0)
         for e in eps:
             attack = spec.build(model, e)
-            parts, tic = [], time.perf_counter()
+            parts, adv, tic = [], [], time.perf_counter()
             for start in range(0, len(x), batch_size):
                 xb = x[start : start + batch_size]
                 tb = None if x_target is None else x_target[start : start + batch_size]
                 xa = attack(xb, tb) if spec.targeted else attack(xb)
                 parts.append(attack_damage(model, xb, xa))
+                adv.append(xa)
                 if start == 0 and e == max(eps):
                     shown_adv = xa[:n_show].cpu()
                 ticker.tick(f"eps {e:g}")
             seconds.append(time.perf_counter() - tic)
             damages.append(Damage.concat(parts))
+            if x_target is not None:
+                after.append(_skl_to(model, torch.cat(adv), x_target))
         ticker.flush()
-    return SweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv)
+    before = None if x_target is None else _skl_to(model, x, x_target)
+    return SweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv, before, after or None)
 
 
 def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: str, path: Path) -> None:
@@ -166,8 +182,12 @@ def write_attack_report(
     out.mkdir(parents=True, exist_ok=True)
     names = Damage.names()
     rows = []
-    for e, dmg in zip(result.eps, result.damage, strict=True):
+    targeted = result.target_skl_after is not None
+    for k, (e, dmg) in enumerate(zip(result.eps, result.damage, strict=True)):
         cols = {n: getattr(dmg, n).double().numpy() for n in names}
+        if targeted:
+            cols["target_skl_before"] = result.target_skl_before.double().numpy()
+            cols["target_skl_after"] = result.target_skl_after[k].double().numpy()
         for i in range(len(dmg.kl)):
             label = int(labels[i]) if labels is not None else -1
             rows.append(
@@ -176,11 +196,12 @@ def write_attack_report(
                     "label": label,
                     "method": result.spec.method,
                     "eps": e,
-                    **{n: float(cols[n][i]) for n in names},
+                    **{n: float(v[i]) for n, v in cols.items()},
                 }
             )
     paths = {"damage": out / "damage.csv", "summary": out / "summary.json"}
-    write_csv(paths["damage"], rows, ["index", "label", "method", "eps", *names])
+    extra = ["target_skl_before", "target_skl_after"] if targeted else []
+    write_csv(paths["damage"], rows, ["index", "label", "method", "eps", *names, *extra])
     summary = {
         "attack": result.spec.__dict__,
         **(meta or {}),
@@ -189,6 +210,12 @@ def write_attack_report(
             for e, s, d in zip(result.eps, result.seconds, result.damage, strict=True)
         ],
     }
+    if targeted:
+        from vaelens._records import describe
+
+        summary["target_skl_before"] = describe(result.target_skl_before)
+        for row, after in zip(summary["per_eps"], result.target_skl_after, strict=True):
+            row["target_skl_after"] = describe(after)
     if len(result.eps) > 1:
         summary["auddc"] = {
             n: auddc(result.eps, [d.as_dict()[n].mean().item() for d in result.damage])
