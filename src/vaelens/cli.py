@@ -174,19 +174,25 @@ def info(
         _print_info(run)
 
 
-def _audit_run(run: Path, config, dataset: str | None, split: str, n: int, out: Path, device: str, quiet: bool) -> None:
-    """Audit a run directory's model on the first n inputs of a split; write files, print a table."""
+def _run_inputs(run: Path, dataset: str | None, split: str, n: int, device: str):
+    """A run's model, and the first n inputs and labels of a split of its data set (or another)."""
     from vaelens._checkpoint import load, read_config
     from vaelens.data import load_dataset, take
-    from vaelens.evaluation import audit as run_audit
-    from vaelens.evaluation import write_audit
     from vaelens.training._trainer import resolve_device
 
-    train_config = read_config(run)
+    config = read_config(run)
     model = load(run, resolve_device(device))
-    name = dataset or train_config.dataset
-    data = load_dataset(name, split, train_config.data_root, train_config.image_size, train_config.image_channels)
-    x, labels = take(data, n)
+    name = dataset or config.dataset
+    x, labels = take(load_dataset(name, split, config.data_root, config.image_size, config.image_channels), n)
+    return model, name, x, labels
+
+
+def _audit_run(run: Path, config, dataset: str | None, split: str, n: int, out: Path, device: str, quiet: bool) -> None:
+    """Audit a run directory's model on the first n inputs of a split; write files, print a table."""
+    from vaelens.evaluation import audit as run_audit
+    from vaelens.evaluation import write_audit
+
+    model, name, x, labels = _run_inputs(run, dataset, split, n, device)
     result = run_audit(model, x, labels, config, progress=not quiet)
     paths = write_audit(result, out, meta={"run": str(run), "dataset": name, "split": split})
     table = Table(title=f"local robustness of {run} on {len(x)} {name} {split} inputs")
@@ -268,10 +274,7 @@ def attack(
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
     import torch
 
-    from vaelens._checkpoint import load, read_config
-    from vaelens.data import load_dataset, take
     from vaelens.evaluation import AttackSpec, attack_sweep, write_attack_report
-    from vaelens.training._trainer import resolve_device
 
     if n < 1 or batch_size < 1:
         raise VaelensError(f"--n and --batch-size must be >= 1; got {n} and {batch_size}")
@@ -279,11 +282,7 @@ def attack(
         objective = "skl"  # the supervised attack's usual objective (Kuzina et al.)
     spec = AttackSpec(method, norm, objective, steps, restarts, kind, directions, targeted, seed)
     budgets = _float_list(eps, "--eps")
-    train_config = read_config(run)
-    model = load(run, resolve_device(device))
-    name = dataset or train_config.dataset
-    data = load_dataset(name, split, train_config.data_root, train_config.image_size, train_config.image_channels)
-    x, labels = take(data, n)
+    model, name, x, labels = _run_inputs(run, dataset, split, n, device)
     x_target = None
     if targeted:
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))

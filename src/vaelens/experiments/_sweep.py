@@ -194,7 +194,6 @@ def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Any = N
 
     ``progress`` is an optional ``(bar, ticker)`` pair for stage updates; it never affects results.
     """
-    from vaelens._checkpoint import load
     from vaelens.data import load_dataset, take
     from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, write_attack_report, write_audit
     from vaelens.models import ModelConfig
@@ -228,7 +227,7 @@ def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Any = N
             stage(f"attack {method}")
             spec = AttackSpec(method=method, steps=sweep.pgd_steps, seed=unit.seed)
             swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
-            write_attack_report(swept, load(run_dir), run_dir / f"attack-{method}", labels, {"run": unit.name})
+            write_attack_report(swept, model, run_dir / f"attack-{method}", labels, {"run": unit.name})
     row = _collect(sweep, unit, run_dir, model, x)
     write_json(done, row)
     return row
