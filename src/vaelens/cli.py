@@ -339,7 +339,8 @@ def compare(
     cols = [
         ("run", "name"), ("beta", "beta"), ("mixup", "mixup"), ("recon MSE", "test_mse"), ("ELBO", "elbo"),
         ("active", "active_units"), ("rho med", "rho_median"), ("rho mean", "rho_mean"),
-        ("S med", "entropy_median"), ("fisher rho med", "fisher_rho_median"), ("eigen KL", "eigen_kl"),
+        ("S med", "entropy_median"), ("fisher rho med", "fisher_rho_median"),
+        ("output rho med", "output_rho_median"), ("eigen KL", "eigen_kl"), ("PGD recon shift", "pgd_recon_shift"),
         ("PGD KL", "pgd_kl"),
     ]  # fmt: skip
     for header, _ in cols:

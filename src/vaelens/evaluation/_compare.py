@@ -50,6 +50,7 @@ class RunRow:
     entropy_median: float
     fisher_rho_median: float
     fisher_rho_mean: float
+    output_rho_median: float
     eigen_kl: float
     pgd_kl: float
     pgd_recon_shift: float
@@ -139,7 +140,9 @@ def compare_runs(
             scores = audit(
                 model,
                 x,
-                config=AuditConfig(kinds=("stochastic", "fisher"), batch_size=batch_size, n_show=0, probe_n=0),
+                config=AuditConfig(
+                    kinds=("stochastic", "fisher", "output"), batch_size=batch_size, n_show=0, probe_n=0
+                ),
                 progress=False,
             ).scores
             eigen_kl, pgd_kl, pgd_shift = [], [], []
@@ -158,6 +161,7 @@ def compare_runs(
                     rho_median=float(np.median(rho)), rho_mean=float(rho.mean()),
                     entropy_median=float(scores["stochastic"].von_neumann_entropy.median()),
                     fisher_rho_median=float(np.median(fisher)), fisher_rho_mean=float(fisher.mean()),
+                    output_rho_median=float(scores["output"].spectral_radius.median()),
                     eigen_kl=torch.cat(eigen_kl).mean().item(), pgd_kl=torch.cat(pgd_kl).mean().item(),
                     pgd_recon_shift=torch.cat(pgd_shift).mean().item(), rho=rho,
                 )
@@ -188,8 +192,15 @@ def verdict(rows: list[RunRow]) -> list[str]:
         return ["At least two runs without mixup are needed to draw a beta curve; none was judged."]
     out = []
     for r in mixed:
-        for attr, label in (("rho_median", "median rho(G)"), ("fisher_rho_median", "median fisher rho(G)"),
-                            ("pgd_kl", "PGD KL damage"), ("eigen_kl", "EigenAttack KL damage")):  # fmt: skip
+        measures = (
+            ("rho_median", "median rho(G)"),
+            ("fisher_rho_median", "median fisher rho(G)"),
+            ("output_rho_median", "median output rho(G)"),
+            ("pgd_kl", "PGD KL damage"),
+            ("pgd_recon_shift", "PGD reconstruction shift"),
+            ("eigen_kl", "EigenAttack KL damage"),
+        )
+        for attr, label in measures:
             expected, inside = _against_curve(curve, r, attr)
             actual = getattr(r, attr)
             side = "below (more robust)" if actual < expected else "above (less robust)"
