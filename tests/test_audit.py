@@ -141,3 +141,14 @@ def test_audit_rejects_bad_inputs(digits_run):
         audit(model, torch.rand(4, 1, 8, 8) * 5, progress=False)
     with pytest.raises(vaelens.VaelensError, match="no inputs"):
         audit(model, torch.rand(0, 1, 8, 8), progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [16, 4])  # probe inside the first batch, and spanning batches
+def test_audit_probe_equals_direct_probe(digits_run, digits_x, batch_size):
+    model = vaelens.load(digits_run)
+    x = digits_x[0][:12]
+    config = AuditConfig(batch_size=batch_size, probe_n=8, probe_k=3, n_show=0)
+    probe = audit(model, x, config=config, progress=False).probe
+    direct = eigen_probe(model, x[:8], "stochastic", k=3)
+    torch.testing.assert_close(probe.mse, direct.mse, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(probe.random_mse, direct.random_mse)

@@ -110,6 +110,7 @@ def audit(
     labels = torch.full((len(x),), -1) if labels is None else labels
     parts: dict[str, list[Scores]] = {kind: [] for kind in config.kinds}
     shown: dict[str, Spectrum] = {}
+    probe_spectrum: Spectrum | None = None
     n_batches = math.ceil(len(x) / config.batch_size)
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, "auditing", n_batches * len(config.kinds), interval=0.0)
@@ -117,11 +118,17 @@ def audit(
             xb = prepare_inputs(model, x[start : start + config.batch_size])
             for kind in config.kinds:
                 metric = pullback_metric(model, xb, kind, config.chunk_size)
-                if start == 0 and config.n_show:
+                probed_here = kind == config.kinds[0] and config.probe_n and config.probe_n <= len(xb)
+                if start == 0 and (config.n_show or probed_here):
                     spec = metric.eigen()
-                    shown[kind] = Spectrum(
-                        spec.values[: config.n_show].cpu(), spec.vectors[: config.n_show].cpu(), kind
-                    )
+                    if config.n_show:
+                        shown[kind] = Spectrum(
+                            spec.values[: config.n_show].cpu(), spec.vectors[: config.n_show].cpu(), kind
+                        )
+                    if probed_here:  # the probe reuses these eigenpairs instead of recomputing them
+                        k = min(config.probe_k, spec.values.shape[1])
+                        probe_spectrum = Spectrum(spec.values[: config.probe_n], spec.vectors[: config.probe_n], kind)
+                        probe_spectrum = probe_spectrum.top(k)
                     values = spec.values
                 else:
                     values = metric.eigenvalues()
@@ -132,9 +139,19 @@ def audit(
         if config.probe_n:
             kind = config.kinds[0]
             xp = prepare_inputs(model, x[: config.probe_n])
-            k = min(config.probe_k, pullback_metric(model, xp[:1], kind).rank_bound)
+            if probe_spectrum is None:  # more probed inputs than one batch: compute their spectrum
+                k = min(config.probe_k, pullback_metric(model, xp[:1], kind).rank_bound)
+                probe_spectrum = pullback_metric(model, xp, kind, config.chunk_size).eigen(k)
             probe_task = Ticker(bar, f"probing {kind}", 1, interval=0.0)
-            probe = eigen_probe(model, xp, kind, k=k, scale=config.probe_scale, seed=config.seed)
+            probe = eigen_probe(
+                model,
+                xp,
+                kind,
+                k=probe_spectrum.values.shape[1],
+                scale=config.probe_scale,
+                seed=config.seed,
+                spectrum=probe_spectrum,
+            )
             probe_task.tick()
             probe_task.flush()
     return AuditResult(
@@ -208,8 +225,3 @@ def _config_dict(config: AuditConfig) -> dict:
     d = asdict(config)
     d["kinds"] = list(config.kinds)
     return d
-
-
-def score_table(result: AuditResult) -> list[tuple[str, str, dict[str, float]]]:
-    """(kind, score, stats) rows of the summary, for printing."""
-    return [(kind, name, stats) for kind, s in result.summary().items() for name, stats in s.items()]

@@ -22,8 +22,8 @@ from vaelens._checkpoint import load, read_config
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
 from vaelens._progress import Ticker, progress_bar
-from vaelens.attacks import PGD, EigenAttack, attack_damage
 from vaelens.data import load_dataset, sample_shape, take
+from vaelens.evaluation._attacks import AttackSpec, attack_sweep
 from vaelens.evaluation._audit import AuditConfig, audit
 from vaelens.geometry import eval_mode
 from vaelens.training._loss import elbo_pass
@@ -145,13 +145,10 @@ def compare_runs(
                 ),
                 progress=False,
             ).scores
-            eigen_kl, pgd_kl, pgd_shift = [], [], []
-            for start in range(0, len(x), batch_size):
-                xb = x[start : start + batch_size]
-                eigen_kl.append(attack_damage(model, xb, EigenAttack(model, eps)(xb)).kl)
-                d = attack_damage(model, xb, PGD(model, eps, steps=pgd_steps, seed=seed)(xb))
-                pgd_kl.append(d.kl)
-                pgd_shift.append(d.recon_shift)
+            eigen, pgd = (
+                attack_sweep(model, x, [eps], spec, batch_size=batch_size, n_show=0, progress=False).damage[0]
+                for spec in (AttackSpec("eigen"), AttackSpec("pgd", steps=pgd_steps, seed=seed))
+            )
             rho = scores["stochastic"].spectral_radius.double().numpy()
             fisher = scores["fisher"].spectral_radius.double().numpy()
             rows.append(
@@ -162,8 +159,8 @@ def compare_runs(
                     entropy_median=float(scores["stochastic"].von_neumann_entropy.median()),
                     fisher_rho_median=float(np.median(fisher)), fisher_rho_mean=float(fisher.mean()),
                     output_rho_median=float(scores["output"].spectral_radius.median()),
-                    eigen_kl=torch.cat(eigen_kl).mean().item(), pgd_kl=torch.cat(pgd_kl).mean().item(),
-                    pgd_recon_shift=torch.cat(pgd_shift).mean().item(), rho=rho,
+                    eigen_kl=eigen.kl.mean().item(), pgd_kl=pgd.kl.mean().item(),
+                    pgd_recon_shift=pgd.recon_shift.mean().item(), rho=rho,
                 )
             )  # fmt: skip
             ticker.tick(Path(run).name)
