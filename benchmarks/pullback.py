@@ -123,7 +123,7 @@ def part_lanczos(batch: int, iters: int) -> dict:
     exact = pullback_metric(model, x, "stochastic").eigenvalues(1)[:, 0]
     t_exact = time.perf_counter() - tic
     tic = time.perf_counter()
-    approx = pullback_metric(model, x, "stochastic").lanczos(k=1, iters=iters).values[:, 0]
+    approx = pullback_metric(model, x, "stochastic").lanczos(r=1, iters=iters).values[:, 0]
     t_lanczos = time.perf_counter() - tic
     rel = ((approx - exact).abs() / exact).max().item()
     return {

@@ -20,7 +20,7 @@ def digits_x():
 def test_probe_matches_direct_computation(digits_run, digits_x):
     model = vaelens.load(digits_run)
     x = digits_x[0][:3]
-    probe = eigen_probe(model, x, "stochastic", k=2, steps=torch.tensor([0.5, 2.0]))
+    probe = eigen_probe(model, x, "stochastic", directions=2, steps=torch.tensor([0.5, 2.0]))
     assert probe.mse.shape == (3, 2, 2) and probe.random_mse.shape == (3, 2)
     spec = vaelens.pullback_metric(model, x, "stochastic").eigen(2)
     x_t = x + 2.0 * spec.values[:, 1].view(-1, 1, 1, 1) * spec.vectors[:, 1]
@@ -35,7 +35,7 @@ def test_top_direction_degrades_more_than_random(mnist_run, scale):
     """PAPER.md section 5, on a model trained on real digits: v1 hurts most, random barely."""
     model = vaelens.load(mnist_run)
     x = take(load_dataset("mnist-5k", "test"), 64)[0]
-    probe = eigen_probe(model, x, "stochastic", k=2, scale=scale)
+    probe = eigen_probe(model, x, "stochastic", directions=2, scale=scale)
     v1, rand = probe.mse[:, 0].mean(0), probe.random_mse.mean(0)
     assert (v1 >= rand - 1e-4).all()
     assert v1[-1] > 1.2 * rand[-1]
@@ -147,8 +147,8 @@ def test_audit_rejects_bad_inputs(digits_run):
 def test_audit_probe_equals_direct_probe(digits_run, digits_x, batch_size):
     model = vaelens.load(digits_run)
     x = digits_x[0][:12]
-    config = AuditConfig(batch_size=batch_size, probe_n=8, probe_k=3, n_show=0)
+    config = AuditConfig(batch_size=batch_size, probe_n=8, probe_directions=3, n_show=0)
     probe = audit(model, x, config=config, progress=False).probe
-    direct = eigen_probe(model, x[:8], "stochastic", k=3)
+    direct = eigen_probe(model, x[:8], "stochastic", directions=3)
     torch.testing.assert_close(probe.mse, direct.mse, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(probe.random_mse, direct.random_mse)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import vaelens
-from vaelens._checkpoint import MODEL, STATE, sha256
+from vaelens._tensors import sha256
+from vaelens.training import MODEL, STATE
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_tampered_weights_are_rejected(run):
     data = bytearray((run / MODEL).read_bytes())
     data[-5] ^= 0xFF  # flip bits in the last weight
     (run / MODEL).write_bytes(bytes(data))
-    with pytest.raises(vaelens.VaelensError, match="model.safetensors does not match the checksum"):
+    with pytest.raises(vaelens.VaelensError, match="model.safetensors does not match its recorded checksum"):
         vaelens.load(run)
 
 

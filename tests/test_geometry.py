@@ -144,7 +144,7 @@ def test_lanczos_matches_exact_spectrum():
     x = torch.rand(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     metric = pullback_metric(model, x, "stochastic")
     exact = metric.eigen(3)
-    approx = metric.lanczos(k=3, iters=40)
+    approx = metric.lanczos(r=3, iters=40)
     torch.testing.assert_close(approx.values, exact.values, rtol=1e-6, atol=0)
     overlap = (approx.vectors.flatten(2) * exact.vectors.flatten(2)).sum(-1).abs()
     assert (overlap > 0.999).all()
@@ -156,7 +156,7 @@ def test_lanczos_other_kinds_and_rank_deficiency(kind):
     x = torch.rand(2, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     metric = pullback_metric(model, x, kind)
     # rank <= 6 < 36 = d: Lanczos must survive the Krylov space running out
-    approx = metric.lanczos(k=2, iters=20)
+    approx = metric.lanczos(r=2, iters=20)
     torch.testing.assert_close(approx.values, metric.eigenvalues(2), rtol=1e-6, atol=0)
 
 
@@ -214,7 +214,7 @@ def test_vmap_fallback_warns_and_is_correct():
         (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6) + 1), r"\[0, 1\]"),
         (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6), kind="riemann"), "unknown metric kind"),
         (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6), "mean").eigen(4), "rank at most 3"),
-        (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6)).eigenvalues(0), "1 <= k"),
+        (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6)).eigenvalues(0), "1 <= r"),
         (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6), chunk_size=0), "chunk_size"),
         (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6)).matvec(torch.rand(2, 36)), "v must have shape"),
         (lambda m: pullback_metric(m, torch.rand(2, 1, 6, 6)).lanczos(5, iters=3), "raise iters"),

@@ -7,7 +7,7 @@ import torch
 
 import vaelens
 from vaelens import Posterior
-from vaelens.evaluation import DatasetMismatchWarning, compare_runs, write_comparison
+from vaelens.experiments import DatasetMismatchWarning, compare_runs, write_comparison
 from vaelens.training import MixupConfig, mixup_terms, train
 from vaelens.training._mixup import draw_mixing
 
@@ -140,15 +140,15 @@ def test_compare_writes_every_output(three_runs, tmp_path):
 
 
 def test_verdict_follows_the_numbers(three_runs):
-    from vaelens.evaluation._compare import verdict
+    from vaelens.experiments._compare import verdict
 
     comp = compare_runs([three_runs / n for n in ("b1", "b4", "mix")], n=20, eps=0.5, pgd_steps=2, progress=False)
     b1, b4, mix = comp.rows
     mix.test_mse = (b1.test_mse + b4.test_mse) / 2
     mix.rho_median = 1e-9
-    assert "below (more robust)" in verdict([b1, b4, mix])[0]
+    assert "below (more robust than)" in verdict([b1, b4, mix])[0]
     mix.rho_median = 1e9
-    assert "above (less robust)" in verdict([b1, b4, mix])[0]
+    assert "above (less robust than)" in verdict([b1, b4, mix])[0]
     assert "nothing to place" in verdict([b1, b4])[0]
     assert "two runs without mixup" in verdict([b1, mix])[0]
 

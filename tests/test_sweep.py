@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import vaelens
 from vaelens.experiments import SweepConfig, parse_betas, run_sweep, write_report
@@ -127,12 +128,12 @@ def test_report_contains_every_figure(tiny_sweep):
     page = path.read_text()
     pngs = sorted((tiny_sweep / "report").glob("*.png"))
     names = {p.stem for p in pngs}
-    assert {"rho_entropy_vs_beta", "probe", "mixup", "damage_vs_eps", "score_validity"} <= names
-    assert any(n.startswith("rho_hist_") for n in names)
-    images = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>", page)
+    assert {"rho_entropy_vs_beta", "mixup", "damage_vs_eps", "score_validity"} <= names
+    assert any(n.startswith("rho_hist_") for n in names) and any(n.startswith("probe_") for n in names)
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
     assert len(images) >= len(pngs) + 1  # every figure plus an adversarial grid
     assert "Spearman" in page and "predicts which inputs PGD damages most" in page
-    assert "src='http" not in page and "href='http" not in page  # self-contained
+    assert "src='http" not in page and 'src="http' not in page and 'href="http' not in page  # self-contained
     assert "released numbers" not in page  # digits is not MNIST: no reference comparison
 
 
@@ -225,11 +226,19 @@ def test_cli_report_without_sweep(run_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_process_pool_executor(tmp_path):
+def test_process_pool_equals_sequential_row_by_row(tmp_path):
     config = SweepConfig.from_dict({
         "datasets": ["digits"], "betas": [0.5, 2.0], "epochs": 1, "n": 8, "eps": [0.5], "pgd_steps": 2,
         "latent_dim": 3, "probe_n": 4,
     })  # fmt: skip
-    result = run_sweep(config, tmp_path / "s", jobs=2, progress=False)
-    assert sorted(r["beta"] for r in result.rows) == [0.5, 2.0]
-    assert all((tmp_path / "s" / "runs" / r["run"] / "result.json").is_file() for r in result.rows)
+    pooled = run_sweep(config, tmp_path / "pool", jobs=2, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the pool's workers do, so that reductions run in the same order
+    try:
+        sequential = run_sweep(config, tmp_path / "seq", jobs=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.beta for r in pooled.rows] == [0.5, 2.0]
+    assert [r.record() for r in pooled.rows] == [r.record() for r in sequential.rows]
+    assert (tmp_path / "pool" / "results.csv").read_text() == (tmp_path / "seq" / "results.csv").read_text()
+    assert all((tmp_path / "pool" / "runs" / r.run / "result.json").is_file() for r in pooled.rows)

@@ -1,25 +1,24 @@
 """vaelens: adversarial robustness of VAEs through the local geometry of their encoders.
 
-Implements Khan and Storkey, AISTATS 2023 (see PAPER.md). The public API is what this module
-re-exports.
+Implements Khan and Storkey, AISTATS 2023, as described in the project's docs/method.md. The
+public API is what this module re-exports; each name has one home in a subpackage.
 """
 
-__version__ = "0.1.0"
-
-from vaelens import data  # noqa: E402
-from vaelens._checkpoint import load  # noqa: E402
-from vaelens._errors import VaelensError  # noqa: E402
-from vaelens._protocol import Posterior  # noqa: E402
-from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage  # noqa: E402
-from vaelens.evaluation import eigen_probe  # noqa: E402
-from vaelens.geometry import (  # noqa: E402
+from vaelens import data
+from vaelens._errors import VaelensError
+from vaelens._protocol import Posterior
+from vaelens._version import __version__
+from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
+from vaelens.evaluation import eigen_probe
+from vaelens.experiments import load
+from vaelens.geometry import (
     PullbackMetric,
     Scores,
     Spectrum,
     pullback_metric,
     robustness_scores,
 )
-from vaelens.training import TrainConfig, train  # noqa: E402
+from vaelens.training import TrainConfig, train
 
 __all__ = [
     "PGD",

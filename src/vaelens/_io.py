@@ -1,4 +1,4 @@
-"""Atomic file writes: write a temporary file beside the target, then rename it into place.
+"""Atomic file writes and checked JSON reads: write a temporary file beside the target, then rename it into place.
 
 An interrupted run therefore never leaves a half-written file under a final name. There is no
 fsync: the guarantee is against interrupted processes (Ctrl-C, kills, crashes), not power loss, and
@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from vaelens._errors import VaelensError
 
 
 def _umask() -> int:
@@ -64,3 +66,16 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: l
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> None:
     """Save a matplotlib figure atomically as PNG."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object, or raise a one-line error naming the file."""
+    if not path.is_file():
+        raise VaelensError(f"{path} does not exist; check the path")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VaelensError(f"{path} is not valid JSON ({e}); restore it or write it again") from None
+    if not isinstance(obj, dict):
+        raise VaelensError(f"{path} must hold a JSON object; restore it or write it again")
+    return obj

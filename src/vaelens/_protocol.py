@@ -1,13 +1,16 @@
-"""The VAE protocol every part of vaelens speaks (PAPER.md section 1).
+"""The VAE protocol every part of vaelens speaks (docs/method.md section 1).
 
 A "VAE" is any ``torch.nn.Module`` with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> x_mean``.
 No base class is required: models from other libraries work as they are. This module holds the
-named posterior and the checks applied to inputs where they enter the library.
+named posterior, the checks applied to inputs where they enter the library, and the one helper,
+``prepare_inputs``, through which every input reaches a model (right device, right dtype).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -70,3 +73,74 @@ def check_images(x: torch.Tensor, name: str = "x", shape: tuple[int, ...] | None
             f"{name} has values in [{x.min().item():.3g}, {x.max().item():.3g}] but must lie in "
             "[0, 1]; rescale it (e.g. divide 8-bit images by 255)"
         )
+
+
+def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's first floating parameter (float32 on cpu if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype, p.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+def prepare_inputs(model: torch.nn.Module, x: torch.Tensor, name: str = "x", check: bool = True) -> torch.Tensor:
+    """Check a batch where it enters and move it to the model's dtype and device.
+
+    Every input reaches a model through this helper: a float32 CPU batch given to a float64 or a
+    CUDA model is converted here, once, instead of failing deep inside a forward pass. ``check=False``
+    skips the value checks (finite, in [0, 1]) for data that has already passed them.
+    """
+    if check:
+        check_images(x, name, model_input_shape(model))
+    dtype, device = model_dtype_device(model)
+    return x.detach().to(device=device, dtype=dtype)
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """A ``torch.device`` for a name such as "cpu", "cuda:1" or "mps", checked to be available."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise VaelensError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VaelensError("device cuda was asked for but CUDA is not available; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise VaelensError("device mps was asked for but MPS is not available; use --device cpu")
+    return device
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put a model in eval mode for the duration, then restore every submodule's previous mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter for the duration, both restored.
+
+    Gradients taken inside flow to the inputs only: parameters are never touched.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with eval_mode(model):
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+Kind = Literal["mean", "stochastic", "fisher", "output", "output-stochastic"]
+"""The five metric kinds of docs/method.md section 3."""
+Norm = Literal["l2", "linf"]
+"""Attack budgets: the L2 or the L-infinity ball."""
+Objective = Literal["kl", "kl_reverse", "skl", "latent", "recon", "stochastic"]
+"""What an attack maximises (or, targeted, minimises): docs/method.md section 2."""

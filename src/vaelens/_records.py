@@ -1,9 +1,15 @@
-"""Named per-sample results (scores, damage): a dataclass of (B,) tensors with shared helpers."""
+"""Named per-sample results (scores, damage): a dataclass of (B,) tensors with shared helpers.
+
+Statistics follow numpy everywhere: the median of an even number of values is the mean of the two
+middle ones (torch's ``median`` returns the lower one), and quantiles interpolate linearly. Every
+"median" vaelens writes, in summary.json, results.csv or comparison.csv, comes from numpy.
+"""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+import numpy as np
 import torch
 
 QUANTILES = (0.05, 0.25, 0.75, 0.95)
@@ -11,13 +17,13 @@ QUANTILES = (0.05, 0.25, 0.75, 0.95)
 
 def describe(values: torch.Tensor) -> dict[str, float]:
     """mean, median, std and the 5/25/75/95% quantiles of a (B,) tensor (NaNs ignored)."""
-    a = values.double()
-    a = a[~torch.isnan(a)]
+    a = values.detach().double().cpu().numpy()
+    a = a[~np.isnan(a)]
     if len(a) == 0:
         return {k: float("nan") for k in ("mean", "median", "std", *(f"q{round(q * 100):02d}" for q in QUANTILES))}
-    stats = {"mean": a.mean().item(), "median": a.median().item(), "std": a.std().item() if len(a) > 1 else 0.0}
+    stats = {"mean": float(a.mean()), "median": float(np.median(a)), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
     for q in QUANTILES:
-        stats[f"q{round(q * 100):02d}"] = torch.quantile(a, q).item()
+        stats[f"q{round(q * 100):02d}"] = float(np.quantile(a, q))
     return stats
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,34 @@ from rich.table import Table
 from rich.text import Text
 
 from vaelens._errors import VaelensError
+from vaelens.attacks import Damage
+from vaelens.evaluation import (
+    SUMMARY_STATS,
+    AttackSpec,
+    AuditConfig,
+    attack_sweep,
+    choose_targets,
+    write_attack_report,
+    write_audit,
+)
+from vaelens.evaluation import (
+    audit as run_audit,
+)
+from vaelens.experiments import (
+    COMPARE_COLUMNS,
+    DatasetMismatchWarning,
+    SweepConfig,
+    compare_runs,
+    load_run_inputs,
+    run_demo,
+    run_info,
+    run_sweep,
+    write_comparison,
+    write_report,
+)
+from vaelens.models import ModelConfig
+from vaelens.training import MixupConfig, TrainConfig, input_shape_of
+from vaelens.training import train as run_training
 
 app = typer.Typer(
     add_completion=False,
@@ -38,10 +67,7 @@ def _model_config(
     data_root: str | None,
     image_size: int,
     image_channels: int,
-):
-    from vaelens.models import ModelConfig
-    from vaelens.training import input_shape_of
-
+) -> ModelConfig:
     shape = input_shape_of(dataset, data_root, image_size, image_channels)
     return ModelConfig(
         architecture=model,
@@ -91,7 +117,7 @@ def train(
     data_root: Annotated[str | None, typer.Option(help="Download cache directory.")] = None,
     image_size: Annotated[int, typer.Option(help="Side of folder: images.")] = 64,
     image_channels: Annotated[int, typer.Option(help="1 or 3, for folder: images.")] = 3,
-    mixup: Annotated[bool, typer.Option("--mixup", help="Mixup training as a defence (PAPER.md s. 6).")] = False,
+    mixup: Annotated[bool, typer.Option("--mixup", help="Mixup training as a defence (docs/method.md s. 6).")] = False,
     mixup_alpha: Annotated[float, typer.Option(help="a of the Beta(a, a) mixing weight.")] = 0.5,
     mixup_per_sample: Annotated[
         bool, typer.Option("--mixup-per-sample", help="One mixing weight per sample, not per batch.")
@@ -100,9 +126,6 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a beta-VAE and write config, checkpoints and per-epoch metrics into OUT."""
-    from vaelens.training import MixupConfig, TrainConfig
-    from vaelens.training import train as run_training
-
     mixup_config = None
     if mixup:
         weights = _float_list(mixup_weights, "--mixup-weights")
@@ -131,21 +154,8 @@ def train(
     _print_info(result.run_dir)
 
 
-def _run_info(run: Path) -> dict:
-    from vaelens._checkpoint import STATE, read_config, read_json
-
-    config = read_config(run)
-    state = read_json(run / STATE) if (run / STATE).exists() else {"epoch": 0, "final": {}}
-    return {
-        "run": str(run),
-        "config": config.to_dict(),
-        "epochs_done": state["epoch"],
-        "final": state.get("final", {}),
-    }
-
-
 def _print_info(run: Path) -> None:
-    info = _run_info(run)
+    info = run_info(run)
     table = Table(title=f"vaelens run {info['run']}", show_header=False)
     table.add_column("setting", style="bold")
     table.add_column("value")
@@ -169,40 +179,25 @@ def info(
 ) -> None:
     """Print a run's config and final metrics."""
     if as_json:
-        typer.echo(json.dumps(_run_info(run), indent=2))
+        typer.echo(json.dumps(run_info(run), indent=2))
     else:
         _print_info(run)
 
 
-def _run_inputs(run: Path, dataset: str | None, split: str, n: int, device: str):
-    """A run's model, and the first n inputs and labels of a split of its data set (or another)."""
-    from vaelens._checkpoint import load, read_config
-    from vaelens.data import load_dataset, take
-    from vaelens.training._trainer import resolve_device
-
-    config = read_config(run)
-    model = load(run, resolve_device(device))
-    name = dataset or config.dataset
-    x, labels = take(load_dataset(name, split, config.data_root, config.image_size, config.image_channels), n)
-    return model, name, x, labels
-
-
-def _audit_run(run: Path, config, dataset: str | None, split: str, n: int, out: Path, device: str, quiet: bool) -> None:
+def _audit_run(run: Path, config: AuditConfig, dataset: str | None, split: str, n: int, out: Path, device: str,
+               quiet: bool) -> None:  # fmt: skip
     """Audit a run directory's model on the first n inputs of a split; write files, print a table."""
-    from vaelens.evaluation import audit as run_audit
-    from vaelens.evaluation import write_audit
-
-    model, name, x, labels = _run_inputs(run, dataset, split, n, device)
+    model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
     result = run_audit(model, x, labels, config, progress=not quiet)
     paths = write_audit(result, out, meta={"run": str(run), "dataset": name, "split": split})
     table = Table(title=f"local robustness of {run} on {len(x)} {name} {split} inputs")
     table.add_column("kind", no_wrap=True)
     table.add_column("score", no_wrap=True)
-    for col in ("mean", "median", "std", "q05", "q95"):
+    for col in SUMMARY_STATS:
         table.add_column(col, justify="right", no_wrap=True)
     for k, scores in result.summary().items():
         for score, stats in scores.items():
-            table.add_row(k, score, *(f"{stats[c]:.4g}" for c in ("mean", "median", "std", "q05", "q95")))
+            table.add_row(k, score, *(f"{stats[c]:.4g}" for c in SUMMARY_STATS))
     console.print(table)
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
@@ -228,8 +223,6 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Score local robustness (spectral radius, entropy, ...) of a trained VAE on n inputs."""
-    from vaelens.evaluation import AuditConfig
-
     if n < 1:
         raise VaelensError(f"--n must be >= 1; got {n}")
     config = AuditConfig(
@@ -248,7 +241,10 @@ def audit(
 def attack(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     method: Annotated[str, typer.Option(help="eigen, pgd or random.")] = "pgd",
-    objective: Annotated[str, typer.Option(help="kl, kl_reverse, skl, latent, recon or stochastic.")] = "kl",
+    objective: Annotated[
+        str | None,
+        typer.Option(help="kl, kl_reverse, skl, latent, recon or stochastic (default: kl; skl when --targeted)."),
+    ] = None,
     norm: Annotated[str, typer.Option(help="l2 or linf.")] = "l2",
     eps: Annotated[str, typer.Option(help="Budget, or a comma-separated list for a curve.")] = "1.0",
     steps: Annotated[int, typer.Option(help="PGD steps.")] = 50,
@@ -259,7 +255,7 @@ def attack(
         bool,
         typer.Option(
             "--targeted",
-            help="Pull each input towards another input of the split (PGD descent, default SKL).",
+            help="Pull each input towards another input of the split (projected descent on --objective).",
         ),
     ] = False,
     n: Annotated[int, typer.Option(help="Inputs to attack (the first n of the split).")] = 500,
@@ -272,43 +268,31 @@ def attack(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
-    import torch
-
-    from vaelens.evaluation import AttackSpec, attack_sweep, write_attack_report
-
     if n < 1 or batch_size < 1:
         raise VaelensError(f"--n and --batch-size must be >= 1; got {n} and {batch_size}")
-    if targeted and objective == "kl":
-        objective = "skl"  # the supervised attack's usual objective (Kuzina et al.)
-    spec = AttackSpec(method, norm, objective, steps, restarts, kind, directions, targeted, seed)
+    spec = AttackSpec(method, norm, objective, steps, restarts, kind, directions, targeted, seed)  # type: ignore[arg-type]
     budgets = _float_list(eps, "--eps")
-    model, name, x, labels = _run_inputs(run, dataset, split, n, device)
-    x_target = None
-    if targeted:
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-        x_target = x[torch.roll(perm, 1)][torch.argsort(perm)]  # a different input for each
+    model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
+    x_target = choose_targets(x, seed) if targeted else None
     result = attack_sweep(model, x, budgets, spec, x_target, batch_size, progress=not quiet)
-    out = out or run / f"attack-{method}{'-targeted' if targeted else ''}"
+    out = out or run / spec.dirname
     paths = write_attack_report(result, model, out, labels, {"run": str(run), "dataset": name, "split": split})
-    table = Table(title=f"{method} attack ({norm}, {objective if method == 'pgd' else kind}) on {len(x)} inputs")
-    cols = ("kl", "skl", "latent_l2", "recon_shift", "recon_error", "ms_ssim_recon", "prior_logp_drop")
+    what = spec.objective if method == "pgd" else kind
+    table = Table(title=f"{method} attack ({norm}, {what}{', targeted' if targeted else ''}) on {len(x)} inputs")
     table.add_column("eps", justify="right", no_wrap=True)
-    for c in cols:
+    for c in Damage.SHOWN:
         table.add_column(c, justify="right", no_wrap=True)
     table.add_column("seconds", justify="right", no_wrap=True)
-    for e, d, sec in zip(result.eps, result.damage, result.seconds, strict=True):
-        means = d.as_dict()
-        table.add_row(f"{e:g}", *(f"{means[c].mean().item():.4g}" for c in cols), f"{sec:.2f}")
+    means = {c: result.mean(c) for c in Damage.SHOWN}
+    for i, (e, sec) in enumerate(zip(result.eps, result.seconds, strict=True)):
+        table.add_row(f"{e:g}", *(f"{means[c][i]:.4g}" for c in Damage.SHOWN), f"{sec:.2f}")
     console.print(table)
-    if result.target_skl_after is not None:
+    if result.target_skl_before is not None and result.target_skl_after is not None:
         before = result.target_skl_before.mean().item()
         for e, after in zip(result.eps, result.target_skl_after, strict=True):
             console.print(f"eps {e:g}: mean SKL to the targets' posteriors {before:.4g} -> {after.mean().item():.4g}")
-    if len(budgets) > 1:
-        from vaelens.evaluation import auddc
-
-        for metric in ("kl", "recon_shift"):
-            value = auddc(result.eps, [d.as_dict()[metric].mean().item() for d in result.damage])
+    for metric, value in result.auddc().items():
+        if metric in ("kl", "recon_shift"):
             console.print(f"AUDDC ({metric}): {value:.4g}")
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
@@ -325,10 +309,6 @@ def compare(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Compare runs on robustness (rho(G), attack damage) against reconstruction; mixup vs the beta curve."""
-    import warnings
-
-    from vaelens.evaluation import DatasetMismatchWarning, compare_runs, write_comparison
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DatasetMismatchWarning)
         comp = compare_runs(runs, n, eps, steps, batch_size, seed, progress=not quiet)
@@ -336,37 +316,22 @@ def compare(
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
     paths = write_comparison(comp, out)
     table = Table(title=f"{len(runs)} runs on {comp.n} test inputs, attacks at L2 eps {comp.eps:g}")
-    cols = [
-        ("run", "name"), ("beta", "beta"), ("mixup", "mixup"), ("recon MSE", "test_mse"), ("ELBO", "elbo"),
-        ("active", "active_units"), ("rho med", "rho_median"), ("rho mean", "rho_mean"),
-        ("S med", "entropy_median"), ("fisher rho med", "fisher_rho_median"),
-        ("output rho med", "output_rho_median"), ("eigen KL", "eigen_kl"), ("PGD recon shift", "pgd_recon_shift"),
-        ("PGD KL", "pgd_kl"),
-    ]  # fmt: skip
-    for header, _ in cols:
+    for header, _ in COMPARE_COLUMNS:
         table.add_column(header, justify="left" if header == "run" else "right", no_wrap=True)
     for r in comp.rows:
-        rec = r.record()
-        table.add_row(*(f"{rec[key]:.4g}" if isinstance(rec[key], float) else str(rec[key]) for _, key in cols))
+        table.add_row(*r.cells())
     console.print(table)
     for sentence in comp.verdict:
         console.print(sentence, highlight=False)
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 
-PAPER_PRESET = {
-    "datasets": ["mnist", "fashion-mnist", "cifar10", "celeba"],
-    "models": ["mlp", "conv"],
-    "betas": "logspace:-2:1:50",
-    "epochs": 100,
-    "n": 3072,
-}
-
-
 @app.command()
 def sweep(
     config: Annotated[Path | None, typer.Option(help="TOML file with the sweep's settings.")] = None,
-    preset: Annotated[str | None, typer.Option(help="paper: the released protocol (PAPER.md s. 7).")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="paper: the released protocol (docs/method.md s. 7); demo: the offline demo.")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set(s), comma-separated.")] = None,
     model: Annotated[str | None, typer.Option(help="mlp, conv, or both: mlp,conv.")] = None,
     betas: Annotated[str | None, typer.Option(help="logspace:-2:1:50 or a list such as 0.5,2.")] = None,
@@ -383,15 +348,6 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train, audit and attack a grid of runs (data sets x models x betas x mixup x seeds), resumably."""
-    from vaelens.experiments import SweepConfig, run_sweep
-
-    settings: dict = {}
-    if preset is not None:
-        if preset != "paper":
-            raise VaelensError(f"unknown preset {preset!r}; the one preset is 'paper'")
-        settings.update(PAPER_PRESET)
-    if config is not None:
-        settings.update(SweepConfig.from_file(config).to_dict())
     flags = {
         "datasets": dataset and [d.strip() for d in dataset.split(",") if d.strip()],
         "models": model and [m.strip() for m in model.split(",") if m.strip()],
@@ -405,8 +361,7 @@ def sweep(
         "pgd_steps": steps,
         "device": device,
     }
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    result = run_sweep(SweepConfig.from_dict(settings), out, jobs=jobs, progress=not quiet)
+    result = run_sweep(SweepConfig.resolve(preset, config, flags), out, jobs=jobs, progress=not quiet)
     console.print(f"{len(result.rows)} runs finished; results in {out / 'results.csv'}")
 
 
@@ -414,23 +369,9 @@ def sweep(
 def report(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `vaelens sweep`.")],
 ) -> None:
-    """Write report.html (self-contained, figures embedded) and the figures as PNG for a sweep."""
-    from vaelens.experiments import write_report
-
+    """Write report.html (self-contained, figures embedded), the figures as PNG and trend.csv for a sweep."""
     path = write_report(sweep_dir)
     console.print(f"report written to {path}")
-
-
-DEMO_SWEEP = {
-    "datasets": ["mnist-5k"],
-    "models": ["mlp"],
-    "betas": [0.1, 1.0, 4.0],
-    "mixup": "both",
-    "mixup_betas": [1.0],
-    "epochs": 10,
-    "n": 500,
-    "eps": [0.5, 1.0, 2.0],
-}
 
 
 @app.command()
@@ -442,15 +383,8 @@ def demo(
 ) -> None:
     """The main job, offline: MLP VAEs on mnist-5k at beta 0.1, 1, 4 and beta 1 with mixup; audit,
     attack, and write the report."""
-    import time
-
-    from vaelens.experiments import SweepConfig, run_sweep, write_report
-
-    tic = time.perf_counter()
-    config = SweepConfig.from_dict({**DEMO_SWEEP, "epochs": epochs, "n": n})
-    run_sweep(config, out, progress=not quiet)
-    path = write_report(out)
-    console.print(f"demo finished in {time.perf_counter() - tic:.0f} s; report: {path.resolve()}")
+    result = run_demo(out, epochs, n, progress=not quiet)
+    console.print(f"demo finished in {result.seconds:.0f} s; report: {result.report.resolve()}")
 
 
 def main() -> None:

@@ -1,15 +1,14 @@
-"""Adversarial attacks on a VAE's encoding (PAPER.md sections 2, 3 and 5), one per module.
+"""Adversarial attacks on a VAE's encoding (docs/method.md sections 2 and 3), one per module.
 
 Every attack is a thin subclass of ``Attack``: ``attack(x) -> x_adv`` (targeted:
 ``attack(x, x_target)``), batched, within budget, in [0, 1], with the model untouched.
 """
 
-from vaelens.attacks._base import NORMS, Attack
+from vaelens.attacks._base import NORMS, Attack, check_budget
 from vaelens.attacks._damage import Damage, attack_damage
 from vaelens.attacks._eigen import EigenAttack
-from vaelens.attacks._objectives import KIND_OBJECTIVE, OBJECTIVES
+from vaelens.attacks._objectives import KIND_OBJECTIVE, OBJECTIVES, Reference, divergence
 from vaelens.attacks._pgd import PGD
-from vaelens.attacks._probe import ProbeResult, eigen_probe
 from vaelens.attacks._random import RandomNoise
 from vaelens.attacks._targeted import TargetedAttack
 
@@ -21,9 +20,10 @@ __all__ = [
     "Attack",
     "Damage",
     "EigenAttack",
-    "ProbeResult",
     "RandomNoise",
+    "Reference",
     "TargetedAttack",
     "attack_damage",
-    "eigen_probe",
+    "check_budget",
+    "divergence",
 ]

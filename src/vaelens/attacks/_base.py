@@ -13,7 +13,7 @@ import math
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens.geometry._jacobian import frozen, prepare_inputs
+from vaelens._protocol import frozen, prepare_inputs
 
 NORMS = ("l2", "linf")
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
-from vaelens._protocol import encode
+from vaelens._protocol import encode, frozen, prepare_inputs
 from vaelens._records import PerSample
 from vaelens.attacks._base import norms
-from vaelens.geometry._jacobian import frozen, prepare_inputs
 
 _MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 
@@ -43,6 +44,11 @@ class Damage(PerSample):
     l2: torch.Tensor
     linf: torch.Tensor
 
+    # the measures a printed summary shows (the input distances are the budget, not damage)
+    SHOWN: ClassVar[tuple[str, ...]] = (
+        "kl", "skl", "latent_l2", "recon_shift", "recon_error", "ms_ssim_recon", "prior_logp_drop",
+    )  # fmt: skip
+
 
 def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """MS-SSIM per sample between image batches in [0, 1], with as many scales as the size allows.
@@ -52,7 +58,6 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     if a.dim() != 4:
         return torch.full((len(a),), float("nan"), dtype=a.dtype)
-    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
     side, kernel = min(a.shape[-2:]), 3
     scales = max(1, min(5, int(math.floor(math.log2((side - 1) / (kernel - 1)))) + 1 if side > kernel else 1))

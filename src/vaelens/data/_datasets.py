@@ -30,7 +30,12 @@ class TensorImageDataset(Dataset):
     """Images held in memory. ``images`` is (N, C, H, W) float32 in [0, 1]; ``labels`` is (N,)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        assert images.dim() == 4 and len(images) == len(labels)
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise VaelensError(f"images must be a tensor of shape (N, C, H, W); got {shape}")
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise VaelensError(f"labels must be a tensor of shape ({len(images)},), one per image; got {got}")
         self.images = images
         self.labels = labels
 

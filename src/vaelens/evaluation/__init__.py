@@ -1,42 +1,36 @@
-"""Evaluating VAEs: audits of local robustness and the eigen-direction probe (PAPER.md sections 3-5)."""
+"""Evaluating a VAE on a batch of inputs: audits, attack sweeps, the eigen-direction probe and
+reconstruction quality (docs/method.md sections 2-5). Pure functions over (model, x): nothing here
+knows of run directories; the ``write_*`` functions write their results into a directory given.
+"""
 
-from vaelens.attacks._probe import ProbeResult, eigen_probe
 from vaelens.evaluation._attacks import (
     METHODS,
     AttackSpec,
-    SweepResult,
+    AttackSweepResult,
     attack_sweep,
     auddc,
+    choose_targets,
     write_attack_report,
 )
-from vaelens.evaluation._audit import AuditConfig, AuditResult, audit, summarize, write_audit
-from vaelens.evaluation._compare import (
-    Comparison,
-    DatasetMismatchWarning,
-    RunRow,
-    compare_runs,
-    reconstruction_quality,
-    write_comparison,
-)
+from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, write_audit
+from vaelens.evaluation._probe import ProbeResult, eigen_probe
+from vaelens.evaluation._quality import Quality, reconstruction_quality
 
 __all__ = [
-    "Comparison",
-    "DatasetMismatchWarning",
-    "RunRow",
-    "compare_runs",
-    "reconstruction_quality",
-    "write_comparison",
     "METHODS",
+    "SUMMARY_STATS",
     "AttackSpec",
-    "SweepResult",
-    "attack_sweep",
-    "auddc",
-    "write_attack_report",
+    "AttackSweepResult",
     "AuditConfig",
     "AuditResult",
     "ProbeResult",
+    "Quality",
+    "attack_sweep",
     "audit",
+    "auddc",
+    "choose_targets",
     "eigen_probe",
-    "summarize",
+    "reconstruction_quality",
+    "write_attack_report",
     "write_audit",
 ]

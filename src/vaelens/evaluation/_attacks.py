@@ -1,4 +1,4 @@
-"""Running attacks over many inputs and budgets, and writing what they did (PAPER.md sections 2, 8).
+"""Running attacks over many inputs and budgets, and writing what they did (docs/method.md sections 2, 8).
 
 ``attack_sweep`` attacks the inputs batch by batch at every eps; ``write_attack_report`` writes the
 damage CSV, a summary, the damage-versus-eps plot with the AUDDC of Gondim-Ribeiro et al. (2018),
@@ -7,9 +7,11 @@ and an image grid of x, x_adv and both reconstructions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,24 +20,41 @@ from matplotlib.figure import Figure
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
-from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
-from vaelens.attacks._base import check_budget
-from vaelens.evaluation._plots import _as_image
-from vaelens.geometry import eval_mode
+from vaelens._protocol import Kind, Norm, Objective, encode, eval_mode, frozen, prepare_inputs
+from vaelens._records import describe
+from vaelens.attacks import (
+    PGD,
+    Attack,
+    Damage,
+    EigenAttack,
+    RandomNoise,
+    Reference,
+    TargetedAttack,
+    attack_damage,
+    check_budget,
+    divergence,
+)
+from vaelens.evaluation._plots import as_image
 
-METHODS = ("eigen", "pgd", "random")
+Method = Literal["eigen", "pgd", "random"]
+METHODS: tuple[Method, ...] = ("eigen", "pgd", "random")
+AUDDC_MEASURES = ("kl", "skl", "recon_shift", "latent_l2")
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """Which attack to run: method, norm, objective and their settings."""
+    """Which attack to run: method, norm, objective and their settings.
 
-    method: str = "pgd"
-    norm: str = "l2"
-    objective: str = "kl"
+    ``objective`` defaults to "kl" (move the posterior away from the clean one) and, for targeted
+    attacks, to "skl" towards the target's posterior (Kuzina et al.); any objective may be given.
+    """
+
+    method: Method = "pgd"
+    norm: Norm = "l2"
+    objective: Objective | None = None
     steps: int = 50
     restarts: int = 1
-    kind: str = "fisher"
+    kind: Kind = "fisher"
     directions: int = 1
     targeted: bool = False
     seed: int = 0
@@ -45,19 +64,33 @@ class AttackSpec:
             raise VaelensError(f"unknown attack method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.targeted and self.method != "pgd":
             raise VaelensError("--targeted works with --method pgd (projected descent towards the target)")
+        if self.objective is None:
+            object.__setattr__(self, "objective", "skl" if self.targeted else "kl")
 
-    def build(self, model: torch.nn.Module, eps: float):
+    @property
+    def dirname(self) -> str:
+        """The default directory name of this attack's report: attack-METHOD[-targeted]."""
+        return f"attack-{self.method}{'-targeted' if self.targeted else ''}"
+
+    @property
+    def target_objective(self) -> Objective:
+        """The objective, resolved (never None after construction)."""
+        assert self.objective is not None  # set in __post_init__
+        return self.objective
+
+    def build(self, model: torch.nn.Module, eps: float) -> Attack:
+        """The attack object for one budget."""
         if self.targeted:
-            return TargetedAttack(model, eps, self.norm, self.objective, self.steps)
+            return TargetedAttack(model, eps, self.norm, self.target_objective, self.steps)
         if self.method == "eigen":
             return EigenAttack(model, eps, self.norm, self.kind, self.directions)
         if self.method == "random":
             return RandomNoise(model, eps, self.norm, seed=self.seed)
-        return PGD(model, eps, self.norm, self.objective, self.steps, restarts=self.restarts, seed=self.seed)
+        return PGD(model, eps, self.norm, self.target_objective, self.steps, restarts=self.restarts, seed=self.seed)
 
 
 @dataclass
-class SweepResult:
+class AttackSweepResult:
     """Damage per eps (each a ``Damage`` over all inputs) and, for the grid, the first adversarials."""
 
     spec: AttackSpec
@@ -69,12 +102,35 @@ class SweepResult:
     target_skl_before: torch.Tensor | None = None  # (N,) SKL(q(z|x), q(z|x_t)), targeted only
     target_skl_after: list[torch.Tensor] | None = None  # per eps, (N,) SKL(q(z|x_adv), q(z|x_t))
 
+    def mean(self, measure: str) -> list[float]:
+        """The mean of one damage measure over the inputs, per eps."""
+        return [d.as_dict()[measure].mean().item() for d in self.damage]
+
+    def auddc(self) -> dict[str, float]:
+        """{measure: AUDDC} over the eps grid for kl, skl, recon_shift and latent_l2; {} for one eps."""
+        if len(self.eps) < 2:
+            return {}
+        return {m: auddc(self.eps, self.mean(m)) for m in AUDDC_MEASURES}
+
+
+def choose_targets(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A target for each input of a targeted attack: another input of x, by a seeded derangement.
+
+    Arguments:
+        x: (N, *input_shape) inputs, N >= 2.
+        seed: seeds the pairing.
+
+    Returns:
+        (N, *input_shape) targets; target i is never input i.
+    """
+    if len(x) < 2:
+        raise VaelensError("a targeted attack needs at least 2 inputs, so that each has another as its target")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    return x[torch.roll(perm, 1)][torch.argsort(perm)]  # input perm[i] gets target perm[i - 1]
+
 
 def _skl_to(model: torch.nn.Module, x: torch.Tensor, x_target: torch.Tensor) -> torch.Tensor:
     """SKL between the posteriors of x and of the targets, per sample (N,)."""
-    from vaelens.attacks._objectives import Reference, divergence
-    from vaelens.geometry._jacobian import frozen, prepare_inputs
-
     with torch.no_grad(), frozen(model):
         xs, ts = prepare_inputs(model, x), prepare_inputs(model, x_target, "x_target")
         return divergence(model, xs, Reference.of(model, ts), "skl").cpu()
@@ -101,7 +157,7 @@ def attack_sweep(
     batch_size: int = 250,
     n_show: int = 8,
     progress: bool = True,
-) -> SweepResult:
+) -> AttackSweepResult:
     """Attack every input at every eps, batch by batch; measure the damage.
 
     Arguments:
@@ -112,9 +168,16 @@ def attack_sweep(
         x_target: (N, *input_shape) targets for a targeted attack.
         batch_size: inputs per batch.
         n_show: inputs kept (at the largest eps) for the image grid.
-    """
-    import time
 
+    Returns:
+        ``AttackSweepResult``: per eps, a ``Damage`` of (N,) tensors and the seconds taken.
+
+    Examples::
+
+        >>> result = attack_sweep(model, x, [0.5, 1.0], AttackSpec("pgd", steps=50))  # x: (N, 1, 28, 28)
+        >>> result.damage[1].kl.shape, result.auddc()["kl"]
+        (torch.Size([N]), ...)
+    """
     eps = [float(e) for e in eps]
     if not eps:
         raise VaelensError("give at least one eps")
@@ -145,22 +208,20 @@ def attack_sweep(
                 after.append(_skl_to(model, torch.cat(adv), x_target))
         ticker.flush()
     before = None if x_target is None else _skl_to(model, x, x_target)
-    return SweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv, before, after or None)
+    return AttackSweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv, before, after or None)
 
 
 def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: str, path: Path) -> None:
     with torch.no_grad(), eval_mode(model):
-        from vaelens.geometry._jacobian import prepare_inputs
-
         xs, xa = prepare_inputs(model, x), prepare_inputs(model, x_adv, "x_adv")
-        rows = [xs, xa, model.decode(model.encode(xs)[0]), model.decode(model.encode(xa)[0])]
+        rows = [xs, xa, model.decode(encode(model, xs).mu), model.decode(encode(model, xa).mu)]
     names = ["x", "x_adv", "recon(x)", "recon(x_adv)"]
     n = len(x)
     fig = Figure(figsize=(1.3 * n, 5.6))
     axes = fig.subplots(4, n, squeeze=False)
     for r, (row, name) in enumerate(zip(rows, names, strict=True)):
         for c in range(n):
-            img, style = _as_image(row[c].cpu(), signed=False)
+            img, style = as_image(row[c].cpu(), signed=False)
             axes[r, c].imshow(img, **style)
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
@@ -171,7 +232,7 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: s
 
 
 def write_attack_report(
-    result: SweepResult,
+    result: AttackSweepResult,
     model: torch.nn.Module,
     out: str | Path,
     labels: torch.Tensor | None = None,
@@ -203,7 +264,7 @@ def write_attack_report(
     extra = ["target_skl_before", "target_skl_after"] if targeted else []
     write_csv(paths["damage"], rows, ["index", "label", "method", "eps", *names, *extra])
     summary = {
-        "attack": result.spec.__dict__,
+        "attack": asdict(result.spec),
         **(meta or {}),
         "per_eps": [
             {"eps": e, "seconds": s, **{n: st for n, st in d.summary().items()}}
@@ -211,22 +272,16 @@ def write_attack_report(
         ],
     }
     if targeted:
-        from vaelens._records import describe
-
         summary["target_skl_before"] = describe(result.target_skl_before)
         for row, after in zip(summary["per_eps"], result.target_skl_after, strict=True):
             row["target_skl_after"] = describe(after)
     if len(result.eps) > 1:
-        summary["auddc"] = {
-            n: auddc(result.eps, [d.as_dict()[n].mean().item() for d in result.damage])
-            for n in ("kl", "skl", "recon_shift", "latent_l2")
-        }
+        summary["auddc"] = result.auddc()
         paths["damage_vs_eps"] = out / "damage_vs_eps.png"
         fig = Figure(figsize=(10, 3.5))
         axes = fig.subplots(1, 3)
         for ax, n in zip(axes, ("kl", "recon_shift", "ms_ssim_recon"), strict=True):
-            means = [d.as_dict()[n].mean().item() for d in result.damage]
-            ax.plot(result.eps, means, "o-")
+            ax.plot(result.eps, result.mean(n), "o-")
             ax.set_xlabel(f"eps ({result.spec.norm})")
             ax.set_ylabel(f"mean {n}")
             if n in summary["auddc"]:

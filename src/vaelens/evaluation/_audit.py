@@ -1,4 +1,4 @@
-"""Auditing a VAE's local robustness over many inputs (PAPER.md sections 3-5).
+"""Auditing a VAE's local robustness over many inputs (docs/method.md sections 3-5).
 
 Batch by batch: the spectrum of G(x) for each metric kind, the robustness scores, and, for the
 first inputs, the top eigen-directions and the eigen-direction probe. Results go to CSV, JSON and
@@ -8,7 +8,7 @@ PNG files, each written atomically.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,10 +16,21 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
-from vaelens.attacks._probe import SCALES, ProbeResult, eigen_probe
+from vaelens._protocol import Kind, prepare_inputs
 from vaelens.evaluation import _plots
-from vaelens.geometry import KINDS, NORMALIZATIONS, Scores, Spectrum, pullback_metric, robustness_scores
-from vaelens.geometry._jacobian import prepare_inputs
+from vaelens.evaluation._probe import SCALES, ProbeResult, Scale, eigen_probe
+from vaelens.geometry import (
+    KINDS,
+    NORMALIZATIONS,
+    Normalization,
+    Scores,
+    Spectrum,
+    pullback_metric,
+    robustness_scores,
+)
+
+SHOWN_DIRECTIONS = 5  # eigen-directions drawn per shown input
+SUMMARY_STATS = ("mean", "median", "std", "q05", "q95")  # the columns a printed summary shows
 
 
 @dataclass(frozen=True)
@@ -27,25 +38,25 @@ class AuditConfig:
     """Settings of an audit.
 
     Arguments:
-        kinds: metric kinds to score (PAPER.md section 3).
+        kinds: metric kinds to score (docs/method.md section 3).
         batch_size: inputs per batch.
         chunk_size: samples per Jacobian computation inside a batch (None: the whole batch).
         normalize: entropy normalisation, "trace" or "max".
         n_show: inputs whose eigen-directions are drawn.
         probe_n: inputs probed along their eigen-directions (0: no probe).
-        probe_k: top directions probed.
+        probe_directions: top directions probed.
         probe_scale: "lambda" (as released) or "unit".
         seed: seeds the probe's random direction.
     """
 
-    kinds: tuple[str, ...] = ("stochastic",)
+    kinds: tuple[Kind, ...] = ("stochastic",)
     batch_size: int = 128
     chunk_size: int | None = None
-    normalize: str = "trace"
+    normalize: Normalization = "trace"
     n_show: int = 4
     probe_n: int = 100
-    probe_k: int = 5
-    probe_scale: str = "lambda"
+    probe_directions: int = 5
+    probe_scale: Scale = "lambda"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,8 +70,8 @@ class AuditConfig:
             raise VaelensError(f"normalize must be one of {NORMALIZATIONS}; got {self.normalize!r}")
         if self.probe_scale not in SCALES:
             raise VaelensError(f"probe_scale must be one of {SCALES}; got {self.probe_scale!r}")
-        if self.probe_k < 1 or self.probe_n < 0 or self.n_show < 0:
-            raise VaelensError("probe_k must be >= 1 and probe_n, n_show >= 0")
+        if self.probe_directions < 1 or self.probe_n < 0 or self.n_show < 0:
+            raise VaelensError("probe_directions must be >= 1 and probe_n, n_show >= 0")
 
 
 @dataclass
@@ -76,12 +87,7 @@ class AuditResult:
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """{kind: {score: {mean, median, std, q05, q25, q75, q95}}}."""
-        return {kind: summarize(scores) for kind, scores in self.scores.items()}
-
-
-def summarize(scores: Scores) -> dict[str, dict[str, float]]:
-    """{score: {mean, median, std, q05, q25, q75, q95}}."""
-    return scores.summary()
+        return {kind: scores.summary() for kind, scores in self.scores.items()}
 
 
 def audit(
@@ -110,6 +116,7 @@ def audit(
     labels = torch.full((len(x),), -1) if labels is None else labels
     parts: dict[str, list[Scores]] = {kind: [] for kind in config.kinds}
     shown: dict[str, Spectrum] = {}
+    probe_kind = config.kinds[0]
     probe_spectrum: Spectrum | None = None
     n_batches = math.ceil(len(x) / config.batch_size)
     with progress_bar(progress) as bar:
@@ -118,36 +125,33 @@ def audit(
             xb = prepare_inputs(model, x[start : start + config.batch_size])
             for kind in config.kinds:
                 metric = pullback_metric(model, xb, kind, config.chunk_size)
-                probed_here = kind == config.kinds[0] and config.probe_n and config.probe_n <= len(xb)
-                if start == 0 and (config.n_show or probed_here):
-                    spec = metric.eigen()
-                    if config.n_show:
-                        shown[kind] = Spectrum(
-                            spec.values[: config.n_show].cpu(), spec.vectors[: config.n_show].cpu(), kind
-                        )
-                    if probed_here:  # the probe reuses these eigenpairs instead of recomputing them
-                        k = min(config.probe_k, spec.values.shape[1])
-                        probe_spectrum = Spectrum(spec.values[: config.probe_n], spec.vectors[: config.probe_n], kind)
-                        probe_spectrum = probe_spectrum.top(k)
-                    values = spec.values
-                else:
-                    values = metric.eigenvalues()
-                parts[kind].append(robustness_scores(values, config.normalize))
+                parts[kind].append(robustness_scores(metric.eigenvalues(), config.normalize))
+                if start == 0:  # eigenvectors only for the inputs drawn or probed, from the cached factor
+                    probed = config.probe_n if kind == probe_kind and config.probe_n <= len(xb) else 0
+                    rows = max(config.n_show, probed)
+                    if rows:
+                        r = min(metric.rank_bound, max(SHOWN_DIRECTIONS, config.probe_directions))
+                        spec = metric[:rows].eigen(r)
+                        if config.n_show:
+                            shown[kind] = Spectrum(
+                                spec.values[: config.n_show].cpu(), spec.vectors[: config.n_show].cpu(), kind
+                            )
+                        if probed:  # the probe reuses these eigenpairs instead of recomputing them
+                            probe_spectrum = Spectrum(spec.values[:probed], spec.vectors[:probed], kind)
                 ticker.tick(f"{kind} {min(start + config.batch_size, len(x))}/{len(x)}")
         ticker.flush()
         probe = None
         if config.probe_n:
-            kind = config.kinds[0]
             xp = prepare_inputs(model, x[: config.probe_n])
             if probe_spectrum is None:  # more probed inputs than one batch: compute their spectrum
-                k = min(config.probe_k, pullback_metric(model, xp[:1], kind).rank_bound)
-                probe_spectrum = pullback_metric(model, xp, kind, config.chunk_size).eigen(k)
-            probe_task = Ticker(bar, f"probing {kind}", 1, interval=0.0)
+                metric = pullback_metric(model, xp, probe_kind, config.chunk_size)
+                probe_spectrum = metric.eigen(min(config.probe_directions, metric.rank_bound))
+            probe_task = Ticker(bar, f"probing {probe_kind}", 1, interval=0.0)
             probe = eigen_probe(
                 model,
                 xp,
-                kind,
-                k=probe_spectrum.values.shape[1],
+                probe_kind,
+                directions=min(config.probe_directions, probe_spectrum.values.shape[1]),
                 scale=config.probe_scale,
                 seed=config.seed,
                 spectrum=probe_spectrum,
@@ -207,10 +211,10 @@ def write_audit(result: AuditResult, out: str | Path, meta: dict | None = None) 
         paths["histograms"],
     )
     for kind, spec in result.shown.items():
-        k = min(5, spec.values.shape[1])
+        top = spec.top(SHOWN_DIRECTIONS)
         name = "eigen_directions" if kind == result.config.kinds[0] else f"eigen_directions_{kind}"
         paths[name] = out / f"{name}.png"
-        _plots.eigen_directions(result.shown_inputs, spec.values[:, :k], spec.vectors[:, :k], kind, paths[name])
+        _plots.eigen_directions(result.shown_inputs, top.values, top.vectors, kind, paths[name])
     if result.probe is not None:
         paths["probe_csv"] = out / "probe.csv"
         write_csv(paths["probe_csv"], result.probe.rows(), ["direction", "t", "mse_mean", "mse_median"])
@@ -220,8 +224,6 @@ def write_audit(result: AuditResult, out: str | Path, meta: dict | None = None) 
 
 
 def _config_dict(config: AuditConfig) -> dict:
-    from dataclasses import asdict
-
     d = asdict(config)
     d["kinds"] = list(config.kinds)
     return d

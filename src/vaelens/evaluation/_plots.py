@@ -15,7 +15,7 @@ from matplotlib.ticker import NullFormatter
 from vaelens._io import save_figure
 
 
-def _as_image(t: torch.Tensor, signed: bool) -> tuple[np.ndarray, dict]:
+def as_image(t: torch.Tensor, signed: bool) -> tuple[np.ndarray, dict]:
     """A (C, H, W) or flat tensor as something imshow can draw, with its colour settings."""
     if t.dim() == 1:
         side = int(np.ceil(np.sqrt(t.numel())))
@@ -66,11 +66,11 @@ def eigen_directions(x: torch.Tensor, values: torch.Tensor, vectors: torch.Tenso
     fig = Figure(figsize=(1.6 * (k + 1), 1.7 * n))
     axes = fig.subplots(n, k + 1, squeeze=False)
     for i in range(n):
-        img, style = _as_image(x[i], signed=False)
+        img, style = as_image(x[i], signed=False)
         axes[i, 0].imshow(img, **style)
         axes[i, 0].set_title("input", fontsize=8)
         for j in range(k):
-            img, style = _as_image(vectors[i, j], signed=True)
+            img, style = as_image(vectors[i, j], signed=True)
             axes[i, j + 1].imshow(img, **style)
             axes[i, j + 1].set_title(f"v{j + 1}  λ={values[i, j]:.3g}", fontsize=8)
     for ax in axes.flat:

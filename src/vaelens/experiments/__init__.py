@@ -1,6 +1,49 @@
-"""The paper's experiments as resumable sweeps, and reports (PAPER.md section 7)."""
+"""Run directories and what is built on them (docs/method.md section 7): loading trained runs,
+comparing them, resumable sweeps of the paper's experiments, and their reports.
+"""
 
-from vaelens.experiments._report import write_report
+from vaelens.experiments._analysis import CurvePosition, TrendPoint, against_curve, aggregate
+from vaelens.experiments._compare import (
+    COMPARE_COLUMNS,
+    Comparison,
+    DatasetMismatchWarning,
+    RunRow,
+    compare_runs,
+    write_comparison,
+)
+from vaelens.experiments._demo import DemoResult, run_demo
+from vaelens.experiments._presets import PRESETS
+from vaelens.experiments._report import trend_points, write_report
+from vaelens.experiments._runs import RunInputs, load, load_run_inputs, run_info
+from vaelens.experiments._schema import ResultRow, damage_column
 from vaelens.experiments._sweep import SweepConfig, SweepResult, Unit, parse_betas, run_sweep, run_unit
 
-__all__ = ["SweepConfig", "SweepResult", "Unit", "parse_betas", "run_sweep", "run_unit", "write_report"]
+__all__ = [
+    "COMPARE_COLUMNS",
+    "PRESETS",
+    "Comparison",
+    "CurvePosition",
+    "DatasetMismatchWarning",
+    "DemoResult",
+    "ResultRow",
+    "RunInputs",
+    "RunRow",
+    "SweepConfig",
+    "SweepResult",
+    "TrendPoint",
+    "Unit",
+    "against_curve",
+    "aggregate",
+    "compare_runs",
+    "damage_column",
+    "load",
+    "load_run_inputs",
+    "parse_betas",
+    "run_demo",
+    "run_info",
+    "run_sweep",
+    "run_unit",
+    "trend_points",
+    "write_comparison",
+    "write_report",
+]

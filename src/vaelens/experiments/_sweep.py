@@ -1,4 +1,4 @@
-"""Resumable sweeps over data sets x models x betas x mixup x seeds (PAPER.md section 7).
+"""Resumable sweeps over data sets x models x betas x mixup x seeds (docs/method.md section 7).
 
 The unit of work is one run: train, then audit (spectra, scores, probe), then attack (eigen, PGD
 and random over the eps list). A unit is a pure function of its config and writes only inside its
@@ -9,7 +9,6 @@ marks a finished unit. ``results.csv`` is rebuilt from the finished units, so ea
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import multiprocessing
@@ -26,22 +25,35 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from vaelens._checkpoint import read_json
+import torch
+
 from vaelens._errors import VaelensError
-from vaelens._io import write_csv, write_json
+from vaelens._io import read_json, write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
+from vaelens.data import load_dataset, take
+from vaelens.evaluation import (
+    AttackSpec,
+    AuditConfig,
+    attack_sweep,
+    audit,
+    reconstruction_quality,
+    write_attack_report,
+    write_audit,
+)
+from vaelens.experiments._presets import PRESETS
+from vaelens.experiments._schema import (
+    ATTACK_METHODS,
+    DAMAGE_MEASURES,
+    SCORE_COLUMNS,
+    ResultRow,
+    damage_column,
+    read_csv,
+)
+from vaelens.models import ModelConfig
+from vaelens.training import MixupConfig, TrainConfig, input_shape_of, train
 
 MIXUP_CHOICES = ("off", "on", "both")
-ATTACK_METHODS = ("eigen", "pgd", "random")
 AUDIT_KINDS = ("stochastic", "fisher", "output")
-SCORE_COLUMNS = {
-    "rho_stochastic": ("stochastic", "spectral_radius"),
-    "entropy_stochastic": ("stochastic", "von_neumann_entropy"),
-    "entropy_max_stochastic": ("stochastic", "von_neumann_entropy_max"),
-    "trace_stochastic": ("stochastic", "trace"),
-    "rho_fisher": ("fisher", "spectral_radius"),
-    "rho_output": ("output", "spectral_radius"),
-}
 
 
 def parse_betas(spec: str | list | tuple) -> list[float]:
@@ -87,7 +99,8 @@ class SweepConfig:
         eps: L2 attack budgets.
         pgd_steps: PGD steps.
         probe_n: inputs for the eigen-direction probe.
-        device: where runs train and are evaluated.
+        device: where runs train and are evaluated (not part of a unit's identity: a sweep
+            started on one device can be finished on another).
     """
 
     datasets: tuple[str, ...] = ("mnist-5k",)
@@ -149,6 +162,24 @@ class SweepConfig:
             raise VaelensError(f"bad sweep config: {e}") from None
 
     @classmethod
+    def resolve(
+        cls, preset: str | None = None, file: str | Path | None = None, overrides: dict[str, Any] | None = None
+    ) -> SweepConfig:
+        """A sweep from a named preset, then a TOML file, then explicit settings, each overriding the last.
+
+        ``overrides`` values of None are ignored, so unset command-line flags change nothing.
+        """
+        settings: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise VaelensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            settings.update(PRESETS[preset])
+        if file is not None:
+            settings.update(cls.from_file(file).to_dict())
+        settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(settings)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> SweepConfig:
         """Read a TOML file of the fields above (``betas`` may be a range string)."""
         path = Path(path)
@@ -189,20 +220,16 @@ class Unit:
         return f"{safe}_{self.model}_beta{self.beta:.4g}{'_mixup' if self.mixup else ''}_seed{self.seed}"
 
 
-def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Any = None) -> dict[str, Any]:
+def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Ticker | None = None) -> ResultRow:
     """Train, audit and attack one unit inside ``root/runs/NAME``; return its result row.
 
-    ``progress`` is an optional ``(bar, ticker)`` pair for stage updates; it never affects results.
+    ``progress`` is an optional ``Ticker`` whose text shows the current stage; it never affects
+    results.
     """
-    from vaelens.data import load_dataset, take
-    from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, write_attack_report, write_audit
-    from vaelens.models import ModelConfig
-    from vaelens.training import MixupConfig, TrainConfig, input_shape_of, train
-
     run_dir = Path(root) / "runs" / unit.name
     done = run_dir / "result.json"
     if done.exists():
-        return read_json(done)
+        return ResultRow.from_record(read_json(done), sweep.eps)
 
     def stage(text: str) -> None:
         if progress is not None:
@@ -223,24 +250,21 @@ def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Any = N
         audited = audit(model, x, labels, AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x))), False)
         write_audit(audited, run_dir / "audit", meta={"run": unit.name})
     for method in ATTACK_METHODS:
-        if not (run_dir / f"attack-{method}" / "summary.json").exists():
+        spec = AttackSpec(method=method, steps=sweep.pgd_steps, seed=unit.seed)
+        if not (run_dir / spec.dirname / "summary.json").exists():
             stage(f"attack {method}")
-            spec = AttackSpec(method=method, steps=sweep.pgd_steps, seed=unit.seed)
             swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
-            write_attack_report(swept, model, run_dir / f"attack-{method}", labels, {"run": unit.name})
-    row = _collect(sweep, unit, run_dir, model, x)
-    write_json(done, row)
+            write_attack_report(swept, model, run_dir / spec.dirname, labels, {"run": unit.name})
+    row = _collect(sweep, unit, config, run_dir, model, x)
+    write_json(done, row.record())
     return row
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _collect(sweep: SweepConfig, unit: Unit, run_dir: Path, model: Any, x: Any) -> dict[str, Any]:
+def _collect(
+    sweep: SweepConfig, unit: Unit, config: TrainConfig, run_dir: Path, model: torch.nn.Module, x: torch.Tensor
+) -> ResultRow:
     """Per-sample arrays (samples.csv) and the run's result row, from the files its stages wrote."""
-    scores = _read_csv(run_dir / "audit" / "scores.csv")
+    scores = read_csv(run_dir / "audit" / "scores.csv")
     by_kind: dict[str, dict[str, np.ndarray]] = {}
     for kind in AUDIT_KINDS:
         rows = [r for r in scores if r["kind"] == kind]
@@ -249,51 +273,43 @@ def _collect(sweep: SweepConfig, unit: Unit, run_dir: Path, model: Any, x: Any) 
     samples: dict[str, np.ndarray] = {"index": np.arange(n)}
     for col, (kind, score) in SCORE_COLUMNS.items():
         samples[col] = by_kind[kind][score]
-    damage: dict[str, dict[float, dict[str, np.ndarray]]] = {}
+    damage: dict[tuple[str, str, float], float] = {}
     for method in ATTACK_METHODS:
-        rows = _read_csv(run_dir / f"attack-{method}" / "damage.csv")
-        damage[method] = {}
+        rows = read_csv(run_dir / AttackSpec(method=method).dirname / "damage.csv")
         for e in sweep.eps:
             sel = [r for r in rows if math.isclose(float(r["eps"]), e)]
-            damage[method][e] = {
-                k: np.array([float(r[k]) for r in sel]) for k in ("kl", "recon_shift", "ms_ssim_recon")
-            }
-            for k in ("kl", "recon_shift"):
-                samples[f"{method}_{k}@{e:g}"] = damage[method][e][k]
+            for measure in DAMAGE_MEASURES:
+                values = np.array([float(r[measure]) for r in sel])
+                samples[damage_column(method, measure, e)] = values
+                damage[(method, measure, e)] = float(values.mean())
     write_csv(run_dir / "samples.csv", [{k: float(v[i]) for k, v in samples.items()} for i in range(n)], list(samples))
-    from vaelens.evaluation import reconstruction_quality
-
     final = read_json(run_dir / "state.json")["final"]
-    mse, nll, elbo, active = reconstruction_quality(model, x, "bernoulli", unit.seed)
+    quality = reconstruction_quality(model, x, config.model.likelihood, unit.seed)
     rho = samples["rho_stochastic"]
-    row: dict[str, Any] = {
-        "run": unit.name, "dataset": unit.dataset, "model": unit.model, "beta": unit.beta,
-        "mixup": unit.mixup, "seed": unit.seed, "epochs": sweep.epochs,
-        "test_recon": nll, "test_mse": mse, "test_elbo": elbo, "train_kl": final["kl"], "active_units": active,
-        "rho_mean": float(rho.mean()), "rho_median": float(np.median(rho)), "rho_std": float(rho.std()),
-        "rho_q25": float(np.quantile(rho, 0.25)), "rho_q75": float(np.quantile(rho, 0.75)),
-        "entropy_mean": float(samples["entropy_stochastic"].mean()),
-        "entropy_median": float(np.median(samples["entropy_stochastic"])),
-        "rho_fisher_median": float(np.median(samples["rho_fisher"])),
-        "rho_output_median": float(np.median(samples["rho_output"])),
-    }  # fmt: skip
-    for method in ATTACK_METHODS:
-        for e in sweep.eps:
-            row[f"{method}_kl@{e:g}"] = float(damage[method][e]["kl"].mean())
-            row[f"{method}_recon_shift@{e:g}"] = float(damage[method][e]["recon_shift"].mean())
-    return row
+    return ResultRow(
+        run=unit.name, dataset=unit.dataset, model=unit.model, beta=unit.beta, mixup=unit.mixup, seed=unit.seed,
+        epochs=sweep.epochs, test_recon=quality.nll, test_mse=quality.mse, test_elbo=quality.elbo,
+        train_kl=final["kl"], active_units=quality.active_units,
+        rho_mean=float(rho.mean()), rho_median=float(np.median(rho)), rho_std=float(rho.std()),
+        rho_q25=float(np.quantile(rho, 0.25)), rho_q75=float(np.quantile(rho, 0.75)),
+        entropy_mean=float(samples["entropy_stochastic"].mean()),
+        entropy_median=float(np.median(samples["entropy_stochastic"])),
+        rho_fisher_median=float(np.median(samples["rho_fisher"])),
+        rho_output_median=float(np.median(samples["rho_output"])),
+        damage=damage,
+    )  # fmt: skip
 
 
 @dataclass
 class SweepResult:
+    """What ``run_sweep`` returns: the sweep directory and one ``ResultRow`` per unit, in grid order."""
+
     root: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[ResultRow] = field(default_factory=list)
 
 
-def _unit_worker(args: tuple[dict, Unit, str]) -> dict[str, Any]:
+def _unit_worker(args: tuple[dict, Unit, str]) -> ResultRow:
     sweep, unit, root = args
-    import torch
-
     torch.set_num_threads(1)  # processes share the cores
     return run_unit(SweepConfig.from_dict(sweep), unit, root)
 
@@ -321,7 +337,7 @@ def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: boo
     root.mkdir(parents=True, exist_ok=True)
     write_json(existing, sweep.to_dict())
     units = sweep.units()
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     with progress_bar(progress) as bar:
         overall = Ticker(bar, "sweep", len(units), interval=0.0)
         if jobs == 1:
@@ -336,17 +352,14 @@ def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: boo
                 work = [(sweep.to_dict(), u, str(root)) for u in units]
                 for row in pool.map(_unit_worker, work):
                     rows.append(row)
-                    overall.tick(row["run"])
+                    overall.tick(row.run)
                     overall.flush()
-    write_results(root, rows)
+    write_results(root, rows, sweep.eps)
     return SweepResult(root, rows)
 
 
-def write_results(root: Path, rows: list[dict[str, Any]]) -> Path:
+def write_results(root: Path, rows: list[ResultRow], eps: tuple[float, ...]) -> Path:
     """results.csv: one row per finished run, in grid order."""
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
     path = root / "results.csv"
-    write_csv(path, rows, fields)
+    write_csv(path, [r.record() for r in rows], ResultRow.columns(eps))
     return path

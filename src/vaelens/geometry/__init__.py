@@ -1,5 +1,6 @@
-"""Local geometry of VAEs: Jacobians, pullback metrics, spectra and scores (PAPER.md sections 3-4)."""
+"""Local geometry of VAEs: Jacobians, pullback metrics, spectra and scores (docs/method.md sections 3-4)."""
 
+from vaelens._protocol import eval_mode, frozen
 from vaelens.geometry._jacobian import (
     EncoderJacobians,
     EncoderLinearization,
@@ -7,15 +8,14 @@ from vaelens.geometry._jacobian import (
     batched_jacobian,
     decoder_jacobian,
     encoder_jacobians,
-    eval_mode,
-    frozen,
 )
 from vaelens.geometry._metric import KINDS, PullbackMetric, Spectrum, pullback_metric
-from vaelens.geometry._scores import NORMALIZATIONS, Scores, robustness_scores
+from vaelens.geometry._scores import NORMALIZATIONS, Normalization, Scores, robustness_scores
 
 __all__ = [
     "KINDS",
     "NORMALIZATIONS",
+    "Normalization",
     "EncoderJacobians",
     "EncoderLinearization",
     "PullbackMetric",

@@ -9,17 +9,16 @@ plain autograd: one backward pass per output row.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch.func import jacfwd, jacrev, jvp, vjp, vmap
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import check_images, encode, model_input_shape
+from vaelens._protocol import encode, eval_mode
 
 # torch's forward-mode AD imports this module lazily on the first JVP, and some torch releases warn
 # there about their own use of torch.jit. Import it now, quietly, so users never see that warning.
@@ -56,50 +55,6 @@ class EncoderJacobians(NamedTuple):
 
 class VmapFallbackWarning(UserWarning):
     """vmap could not trace the model; vaelens used the slower per-row autograd path."""
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put a model in eval mode for the duration, then restore every submodule's previous mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-@contextlib.contextmanager
-def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Eval mode and ``requires_grad=False`` on every parameter for the duration, both restored.
-
-    Gradients taken inside flow to the inputs only: parameters are never touched.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    with eval_mode(model):
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
-            yield model
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
-
-
-def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device of the model's first floating parameter (float32 on cpu if none)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype, p.device
-    return torch.get_default_dtype(), torch.device("cpu")
-
-
-def prepare_inputs(model: torch.nn.Module, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Check a batch where it enters and move it to the model's dtype and device."""
-    check_images(x, name, model_input_shape(model))
-    dtype, device = model_dtype_device(model)
-    return x.detach().to(device=device, dtype=dtype)
 
 
 def _encoder_rows(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The pullback metric tensor G(x) and its exact or matrix-free eigenspectrum (PAPER.md section 3).
+"""The pullback metric tensor G(x) and its exact or matrix-free eigenspectrum (docs/method.md section 3).
 
 Every kind factors as G = L^T L with a thin factor L (m x d, m = k or 2k, much smaller than d):
 
@@ -23,15 +23,15 @@ from dataclasses import dataclass
 import torch
 
 from vaelens._errors import VaelensError
+from vaelens._protocol import Kind, prepare_inputs
 from vaelens.geometry._jacobian import (
     DecoderLinearization,
     EncoderLinearization,
     decoder_jacobian,
     encoder_jacobians,
-    prepare_inputs,
 )
 
-KINDS = ("mean", "stochastic", "fisher", "output", "output-stochastic")
+KINDS: tuple[Kind, ...] = ("mean", "stochastic", "fisher", "output", "output-stochastic")
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,12 @@ class Spectrum:
 
     values: torch.Tensor
     vectors: torch.Tensor | None
-    kind: str
+    kind: Kind
 
-    def top(self, k: int) -> Spectrum:
-        """The k largest eigenpairs."""
-        vectors = None if self.vectors is None else self.vectors[:, :k]
-        return Spectrum(self.values[:, :k], vectors, self.kind)
+    def top(self, r: int) -> Spectrum:
+        """The r largest eigenpairs."""
+        vectors = None if self.vectors is None else self.vectors[:, :r]
+        return Spectrum(self.values[:, :r], vectors, self.kind)
 
 
 def _sqrt_psd(a: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class PullbackMetric:
     ``eigenvalues`` or ``dense`` and then cached; ``matvec`` and ``lanczos`` never form it.
     """
 
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, kind: str, chunk_size: int | None) -> None:
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, kind: Kind, chunk_size: int | None) -> None:
         if kind not in KINDS:
             raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
         if chunk_size is not None and chunk_size < 1:
@@ -94,6 +94,19 @@ class PullbackMetric:
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def __getitem__(self, rows: slice) -> PullbackMetric:
+        """The metric at a slice of the batch, sharing the thin factor if it was already computed.
+
+        Use it to build eigenvectors for a few inputs of a batch whose eigenvalues are all needed:
+        ``metric.eigenvalues()`` for the batch, ``metric[:4].eigen()`` for the first four.
+        """
+        if not isinstance(rows, slice):
+            raise VaelensError(f"index a PullbackMetric with a slice such as metric[:4]; got {type(rows).__name__}")
+        sub = PullbackMetric(self.model, self.x[rows], self.kind, self.chunk_size)
+        if self._factor is not None:
+            sub._factor = self._factor[rows]
+        return sub
 
     # -- the thin factor --------------------------------------------------------------------
     def factor(self) -> torch.Tensor:
@@ -129,38 +142,43 @@ class PullbackMetric:
             return m if self.kind in ("mean", "output") else m // 2
         return self._encoder().k
 
-    def _check_k(self, k: int | None) -> int:
-        r = self.rank_bound
-        if k is None:
-            return r
-        if not isinstance(k, int) or k < 1 or k > r:
-            raise VaelensError(f"k={k} but the {self.kind} metric has rank at most {r} here; ask for 1 <= k <= {r}")
-        return k
+    def _check_r(self, r: int | None) -> int:
+        bound = self.rank_bound
+        if r is None:
+            return bound
+        if not isinstance(r, int) or r < 1 or r > bound:
+            raise VaelensError(
+                f"r={r} eigenpairs asked for, but the {self.kind} metric has rank at most {bound} here; "
+                f"ask for 1 <= r <= {bound}"
+            )
+        return r
 
     def _gram(self) -> torch.Tensor:
         f = self.factor()
         return f @ f.transpose(1, 2)  # (B, m, m)
 
     # -- exact spectrum ---------------------------------------------------------------------
-    def eigenvalues(self, k: int | None = None) -> torch.Tensor:
-        """The k largest eigenvalues (default: all rank_bound of them), (B, k), descending, >= 0."""
-        gram = self._gram()  # before _check_k, which then reads k off the factor
-        k = self._check_k(k)
-        values = torch.linalg.eigvalsh(gram).flip(-1)[:, :k]
+    def eigenvalues(self, r: int | None = None) -> torch.Tensor:
+        """The r largest eigenvalues (default: all rank_bound of them), (B, r), descending, >= 0."""
+        gram = self._gram()  # before _check_r, which then reads the latent size off the factor
+        r = self._check_r(r)
+        values = torch.linalg.eigvalsh(gram).flip(-1)[:, :r]
         return values.clamp_min(0)
 
-    def eigen(self, k: int | None = None) -> Spectrum:
-        """The k largest eigenpairs (default: all rank_bound of them), exactly, via the m x m problem.
+    def eigen(self, r: int | None = None) -> Spectrum:
+        """The r largest eigenpairs (default: all rank_bound of them), exactly, via the m x m problem.
 
-        Eigenvectors of eigenvalues that are 0 to working precision are not meaningful.
+        Eigenvectors of eigenvalues that are 0 to working precision are not meaningful. Building
+        the (B, r, d) eigenvectors is the costly part: ask only for the rows and pairs you need
+        (``metric[:4].eigen(5)``).
         """
         f = self.factor()
-        k = self._check_k(k)
+        r = self._check_r(r)
         w, u = torch.linalg.eigh(f @ f.transpose(1, 2))  # ascending
-        w, u = w.flip(-1)[:, :k], _canonical_sign(u.flip(-1)[:, :, :k])  # (B, k), (B, m, k)
-        v = u.transpose(1, 2) @ f  # (B, k, d): rows are L^T u
+        w, u = w.flip(-1)[:, :r], _canonical_sign(u.flip(-1)[:, :, :r])  # (B, r), (B, m, r)
+        v = u.transpose(1, 2) @ f  # (B, r, d): rows are L^T u
         v.div_(torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min_(torch.finfo(v.dtype).tiny))
-        return Spectrum(w.clamp_min(0), v.view(len(v), k, *self.input_shape), self.kind)
+        return Spectrum(w.clamp_min(0), v.view(len(v), r, *self.input_shape), self.kind)
 
     def dense(self) -> torch.Tensor:
         """G itself, (B, d, d). Only for small inputs and tests."""
@@ -200,19 +218,19 @@ class PullbackMetric:
             self._diag_a = jg.square().sum(1)  # (B, k)
         return enc.vjp(aa, self._diag_a * b)
 
-    def lanczos(self, k: int = 1, iters: int = 30, seed: int = 0) -> Spectrum:
-        """The top-k eigenpairs by batched Lanczos with full reorthogonalisation, matrix-free.
+    def lanczos(self, r: int = 1, iters: int = 30, seed: int = 0) -> Spectrum:
+        """The top-r eigenpairs by batched Lanczos with full reorthogonalisation, matrix-free.
 
         Arguments:
-            k: eigenpairs to return.
+            r: eigenpairs to return.
             iters: Krylov dimension (capped at d); more iterations, more accuracy.
             seed: seeds the random start vectors.
         """
         if not isinstance(iters, int) or iters < 1:
             raise VaelensError(f"iters must be a positive integer; got {iters}")
         iters = min(iters, self.dim)
-        if not isinstance(k, int) or k < 1 or k > iters:
-            raise VaelensError(f"k={k} must lie in 1..iters ({iters}); raise iters or lower k")
+        if not isinstance(r, int) or r < 1 or r > iters:
+            raise VaelensError(f"r={r} must lie in 1..iters ({iters}); raise iters or lower r")
         b, d, x = len(self.x), self.dim, self.x
         gen = torch.Generator(device=x.device).manual_seed(seed)
         q = torch.randn(b, d, generator=gen, device=x.device, dtype=x.dtype)
@@ -246,21 +264,21 @@ class PullbackMetric:
             q = w / w.norm(dim=1, keepdim=True)
         t = torch.diag_embed(alphas) + torch.diag_embed(betas[:, :-1], 1) + torch.diag_embed(betas[:, :-1], -1)
         theta, s = torch.linalg.eigh(t)
-        theta, s = theta.flip(-1)[:, :k], _canonical_sign(s.flip(-1)[:, :, :k])  # (B, k), (B, n, k)
-        v = s.transpose(1, 2) @ basis  # (B, k, d)
-        v = (v / v.norm(dim=-1, keepdim=True)).reshape(b, k, *self.input_shape)
+        theta, s = theta.flip(-1)[:, :r], _canonical_sign(s.flip(-1)[:, :, :r])  # (B, r), (B, n, r)
+        v = s.transpose(1, 2) @ basis  # (B, r, d)
+        v = (v / v.norm(dim=-1, keepdim=True)).reshape(b, r, *self.input_shape)
         return Spectrum(theta.clamp_min(0), v, self.kind)
 
 
 def pullback_metric(
-    model: torch.nn.Module, x: torch.Tensor, kind: str = "stochastic", chunk_size: int | None = None
+    model: torch.nn.Module, x: torch.Tensor, kind: Kind = "stochastic", chunk_size: int | None = None
 ) -> PullbackMetric:
     """The pullback metric G(x) of a VAE's encoder (or encoder and decoder) at a batch of inputs.
 
     Arguments:
         model: any module with ``encode(x) -> (mu, logvar)`` and ``decode(z)``.
         x: (B, *input_shape) inputs in [0, 1].
-        kind: "mean", "stochastic", "fisher", "output" or "output-stochastic" (PAPER.md section 3).
+        kind: "mean", "stochastic", "fisher", "output" or "output-stochastic" (docs/method.md section 3).
         chunk_size: samples differentiated at once when forming Jacobians (None: all); bounds memory.
 
     Returns:

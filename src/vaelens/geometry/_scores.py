@@ -1,4 +1,4 @@
-"""Per-input robustness scores from the spectrum of G(x) (PAPER.md section 4).
+"""Per-input robustness scores from the spectrum of G(x) (docs/method.md section 4).
 
 All scores are finite and never NaN, including for all-zero, tiny or rank-1 spectra: eigenvalues
 at or below ``rtol * lambda_1`` count as zero, and 0 log 0 is taken as 0.
@@ -7,6 +7,7 @@ at or below ``rtol * lambda_1`` count as zero, and 0 log 0 is taken as 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -14,7 +15,8 @@ from vaelens._errors import VaelensError
 from vaelens._records import PerSample
 from vaelens.geometry._metric import Spectrum
 
-NORMALIZATIONS = ("trace", "max")
+Normalization = Literal["trace", "max"]
+NORMALIZATIONS: tuple[Normalization, ...] = ("trace", "max")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ def _entropy(weights: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(weights, weights).sum(-1)
 
 
-def robustness_scores(spectrum: Spectrum | torch.Tensor, normalize: str = "trace", rtol: float | None = None) -> Scores:
+def robustness_scores(
+    spectrum: Spectrum | torch.Tensor, normalize: Normalization = "trace", rtol: float | None = None
+) -> Scores:
     """Scores from a spectrum (or a (B, r) tensor of eigenvalues, descending).
 
     Arguments:
@@ -63,7 +67,15 @@ def robustness_scores(spectrum: Spectrum | torch.Tensor, normalize: str = "trace
         rtol: eigenvalues <= rtol * lambda_1 count as zero (default: 10 * r * machine epsilon).
 
     Returns:
-        ``Scores`` with one value per input.
+        ``Scores`` with one value per input: each field is a (B,) tensor.
+
+    Examples::
+
+        >>> G = vaelens.pullback_metric(model, x, "stochastic")  # x: (B, 1, 28, 28), latent k = 16
+        >>> scores = vaelens.robustness_scores(G.eigenvalues())  # eigenvalues: (B, 32)
+        >>> scores.spectral_radius.shape, scores.von_neumann_entropy.shape
+        (torch.Size([B]), torch.Size([B]))
+        >>> scores.summary()["spectral_radius"]["median"]  # numpy's median over the batch
     """
     if normalize not in NORMALIZATIONS:
         raise VaelensError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")

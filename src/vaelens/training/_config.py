@@ -9,6 +9,7 @@ from typing import Any
 
 from vaelens._configs import from_dict
 from vaelens._errors import VaelensError
+from vaelens.data import load_dataset, sample_shape
 from vaelens.models import ModelConfig
 from vaelens.training._mixup import MixupConfig
 
@@ -96,6 +97,4 @@ class TrainConfig:
 
 def input_shape_of(dataset: str, data_root: str | None = None, image_size: int = 64, image_channels: int = 3) -> tuple:
     """The per-sample shape (C, H, W) of a data set's images, for building a model for it."""
-    from vaelens.data import load_dataset, sample_shape
-
     return sample_shape(load_dataset(dataset, "test", data_root, image_size, image_channels))

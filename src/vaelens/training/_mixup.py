@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+from scipy.special import betaincinv
 
 from vaelens._configs import from_dict
 from vaelens._errors import VaelensError
@@ -98,8 +99,6 @@ def draw_mixing(
     alpha is drawn by inverting the Beta CDF at uniforms from the generator, since
     ``torch.distributions.Beta`` cannot take one; that keeps training deterministic for a seed.
     """
-    from scipy.special import betaincinv
-
     u = torch.rand(batch if config.per_sample else 1, generator=generator, dtype=torch.float64)
     alpha = torch.as_tensor(betaincinv(config.alpha, config.alpha, u.numpy()), dtype=torch.float32)
     perm = torch.randperm(batch, generator=generator)

@@ -2,46 +2,36 @@
 
 Checkpoints (weights, optimiser, state) are written atomically at epoch ends, at most every
 ``checkpoint_every`` seconds and always after the last epoch, so a run started again continues from
-its last checkpointed epoch. Shuffling and the reparameterisation noise
-of epoch e come from generators seeded by (seed, e), which makes a resumed run identical to an
-uninterrupted one.
+its last checkpointed epoch. Shuffling, the reparameterisation noise and the mixup draws of epoch e
+come from three generators with distinct seeds derived from (seed, e, stream), which makes a resumed
+run identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vaelens import __version__
-from vaelens._checkpoint import (
-    CONFIG,
-    METRICS,
-    MODEL,
-    OPTIM,
-    STATE,
-    load_optimizer,
-    load_state_dict_checked,
-    load_tensors,
-    read_config,
-    read_json,
-    save_optimizer,
-    save_tensors,
-    write_state,
-)
 from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
+from vaelens._protocol import encode, prepare_inputs, resolve_device
+from vaelens._tensors import load_optimizer, load_state_dict_checked, load_tensors, save_optimizer, save_tensors
+from vaelens._version import __version__
 from vaelens.data import TensorImageDataset, load_dataset
 from vaelens.models import build_model
 from vaelens.training._config import TrainConfig
 from vaelens.training._loss import elbo_pass, reconstruct
 from vaelens.training._mixup import draw_mixing, mixup_terms
+from vaelens.training._rundir import CONFIG, METRICS, MODEL, OPTIM, read_config, read_state, write_state
 
 METRIC_FIELDS = [
     "epoch", "loss", "recon", "kl", "mix_kl", "mix_recon", "mix_latent",
@@ -58,18 +48,27 @@ class TrainResult:
     metrics: list[dict[str, float]]
 
 
-def resolve_device(name: str) -> torch.device:
-    kind = name.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise VaelensError("device cuda was asked for but CUDA is not available; use --device cpu")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise VaelensError("device mps was asked for but MPS is not available; use --device cpu")
-    return torch.device(name)
+class EpochStreams(NamedTuple):
+    """The random streams of one epoch: each its own generator, with its own derived seed."""
+
+    shuffle: torch.Generator  # on the CPU: the order of the training set
+    noise: torch.Generator  # on the model's device: the reparameterisation noise
+    mixup: torch.Generator  # on the CPU: mixing weights and partners
 
 
-def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    # A distinct, reproducible stream per epoch makes resuming exact without saving RNG state.
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+def stream_seed(seed: int, epoch: int, stream: str) -> int:
+    """A 63-bit seed for (run seed, epoch, stream name): distinct streams never share a seed."""
+    digest = hashlib.blake2b(f"vaelens/{seed}/{epoch}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def epoch_streams(seed: int, epoch: int, device: torch.device) -> EpochStreams:
+    # A distinct, reproducible stream per (epoch, use) makes resuming exact without saving RNG state.
+    def gen(stream: str, on: torch.device) -> torch.Generator:
+        return torch.Generator(device=on).manual_seed(stream_seed(seed, epoch, stream))
+
+    cpu = torch.device("cpu")
+    return EpochStreams(gen("shuffle", cpu), gen("noise", device), gen("mixup", cpu))
 
 
 def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator, shuffle: bool):
@@ -95,15 +94,17 @@ def evaluate_reconstruction(
     dataset: Dataset,
     likelihood: str,
     batch_size: int = 512,
-    device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
-    """Mean per-sample reconstruction loss and per-pixel MSE of g(mu(x)) over a data set."""
+    """Mean per-sample reconstruction loss and per-pixel MSE of g(mu(x)) over a data set.
+
+    Batches go to the model's device and dtype.
+    """
     was_training = model.training
     model.eval()
     total_loss, total_sq, count, pixels = 0.0, 0.0, 0, 0
     for x in _batches(dataset, batch_size, torch.Generator(), shuffle=False):
-        x = x.to(device)
-        mu = model.encode(x)[0]  # (B, k)
+        x = prepare_inputs(model, x, check=False)  # the data set's images were checked when loaded
+        mu = encode(model, x).mu  # (B, k)
         mean, nll = reconstruct(model, mu, x, likelihood)
         total_loss += nll.sum().item()
         total_sq += (mean - x).square().sum().item()
@@ -132,7 +133,7 @@ def _prepare_run_dir(out: Path, config: TrainConfig) -> dict | None:
                 f"{out} holds a different run (it differs in {', '.join(differs)}); "
                 "choose another --out or delete that directory"
             )
-        return read_json(out / STATE) if (out / STATE).exists() else None
+        return read_state(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VaelensError(f"{out} exists and is not a vaelens run directory; choose an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -194,20 +195,20 @@ def train(
             lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / t_max))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            gen = _epoch_generator(config.seed, epoch, torch.device("cpu"))
-            noise_gen = _epoch_generator(config.seed, epoch, device)
+            streams = epoch_streams(config.seed, epoch, device)
             sums, seen = torch.zeros(6), 0
-            mix_gen = _epoch_generator(config.seed + 7_919, epoch, torch.device("cpu"))
-            for i, x in enumerate(_batches(train_set, config.batch_size, gen, shuffle=True)):
-                x = x.to(device, non_blocking=True)
+            for i, x in enumerate(_batches(train_set, config.batch_size, streams.shuffle, shuffle=True)):
+                x = prepare_inputs(model, x, "training images", check=epoch == start)  # each batch checked once
                 step = epoch * steps_per_epoch + i
                 beta = config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
-                noise = torch.randn((len(x), config.model.latent_dim), generator=noise_gen, device=device)
+                noise = torch.randn(
+                    (len(x), config.model.latent_dim), generator=streams.noise, device=device, dtype=x.dtype
+                )
                 terms, z = elbo_pass(model, x, beta, noise, likelihood)
                 loss, parts = terms.loss, [*terms]
                 if config.mixup is not None:
                     m = config.mixup
-                    mixed = mixup_terms(model, x, z, *draw_mixing(m, len(x), mix_gen, device))
+                    mixed = mixup_terms(model, x, z, *draw_mixing(m, len(x), streams.mixup, device))
                     loss = loss + m.weight_kl * mixed.kl + m.weight_recon * mixed.recon + m.weight_latent * mixed.latent
                     parts = [loss, terms.recon, terms.kl, *mixed]
                 else:
@@ -222,7 +223,7 @@ def train(
             loss, recon, kl, mix_kl, mix_recon, mix_latent = (sums / seen).tolist()
             if not math.isfinite(loss):
                 raise VaelensError(f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta")
-            test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood, device=device)
+            test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood)
             model.train()
             metrics.append(
                 {

@@ -1,18 +1,21 @@
-"""The eigen-direction probe (PAPER.md section 5): how fast reconstructions degrade along the top
-eigen-directions of G(x), against a random direction of the same norm.
+"""The eigen-direction probe (docs/method.md section 5): how fast reconstructions degrade along the
+top eigen-directions of G(x), against a random direction of the same norm.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens.geometry import Spectrum, eval_mode, pullback_metric
-from vaelens.geometry._jacobian import prepare_inputs
+from vaelens._protocol import Kind, encode, eval_mode, prepare_inputs
+from vaelens.geometry import KINDS, Spectrum, pullback_metric
 
-SCALES = ("lambda", "unit")
+Scale = Literal["lambda", "unit"]
+SCALES: tuple[Scale, ...] = ("lambda", "unit")
 
 
 @dataclass(frozen=True)
@@ -21,9 +24,9 @@ class ProbeResult:
 
     Arguments:
         steps: (T,) step sizes t.
-        mse: (B, K, T) MSE(x, g(mu(x + t s_j v_j))) for the top K directions.
+        mse: (B, R, T) MSE(x, g(mu(x + t s_j v_j))) for the top R directions.
         random_mse: (B, T) the same along a random unit direction scaled like v_1.
-        eigenvalues: (B, K) lambda_j of the probed directions.
+        eigenvalues: (B, R) lambda_j of the probed directions.
         kind: the metric kind whose eigenvectors were probed.
         scale: "lambda" (s_j = lambda_j, the released code) or "unit" (s_j = 1).
     """
@@ -32,8 +35,8 @@ class ProbeResult:
     mse: torch.Tensor
     random_mse: torch.Tensor
     eigenvalues: torch.Tensor
-    kind: str
-    scale: str
+    kind: Kind
+    scale: Scale
 
     def rows(self) -> list[dict[str, float | str]]:
         """Long-format rows (direction, t, mean, median MSE over inputs) for CSV."""
@@ -46,7 +49,7 @@ class ProbeResult:
                         "direction": name,
                         "t": t,
                         "mse_mean": curve[:, i].mean().item(),
-                        "mse_median": curve[:, i].median().item(),
+                        "mse_median": float(np.median(curve[:, i].double().numpy())),
                     }
                 )
         return out
@@ -56,21 +59,21 @@ class ProbeResult:
 def _recon_mse(model: torch.nn.Module, x: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
     """MSE(x, g(mu(x_t))) per row: x (B, *s), x_t (B, T, *s) -> (B, T)."""
     b, t = x_t.shape[:2]
-    recon = model.decode(model.encode(x_t.flatten(0, 1))[0]).view(b, t, *x.shape[1:])
+    recon = model.decode(encode(model, x_t.flatten(0, 1)).mu).view(b, t, *x.shape[1:])  # (B*T, *s) -> (B, T, *s)
     return (recon - x.unsqueeze(1)).square().flatten(2).mean(2)
 
 
 def eigen_probe(
     model: torch.nn.Module,
     x: torch.Tensor,
-    kind: str = "stochastic",
-    k: int = 5,
+    kind: Kind = "stochastic",
+    directions: int = 5,
     steps: torch.Tensor | None = None,
-    scale: str = "lambda",
+    scale: Scale = "lambda",
     seed: int = 0,
     spectrum: Spectrum | None = None,
 ) -> ProbeResult:
-    """Perturb x along its top-k eigen-directions and a random one; record reconstruction error.
+    """Perturb x along its top eigen-directions and a random one; record reconstruction error.
 
     x_t = x + t * s_j * v_j for t in ``steps`` (default logspace(-1, 1, 40)). Inputs are not clipped
     to [0, 1]: the probe measures the map's geometry, as in the released code.
@@ -79,17 +82,33 @@ def eigen_probe(
         model: a VAE.
         x: (B, *input_shape) in [0, 1].
         kind: metric kind whose eigenvectors are probed.
-        k: number of top directions.
+        directions: number R of top directions probed.
         steps: (T,) step sizes.
         scale: "lambda" (s_j = lambda_j, as released) or "unit" (s_j = 1).
         seed: seeds the random direction.
-        spectrum: a precomputed ``Spectrum`` of x with at least k vectors (saves recomputing it).
+        spectrum: a precomputed ``Spectrum`` of x, of this ``kind``, with at least R vectors
+            (saves recomputing it). A spectrum of another kind is refused.
 
     Returns:
-        ``ProbeResult``.
+        ``ProbeResult`` with mse (B, R, T) and random_mse (B, T).
+
+    Examples::
+
+        >>> probe = eigen_probe(model, x[:100], "stochastic", directions=5)  # x: (N, 1, 28, 28)
+        >>> probe.mse.shape, probe.random_mse.shape
+        (torch.Size([100, 5, 40]), torch.Size([100, 40]))
     """
     if scale not in SCALES:
         raise VaelensError(f"scale must be one of {SCALES}; got {scale!r}")
+    if kind not in KINDS:
+        raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if spectrum is not None and spectrum.kind != kind:
+        raise VaelensError(
+            f"the spectrum given is of the {spectrum.kind} metric but kind={kind!r}; pass a matching kind or spectrum"
+        )
+    if not isinstance(directions, int) or directions < 1:
+        raise VaelensError(f"directions must be a positive integer; got {directions!r}")
+    k = directions
     x = prepare_inputs(model, x)
     if steps is None:
         steps = torch.logspace(-1, 1, 40)
@@ -113,4 +132,4 @@ def eigen_probe(
             dim=1,
         )  # (B, K, T)
         random_mse = _recon_mse(model, x, x.unsqueeze(1) + (steps * s[:, :1]).view(view) * r.unsqueeze(1))
-    return ProbeResult(steps.cpu(), mse.cpu(), random_mse.cpu(), values.cpu(), spectrum.kind, scale)
+    return ProbeResult(steps.cpu(), mse.cpu(), random_mse.cpu(), values.cpu(), kind, scale)

@@ -1,4 +1,4 @@
-"""Comparing trained runs on robustness against reconstruction (PAPER.md sections 4 and 6).
+"""Comparing trained runs on robustness against reconstruction (docs/method.md sections 4 and 6).
 
 Every run is evaluated on the same test inputs: reconstruction, ELBO, active units, the spectra of
 G (stochastic and fisher kinds), and the KL damage of EigenAttack and PGD at one budget. The verdict
@@ -12,21 +12,27 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
-from vaelens._checkpoint import load, read_config
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
 from vaelens._progress import Ticker, progress_bar
 from vaelens.data import load_dataset, sample_shape, take
-from vaelens.evaluation._attacks import AttackSpec, attack_sweep
-from vaelens.evaluation._audit import AuditConfig, audit
-from vaelens.geometry import eval_mode
-from vaelens.training._loss import elbo_pass
+from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, reconstruction_quality
+from vaelens.experiments._analysis import against_curve, position_phrase
+from vaelens.experiments._runs import load
+from vaelens.training import read_config
+
+# (printed header, RunRow field): the columns a comparison table shows, in order
+COMPARE_COLUMNS = (
+    ("run", "name"), ("beta", "beta"), ("mixup", "mixup"), ("recon MSE", "test_mse"), ("ELBO", "elbo"),
+    ("active", "active_units"), ("rho med", "rho_median"), ("rho mean", "rho_mean"),
+    ("S med", "entropy_median"), ("fisher rho med", "fisher_rho_median"),
+    ("output rho med", "output_rho_median"), ("eigen KL", "eigen_kl"), ("PGD recon shift", "pgd_recon_shift"),
+    ("PGD KL", "pgd_kl"),
+)  # fmt: skip
 
 
 class DatasetMismatchWarning(UserWarning):
@@ -61,6 +67,11 @@ class RunRow:
         d.pop("rho")
         return d
 
+    def cells(self) -> list[str]:
+        """The row as printed: COMPARE_COLUMNS, numbers to 4 significant digits."""
+        rec = self.record()
+        return [f"{rec[key]:.4g}" if isinstance(rec[key], float) else str(rec[key]) for _, key in COMPARE_COLUMNS]
+
 
 @dataclass
 class Comparison:
@@ -68,29 +79,6 @@ class Comparison:
     eps: float
     n: int
     verdict: list[str]
-
-
-class Quality(NamedTuple):
-    """Reconstruction quality on a set of inputs."""
-
-    mse: float  # per-pixel MSE of g(mu(x))
-    nll: float  # reconstruction negative log-likelihood per input
-    elbo: float  # one-sample ELBO (beta = 1) per input
-    active_units: int  # latent dimensions with Var_x(mu) > 0.01
-
-
-@torch.no_grad()
-def reconstruction_quality(model: torch.nn.Module, x: torch.Tensor, likelihood: str, seed: int) -> Quality:
-    """Per-pixel MSE of g(mu(x)), reconstruction NLL, the ELBO (one sample, beta = 1), active units."""
-    from vaelens.training._loss import reconstruct
-
-    with eval_mode(model):
-        mu, _ = model.encode(x)
-        mean, nll = reconstruct(model, mu, x, likelihood)
-        noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed))
-        terms = elbo_pass(model, x, 1.0, noise.to(mu), likelihood).terms
-    active = int((mu.var(0) > 0.01).sum())  # Burda et al. 2016: Cov_x(E_q[z]) > 0.01
-    return Quality((mean - x).square().mean().item(), nll.mean().item(), -terms.loss.item(), active)
 
 
 def compare_runs(
@@ -151,14 +139,15 @@ def compare_runs(
             )
             rho = scores["stochastic"].spectral_radius.double().numpy()
             fisher = scores["fisher"].spectral_radius.double().numpy()
+            median = {kind: s.summary() for kind, s in scores.items()}  # numpy's median, as everywhere
             rows.append(
                 RunRow(
                     name=Path(run).name, beta=config.beta, mixup=config.mixup is not None, dataset=config.dataset,
                     test_mse=mse, test_recon=nll, elbo=elbo, active_units=active,
                     rho_median=float(np.median(rho)), rho_mean=float(rho.mean()),
-                    entropy_median=float(scores["stochastic"].von_neumann_entropy.median()),
+                    entropy_median=median["stochastic"]["von_neumann_entropy"]["median"],
                     fisher_rho_median=float(np.median(fisher)), fisher_rho_mean=float(fisher.mean()),
-                    output_rho_median=float(scores["output"].spectral_radius.median()),
+                    output_rho_median=median["output"]["spectral_radius"]["median"],
                     eigen_kl=eigen.kl.mean().item(), pgd_kl=pgd.kl.mean().item(),
                     pgd_recon_shift=pgd.recon_shift.mean().item(), rho=rho,
                 )
@@ -166,17 +155,6 @@ def compare_runs(
             ticker.tick(Path(run).name)
         ticker.flush()
     return Comparison(rows, eps, len(x), verdict(rows))
-
-
-def _against_curve(curve: list[RunRow], run: RunRow, attr: str) -> tuple[float, bool]:
-    """The beta curve's value of ``attr`` at the run's reconstruction error (log-linear
-    interpolation), and whether the run's error lies inside the curve's range."""
-    xs = np.array([r.test_mse for r in curve])
-    ys = np.log(np.array([max(getattr(r, attr), 1e-300) for r in curve]))
-    order = np.argsort(xs)
-    xs, ys = xs[order], ys[order]
-    inside = xs[0] <= run.test_mse <= xs[-1]
-    return float(np.exp(np.interp(run.test_mse, xs, ys))), inside
 
 
 def verdict(rows: list[RunRow]) -> list[str]:
@@ -198,13 +176,12 @@ def verdict(rows: list[RunRow]) -> list[str]:
             ("eigen_kl", "EigenAttack KL damage"),
         )
         for attr, label in measures:
-            expected, inside = _against_curve(curve, r, attr)
-            actual = getattr(r, attr)
-            side = "below (more robust)" if actual < expected else "above (less robust)"
-            where = "" if inside else " (extrapolated: its reconstruction error is outside the beta runs' range)"
+            pos = against_curve(
+                [c.test_mse for c in curve], [getattr(c, attr) for c in curve], r.test_mse, getattr(r, attr)
+            )
             out.append(
-                f"{r.name} (beta {r.beta:g}, mixup): {label} {actual:.4g} against {expected:.4g} on the beta curve "
-                f"at the same reconstruction error {r.test_mse:.4g}: {side}{where}."
+                f"{r.name} (beta {r.beta:g}, mixup): {label} {pos.actual:.4g} at reconstruction error "
+                f"{r.test_mse:.4g} lies {position_phrase(pos)}."
             )
         same_beta = [c for c in curve if c.beta == r.beta]
         if same_beta:

@@ -1,38 +1,22 @@
-"""Run directories and safe checkpoints: JSON for configs and state, safetensors for tensors.
+"""Safe tensor files: safetensors with a SHA-256 checksum, for weights and optimiser state.
 
 Nothing here unpickles: safetensors holds raw tensor bytes and a JSON header, so a malicious file
-cannot run code. Every weights file's SHA-256 is recorded in ``state.json``; a file that was
-truncated, corrupted or swapped is rejected with an error naming it.
-
-A run directory holds:
-    config.json        the TrainConfig (model and data set included)
-    model.safetensors  the model weights after the last finished epoch
-    optim.safetensors  the optimiser's tensors, for resuming
-    state.json         epochs done, checksums, optimiser hyper-parameters, final metrics
-    metrics.csv        one row per epoch
+cannot run code. Every writer returns the file's SHA-256 and every reader can check it, so a file
+that was truncated, corrupted or swapped is rejected with an error naming it. Training writes its
+checkpoints through this module; it knows nothing of run directories.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vaelens._errors import VaelensError
-from vaelens._io import atomic_write, write_json
-
-CONFIG, MODEL, OPTIM, STATE, METRICS = (
-    "config.json",
-    "model.safetensors",
-    "optim.safetensors",
-    "state.json",
-    "metrics.csv",
-)
+from vaelens._io import atomic_write
 
 
 def sha256(path: Path) -> str:
@@ -41,19 +25,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object, or raise a one-line error naming the file."""
-    if not path.is_file():
-        raise VaelensError(f"{path} does not exist; is this a vaelens run directory?")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VaelensError(f"{path} is not valid JSON ({e}); restore it or re-run training") from None
-    if not isinstance(obj, dict):
-        raise VaelensError(f"{path} must hold a JSON object; restore it or re-run training")
-    return obj
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
@@ -69,7 +40,7 @@ def load_tensors(path: Path, expected_sha256: str | None = None) -> dict[str, to
         raise VaelensError(f"{path} does not exist; the run has no finished epoch, train it first")
     if expected_sha256 is not None and sha256(path) != expected_sha256:
         raise VaelensError(
-            f"{path} does not match the checksum in {STATE}: it was modified, truncated or "
+            f"{path} does not match its recorded checksum: it was modified, truncated or "
             "corrupted; restore it or re-run training"
         )
     try:
@@ -91,7 +62,7 @@ def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Te
             for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", bad))
             if keys
         )
-        raise VaelensError(f"{path} does not fit the model in {CONFIG} ({detail}); the weights belong to another model")
+        raise VaelensError(f"{path} does not fit the model ({detail}); the weights belong to another model")
     module.load_state_dict(tensors)
 
 
@@ -118,44 +89,3 @@ def load_optimizer(
         optimizer.load_state_dict({"state": state, "param_groups": param_groups})
     except (ValueError, KeyError) as e:
         raise VaelensError(f"{path} does not fit the optimiser ({e}); re-run training") from None
-
-
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a trained reference model from its run directory, in eval mode.
-
-    Arguments:
-        run_dir: a directory written by ``vaelens.train`` / ``vaelens train``.
-        device: where to put the model.
-
-    Returns:
-        The model with the weights of the last finished epoch, in eval mode.
-    """
-    from vaelens.models import build_model
-
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    state = read_json(run_dir / STATE)
-    model = build_model(config.model)
-    tensors = load_tensors(run_dir / MODEL, state.get("model_sha256"))
-    load_state_dict_checked(model, tensors, run_dir / MODEL)
-    return model.to(device).eval()
-
-
-def read_config(run_dir: str | Path):
-    """The ``TrainConfig`` of a run directory, with one-line errors naming the file."""
-    from vaelens.training import TrainConfig
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise VaelensError(f"run directory {run_dir} does not exist; train one with `vaelens train`")
-    path = run_dir / CONFIG
-    try:
-        return TrainConfig.from_dict(read_json(path))
-    except (VaelensError, TypeError) as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise VaelensError(f"{path}: {e}; restore it or re-run training") from None
-
-
-def write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    write_json(run_dir / STATE, state)

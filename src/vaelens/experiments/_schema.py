@@ -1,0 +1,136 @@
+"""The sweep's result schema: one typed record per run, and the one function that names columns.
+
+``results.csv`` holds one ``ResultRow`` per finished run; a run's ``samples.csv`` holds its
+per-input scores and damage. Damage columns are named by ``damage_column`` and by nothing else:
+the collector writes through it and the report reads through it, so no column name is ever
+formatted in one place and parsed in another.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vaelens._errors import VaelensError
+
+ATTACK_METHODS = ("eigen", "pgd", "random")
+DAMAGE_MEASURES = ("kl", "recon_shift")
+# samples.csv: column -> (metric kind, score) of the audit
+SCORE_COLUMNS = {
+    "rho_stochastic": ("stochastic", "spectral_radius"),
+    "entropy_stochastic": ("stochastic", "von_neumann_entropy"),
+    "entropy_max_stochastic": ("stochastic", "von_neumann_entropy_max"),
+    "trace_stochastic": ("stochastic", "trace"),
+    "rho_fisher": ("fisher", "spectral_radius"),
+    "rho_output": ("output", "spectral_radius"),
+}
+
+
+def damage_column(method: str, measure: str, eps: float) -> str:
+    """The column of one attack's damage at one budget, e.g. ``pgd_kl@1``: the only place it is built."""
+    return f"{method}_{measure}@{eps:g}"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts, with a one-line error naming a missing file."""
+    if not path.is_file():
+        raise VaelensError(f"{path} does not exist; run the sweep again to rebuild it")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_samples(path: Path) -> dict[str, np.ndarray]:
+    """A run's samples.csv as {column: (N,) array}."""
+    rows = read_csv(path)
+    if not rows:
+        raise VaelensError(f"{path} holds no inputs; delete the run's result.json and run the sweep again")
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One finished run of a sweep: its grid point, reconstruction, robustness and attack damage.
+
+    ``damage`` maps (method, measure, eps) to the mean over the run's inputs.
+    """
+
+    run: str
+    dataset: str
+    model: str
+    beta: float
+    mixup: bool
+    seed: int
+    epochs: int
+    test_recon: float
+    test_mse: float
+    test_elbo: float
+    train_kl: float
+    active_units: int
+    rho_mean: float
+    rho_median: float
+    rho_std: float
+    rho_q25: float
+    rho_q75: float
+    entropy_mean: float
+    entropy_median: float
+    rho_fisher_median: float
+    rho_output_median: float
+    damage: dict[tuple[str, str, float], float] = field(default_factory=dict)
+
+    SCALARS: ClassVar[tuple[str, ...]]
+
+    def damage_at(self, method: str, measure: str, eps: float) -> float:
+        try:
+            return self.damage[(method, measure, float(eps))]
+        except KeyError:
+            raise VaelensError(
+                f"run {self.run} has no {damage_column(method, measure, eps)} column; was it swept at eps {eps:g}?"
+            ) from None
+
+    @staticmethod
+    def columns(eps: list[float] | tuple[float, ...]) -> list[str]:
+        """The columns of results.csv for a sweep over these budgets, in order."""
+        damage = [damage_column(m, q, e) for m in ATTACK_METHODS for e in eps for q in DAMAGE_MEASURES]
+        return [*ResultRow.SCALARS, *damage]
+
+    def record(self) -> dict[str, Any]:
+        """The flat row of results.csv (and result.json)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.SCALARS}
+        for (method, measure, eps), value in self.damage.items():
+            out[damage_column(method, measure, eps)] = value
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], eps: list[float] | tuple[float, ...]) -> ResultRow:
+        """Parse a row of results.csv (strings) or result.json (typed values)."""
+        kinds = {f.name: f.type for f in dataclasses.fields(cls) if f.name in cls.SCALARS}
+        values: dict[str, Any] = {}
+        try:
+            for name in cls.SCALARS:
+                raw = record[name]
+                kind = kinds[name]
+                if kind == "bool":
+                    values[name] = raw if isinstance(raw, bool) else str(raw) == "True"
+                elif kind == "int":
+                    values[name] = int(float(raw))
+                elif kind == "float":
+                    values[name] = float(raw)
+                else:
+                    values[name] = str(raw)
+            damage = {
+                (m, q, float(e)): float(record[damage_column(m, q, e)])
+                for m in ATTACK_METHODS
+                for e in eps
+                for q in DAMAGE_MEASURES
+            }
+        except (KeyError, ValueError) as e:
+            raise VaelensError(f"a result row lacks or garbles {e}; run the sweep again to rebuild it") from None
+        return cls(**values, damage=damage)
+
+
+ResultRow.SCALARS = tuple(f.name for f in dataclasses.fields(ResultRow) if f.name != "damage")
