@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The mixup-against-beta experiment of RESULTS.md (PAPER.md section 6), on mnist-5k:
+# The mixup-against-beta experiment of RESULTS.md (docs/method.md section 6), on mnist-5k:
 # MLP VAEs with the same epochs and seed: beta = 1, beta = 1 with mixup, beta = 2, 4, 8;
 # then `vaelens compare` on 1,000 test images with attacks at L2 eps = 1. Run once per seed.
 #   bash scripts/mixup_experiment.sh [SEED] [EPOCHS] [OUT]

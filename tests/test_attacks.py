@@ -86,7 +86,7 @@ def test_deterministic_for_a_seed():
 
 
 def test_eigen_reaches_second_order_kl():
-    """KL(q(z|x + eps v1) || q(z|x)) ~ eps^2 lambda_1 / 2 for small eps (PAPER.md section 3)."""
+    """KL(q(z|x + eps v1) || q(z|x)) ~ eps^2 lambda_1 / 2 for small eps (docs/method.md section 3)."""
     model = _model()
     x = 0.25 + 0.5 * _x(6)  # interior points, so that no pixel is clamped
     eps = 1e-3
@@ -253,6 +253,20 @@ def test_cli_targeted_reports_distance_to_targets(run_cli, digits_run, tmp_path)
     assert all(row["target_skl_after"]["mean"] < before for row in summary["per_eps"])
     header = (out / "damage.csv").read_text().splitlines()[0]
     assert header.endswith("target_skl_before,target_skl_after")
+    assert summary["attack"]["objective"] == "skl"  # the targeted default
+
+
+def test_cli_targeted_kl_is_kl_not_skl(run_cli, digits_run, tmp_path):
+    """--objective kl with --targeted minimises KL to the target; it used to be rewritten to skl."""
+    runs = {}
+    for objective in ("kl", "skl"):
+        out = tmp_path / objective
+        code, _, stderr = run_cli("attack", digits_run, "--targeted", "--objective", objective, "--eps", "1",
+                                  "--n", "12", "--steps", "10", "--out", out, "--quiet")  # fmt: skip
+        assert code == 0, stderr
+        runs[objective] = json.loads((out / "summary.json").read_text())
+    assert runs["kl"]["attack"]["objective"] == "kl"
+    assert runs["kl"]["per_eps"][0]["kl"] != runs["skl"]["per_eps"][0]["kl"]
 
 
 @pytest.mark.parametrize(

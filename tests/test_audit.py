@@ -32,7 +32,7 @@ def test_probe_matches_direct_computation(digits_run, digits_x):
 @pytest.mark.slow
 @pytest.mark.parametrize("scale", ["unit", "lambda"])
 def test_top_direction_degrades_more_than_random(mnist_run, scale):
-    """PAPER.md section 5, on a model trained on real digits: v1 hurts most, random barely."""
+    """docs/method.md section 5, on a model trained on real digits: v1 hurts most, random barely."""
     model = vaelens.load(mnist_run)
     x = take(load_dataset("mnist-5k", "test"), 64)[0]
     probe = eigen_probe(model, x, "stochastic", directions=2, scale=scale)
@@ -152,3 +152,44 @@ def test_audit_probe_equals_direct_probe(digits_run, digits_x, batch_size):
     direct = eigen_probe(model, x[:8], "stochastic", directions=3)
     torch.testing.assert_close(probe.mse, direct.mse, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(probe.random_mse, direct.random_mse)
+
+
+def test_audit_scores_equal_direct_robustness_scores(digits_run, digits_x):
+    model = vaelens.load(digits_run)
+    x = digits_x[0][:20]
+    result = audit(
+        model, x, config=AuditConfig(kinds=("stochastic", "output"), batch_size=20, probe_n=0), progress=False
+    )
+    for kind in ("stochastic", "output"):
+        direct = vaelens.robustness_scores(vaelens.pullback_metric(model, x, kind).eigenvalues())
+        for name, value in result.scores[kind].as_dict().items():
+            torch.testing.assert_close(value, getattr(direct, name), msg=f"{kind} {name}")
+
+
+def test_audit_builds_eigenvectors_only_for_what_it_draws(digits_run, digits_x, monkeypatch):
+    from vaelens.geometry import PullbackMetric
+
+    built = []
+    original = PullbackMetric.eigen
+
+    def counting(self, r=None):
+        spec = original(self, r)
+        built.append(tuple(spec.vectors.shape[:2]))
+        return spec
+
+    monkeypatch.setattr(PullbackMetric, "eigen", counting)
+    model = vaelens.load(digits_run)
+    audit(
+        model, digits_x[0], config=AuditConfig(batch_size=32, n_show=4, probe_n=6, probe_directions=3), progress=False
+    )
+    assert built == [(6, 5)]  # 6 inputs (probed; 4 of them drawn), 5 directions (drawn), not (32, 6)
+
+
+def test_probe_refuses_a_spectrum_of_another_kind(digits_run, digits_x):
+    model = vaelens.load(digits_run)
+    x = digits_x[0][:3]
+    spectrum = vaelens.pullback_metric(model, x, "fisher").eigen(2)
+    with pytest.raises(vaelens.VaelensError, match="spectrum given is of the fisher metric but kind='stochastic'"):
+        eigen_probe(model, x, "stochastic", directions=2, spectrum=spectrum)
+    probe = eigen_probe(model, x, "fisher", directions=2, spectrum=spectrum)
+    assert probe.kind == "fisher"

@@ -134,3 +134,10 @@ def test_unreadable_image_is_a_clear_error(tmp_path):
 def test_bad_dataset_requests(name, split, match):
     with pytest.raises(vaelens.VaelensError, match=match):
         load_dataset(name, split)
+
+
+def test_tensor_dataset_checks_its_arguments():
+    with pytest.raises(vaelens.VaelensError, match=r"images must be a tensor of shape \(N, C, H, W\)"):
+        TensorImageDataset(torch.rand(4, 8, 8), torch.zeros(4))
+    with pytest.raises(vaelens.VaelensError, match=r"labels must be a tensor of shape \(4,\)"):
+        TensorImageDataset(torch.rand(4, 1, 8, 8), torch.zeros(3))

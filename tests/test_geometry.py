@@ -1,4 +1,4 @@
-"""Pullback metrics against brute force (torch.autograd.functional.jacobian), per PAPER.md section 3."""
+"""Pullback metrics against brute force (torch.autograd.functional.jacobian), per docs/method.md section 3."""
 
 import math
 
@@ -47,7 +47,7 @@ MODELS = {
 
 
 def brute_force_metric(model, x, kind):
-    """G(x) for one input x (*shape), straight from the formulas of PAPER.md section 3."""
+    """G(x) for one input x (*shape), straight from the formulas of docs/method.md section 3."""
     with torch.no_grad():
         return _brute_force_metric(model, x, kind)
 

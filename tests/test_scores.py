@@ -105,3 +105,15 @@ def test_scores_are_never_nan_and_bounded(rows):
 def test_bad_input(values, kw, match):
     with pytest.raises(vaelens.VaelensError, match=match):
         robustness_scores(values, **kw)
+
+
+def test_median_is_numpys_everywhere():
+    """torch's median of an even count is the lower middle value; vaelens reports numpy's."""
+    import numpy as np
+
+    from vaelens._records import describe
+
+    values = torch.tensor([1.0, 2.0, 10.0, 20.0])
+    assert describe(values)["median"] == 6.0 == float(np.median(values.numpy()))
+    scores = vaelens.robustness_scores(torch.tensor([[1.0], [2.0], [10.0], [20.0]]))
+    assert scores.summary()["spectral_radius"]["median"] == 6.0

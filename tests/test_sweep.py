@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from vaelens.experiments import SweepConfig, parse_betas, run_sweep, write_repor
 
 TINY = [
     "--dataset", "digits", "--betas", "0.5,2", "--mixup", "both", "--epochs", "1", "--n", "16",
-    "--eps", "0.5,1", "--steps", "3", "--latent-dim", "3",
+    "--eps", "0.5,1", "--steps", "3", "--latent-dim", "3", "--seeds", "0,1",
 ]  # fmt: skip
 
 
@@ -101,7 +102,9 @@ def test_tiny_sweep_writes_every_file(tiny_sweep):
     assert (tiny_sweep / "sweep.json").is_file()
     with open(tiny_sweep / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and {r["mixup"] for r in rows} == {"True", "False"}
+    assert (
+        len(rows) == 8 and {r["mixup"] for r in rows} == {"True", "False"} and {r["seed"] for r in rows} == {"0", "1"}
+    )
     for key in ("test_recon", "test_elbo", "active_units", "rho_median", "rho_q75", "entropy_median",
                 "eigen_kl@0.5", "pgd_kl@1", "random_recon_shift@1"):  # fmt: skip
         assert key in rows[0], key
@@ -242,3 +245,48 @@ def test_process_pool_equals_sequential_row_by_row(tmp_path):
     assert [r.record() for r in pooled.rows] == [r.record() for r in sequential.rows]
     assert (tmp_path / "pool" / "results.csv").read_text() == (tmp_path / "seq" / "results.csv").read_text()
     assert all((tmp_path / "pool" / "runs" / r.run / "result.json").is_file() for r in pooled.rows)
+
+
+def test_unit_and_compare_feed_a_float64_model_float32_inputs(tmp_path, monkeypatch):
+    """Every input reaches the model through prepare_inputs: a float64 model fed float32 data fails
+    exactly as a CUDA model fed CPU data would, anywhere that step is skipped."""
+    from vaelens.experiments import Unit, _runs, compare_runs, run_unit
+    from vaelens.models import build_model
+    from vaelens.training import _trainer
+
+    def double(config):
+        return build_model(config).double()
+
+    monkeypatch.setattr(_trainer, "build_model", double)
+    monkeypatch.setattr(_runs, "build_model", double)
+    sweep = SweepConfig.from_dict({
+        "datasets": ["digits"], "betas": [1.0], "epochs": 1, "n": 8, "eps": [0.5], "pgd_steps": 2,
+        "latent_dim": 3, "probe_n": 4,
+    })  # fmt: skip
+    unit = Unit("digits", "mlp", 1.0, False, 0)
+    row = run_unit(sweep, unit, tmp_path / "s")
+    run = tmp_path / "s" / "runs" / unit.name
+    assert next(vaelens.load(run).parameters()).dtype == torch.float64
+    assert all(np.isfinite(v) for v in row.record().values() if isinstance(v, float))
+    comp = compare_runs([run, run], n=8, eps=0.5, pgd_steps=2, progress=False)
+    assert comp.rows[0].test_mse == pytest.approx(row.test_mse)
+
+
+@pytest.mark.slow
+def test_report_aggregates_seeds(tiny_sweep):
+    write_report(tiny_sweep)
+    with open(tiny_sweep / "report" / "trend.csv") as f:
+        trend = list(csv.DictReader(f))
+    assert list(trend[0]) == ["dataset", "model", "beta", "mixup", "n_seeds", "rho_median", "rho_median_min",
+                              "rho_median_max", "entropy_median", "test_mse"]  # fmt: skip
+    with open(tiny_sweep / "results.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert len(trend) == 4 and len(runs) == 8 and {t["n_seeds"] for t in trend} == {"2"}
+    for t in trend:
+        mine = [float(r["rho_median"]) for r in runs if (r["beta"], r["mixup"]) == (t["beta"], t["mixup"])]
+        assert float(t["rho_median"]) == pytest.approx(np.median(mine))
+        assert float(t["rho_median_min"]) == min(mine) and float(t["rho_median_max"]) == max(mine)
+    page = (tiny_sweep / "report.html").read_text()
+    assert "2 seeds each, medians over seeds" in page and (
+        "all 2 seeds agree" in page or "of 2 seeds lie below" in page
+    )

@@ -116,3 +116,30 @@ def test_conv_training_on_digits(tmp_path):
     model = ModelConfig("conv", (1, 8, 8), latent_dim=2, channels=(4, 8), likelihood="gaussian")
     result = train(tiny_config(model=model, epochs=1), tmp_path / "c", progress=False)
     assert result.metrics[0]["test_mse"] > 0
+
+
+def test_test_mse_matches_an_independent_computation(tmp_path):
+    from vaelens.data import load_dataset
+
+    result = train(tiny_config(epochs=2), tmp_path / "r", progress=False)
+    test = load_dataset("digits", "test")
+    x = test.images  # (360, 1, 8, 8)
+    with torch.no_grad():
+        mu = result.model.encode(x)[0]  # (360, 3)
+        recon = result.model.decode(mu)
+    expected = float(((recon - x) ** 2).mean())
+    assert result.metrics[-1]["test_mse"] == pytest.approx(expected, rel=1e-5)
+    bce = torch.nn.functional.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="sum") / len(x)
+    assert result.metrics[-1]["test_recon"] == pytest.approx(float(bce), rel=1e-3)
+
+
+def test_shuffle_noise_and_mixup_streams_are_distinct():
+    streams = _trainer.epoch_streams(seed=0, epoch=0, device=torch.device("cpu"))
+    draws = [torch.rand(8, generator=g) for g in streams]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not torch.equal(draws[i], draws[j]), (i, j)
+    again = _trainer.epoch_streams(seed=0, epoch=0, device=torch.device("cpu"))
+    assert torch.equal(torch.rand(8, generator=again.noise), draws[1])  # reproducible per (seed, epoch)
+    other = _trainer.epoch_streams(seed=0, epoch=1, device=torch.device("cpu"))
+    assert not torch.equal(torch.rand(8, generator=other.noise), draws[1])

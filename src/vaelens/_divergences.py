@@ -1,4 +1,4 @@
-"""Divergences between diagonal Gaussian posteriors (PAPER.md section 2), per sample."""
+"""Divergences between diagonal Gaussian posteriors (docs/method.md section 2), per sample."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 
@@ -35,7 +35,7 @@ def encode(model: torch.nn.Module, x: torch.Tensor) -> Posterior:
         raise VaelensError(
             f"{type(model).__name__} is not a VAE: it needs encode(x) -> (mu, logvar) and decode(z) -> x_mean methods"
         )
-    out = model.encode(x)
+    out = cast(Any, model).encode(x)  # nn.Module's __getattr__ hides the method from type checkers
     if not isinstance(out, tuple) or len(out) != 2:
         raise VaelensError(f"{type(model).__name__}.encode must return (mu, logvar); got {type(out).__name__}")
     mu, logvar = out
@@ -45,6 +45,11 @@ def encode(model: torch.nn.Module, x: torch.Tensor) -> Posterior:
             f"{tuple(mu.shape)} and {tuple(logvar.shape)}"
         )
     return Posterior(mu, logvar)
+
+
+def decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Call ``model.decode``: the decoder mean g(z), (B, k) -> (B, *input_shape)."""
+    return cast(Any, model).decode(z)
 
 
 def model_input_shape(model: torch.nn.Module) -> tuple[int, ...] | None:

@@ -8,6 +8,7 @@ middle ones (torch's ``median`` returns the lower one), and quantiles interpolat
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ class PerSample:
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return [f.name for f in fields(cast(Any, cls))]
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name) for name in self.names()}

@@ -9,7 +9,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -225,13 +225,14 @@ def audit(
     """Score local robustness (spectral radius, entropy, ...) of a trained VAE on n inputs."""
     if n < 1:
         raise VaelensError(f"--n must be >= 1; got {n}")
+    # the names are checked by the config, which is where every caller's strings are validated
     config = AuditConfig(
-        kinds=tuple(k.strip() for k in kind.split(",") if k.strip()),
+        kinds=tuple(cast(Any, k.strip()) for k in kind.split(",") if k.strip()),
         batch_size=batch_size,
         chunk_size=chunk_size,
-        normalize=normalize,
+        normalize=cast(Any, normalize),
         probe_n=min(probe_n, n),
-        probe_scale=probe_scale,
+        probe_scale=cast(Any, probe_scale),
         seed=seed,
     )
     _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet)
@@ -270,7 +271,9 @@ def attack(
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
     if n < 1 or batch_size < 1:
         raise VaelensError(f"--n and --batch-size must be >= 1; got {n} and {batch_size}")
-    spec = AttackSpec(method, norm, objective, steps, restarts, kind, directions, targeted, seed)  # type: ignore[arg-type]
+    # the names are checked by AttackSpec and the attack it builds
+    spec = AttackSpec(cast(Any, method), cast(Any, norm), cast(Any, objective), steps, restarts, cast(Any, kind),
+                      directions, targeted, seed)  # fmt: skip
     budgets = _float_list(eps, "--eps")
     model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
     x_target = choose_targets(x, seed) if targeted else None

@@ -11,7 +11,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
-from vaelens._protocol import encode, frozen, prepare_inputs
+from vaelens._protocol import decode, encode, frozen, prepare_inputs
 from vaelens._records import PerSample
 from vaelens.attacks._base import norms
 
@@ -91,7 +91,7 @@ def attack_damage(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor) 
     with frozen(model):
         mu, logvar = encode(model, x)
         mu_a, logvar_a = encode(model, x_adv)
-        recon, recon_a = model.decode(mu), model.decode(mu_a)
+        recon, recon_a = decode(model, mu), decode(model, mu_a)
     mse = lambda p, q: (p - q).square().flatten(1).mean(1)  # noqa: E731
     log_prior = lambda m: -0.5 * m.square().sum(1)  # noqa: E731 - constants cancel in the drop
     delta = x_adv - x

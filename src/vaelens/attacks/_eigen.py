@@ -1,4 +1,4 @@
-"""The eigen-direction attack (Khan and Storkey 2023; PAPER.md section 3).
+"""The eigen-direction attack (Khan and Storkey 2023; docs/method.md section 3).
 
 To second order an objective is delta^T G(x) delta, so under a small L2 budget the best attack is
 delta = +-eps v_1, the top eigenvector of G(x). With ``directions=k`` the top k eigenvectors and
@@ -52,7 +52,7 @@ class EigenAttack(Attack):
     def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
         metric = pullback_metric(self.model, x, self.kind, self.chunk_size)
         k = min(self.directions, metric.rank_bound)
-        vectors = metric.eigen(k).vectors  # (B, k, *s), unit L2 norm
+        vectors = metric.eigen(k).require_vectors()  # (B, k, *s), unit L2 norm
         steps = vectors.sign() if self.norm == "linf" else vectors
         ref = Reference.of(self.model, x)
         best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)

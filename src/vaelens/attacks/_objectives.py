@@ -1,4 +1,4 @@
-"""Attack objectives D(x, x + delta) of PAPER.md section 2, per sample, against a fixed reference."""
+"""Attack objectives D(x, x + delta) of docs/method.md section 2, per sample, against a fixed reference."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
-from vaelens._protocol import encode
+from vaelens._protocol import decode, encode
 
 OBJECTIVES = ("kl", "kl_reverse", "skl", "latent", "recon", "stochastic")
-# The objective each metric kind is the second-order model of (PAPER.md section 3).
+# The objective each metric kind is the second-order model of (docs/method.md section 3).
 KIND_OBJECTIVE = {
     "mean": "latent",
     "stochastic": "stochastic",
@@ -39,7 +39,7 @@ class Reference:
     @torch.no_grad()
     def of(cls, model: torch.nn.Module, x: torch.Tensor) -> Reference:
         mu, logvar = encode(model, x)
-        return cls(mu, logvar, model.decode(mu))
+        return cls(mu, logvar, decode(model, mu))
 
 
 def divergence(model: torch.nn.Module, x_adv: torch.Tensor, ref: Reference, objective: str) -> torch.Tensor:
@@ -62,4 +62,4 @@ def divergence(model: torch.nn.Module, x_adv: torch.Tensor, ref: Reference, obje
     if objective == "stochastic":
         sigma_shift = (0.5 * logvar).exp() - (0.5 * ref.logvar).exp()
         return (mu - ref.mu).square().sum(-1) + sigma_shift.square().sum(-1)
-    return (model.decode(mu) - ref.recon).square().flatten(1).sum(-1)
+    return (decode(model, mu) - ref.recon).square().flatten(1).sum(-1)

@@ -1,4 +1,4 @@
-"""Projected gradient ascent on an encoding divergence (Madry et al. 2018, for VAEs: PAPER.md s. 2)."""
+"""Projected gradient ascent on an encoding divergence (Madry et al. 2018, for VAEs: docs/method.md section 2)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class PGD(Attack):
         model: a VAE.
         eps: budget (> 0).
         norm: "l2" or "linf".
-        objective: "kl", "kl_reverse", "skl", "latent", "recon" or "stochastic" (PAPER.md section 2).
+        objective: "kl", "kl_reverse", "skl", "latent", "recon" or "stochastic" (docs/method.md section 2).
         steps: gradient steps per restart, default 50.
         step_size: default 2.5 * eps / steps (enough to cross the ball and come back).
         random_start: start uniformly inside the ball. Default True; from delta = 0 the gradient of

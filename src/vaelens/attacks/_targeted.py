@@ -1,4 +1,4 @@
-"""The supervised (targeted) attack: make x + delta encode like a target x_t (PAPER.md section 2)."""
+"""The supervised (targeted) attack: make x + delta encode like a target x_t (docs/method.md section 2)."""
 
 from __future__ import annotations
 

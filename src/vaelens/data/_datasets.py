@@ -11,7 +11,9 @@ import contextlib
 import functools
 import io
 import os
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -63,8 +65,8 @@ class ImageFileDataset(Dataset):
         from torchvision.transforms import functional as tf
 
         try:
-            with Image.open(self.paths[i]) as im:
-                im = im.convert("RGB" if self.channels == 3 else "L")
+            with Image.open(self.paths[i]) as opened:
+                im = opened.convert("RGB" if self.channels == 3 else "L")
         except (OSError, UnidentifiedImageError) as e:
             raise VaelensError(f"cannot read image {self.paths[i]}: {e}; remove or replace it") from e
         if self.crop is not None:
@@ -229,14 +231,15 @@ def sample_shape(dataset: Dataset) -> tuple[int, ...]:
     """The per-sample image shape (C, H, W) of a data set."""
     if isinstance(dataset, TensorImageDataset):
         return tuple(dataset.images.shape[1:])
-    if len(dataset) == 0:
+    if len(cast(Sized, dataset)) == 0:
         raise VaelensError("the data set is empty")
     return tuple(dataset[0][0].shape)
 
 
 def take(dataset: Dataset, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` (default all) images and labels as tensors (n, C, H, W) and (n,)."""
-    n = len(dataset) if n is None else min(n, len(dataset))
+    size = len(cast(Sized, dataset))
+    n = size if n is None else min(n, size)
     if isinstance(dataset, TensorImageDataset):
         return dataset.images[:n], dataset.labels[:n]
     items = [dataset[i] for i in range(n)]

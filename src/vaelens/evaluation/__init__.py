@@ -7,6 +7,7 @@ from vaelens.evaluation._attacks import (
     METHODS,
     AttackSpec,
     AttackSweepResult,
+    Method,
     attack_sweep,
     auddc,
     choose_targets,
@@ -18,6 +19,7 @@ from vaelens.evaluation._quality import Quality, reconstruction_quality
 
 __all__ = [
     "METHODS",
+    "Method",
     "SUMMARY_STATS",
     "AttackSpec",
     "AttackSweepResult",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
-from vaelens._protocol import Kind, Norm, Objective, encode, eval_mode, frozen, prepare_inputs
+from vaelens._protocol import Kind, Norm, Objective, decode, encode, eval_mode, frozen, prepare_inputs
 from vaelens._records import describe
 from vaelens.attacks import (
     PGD,
@@ -214,7 +214,7 @@ def attack_sweep(
 def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: str, path: Path) -> None:
     with torch.no_grad(), eval_mode(model):
         xs, xa = prepare_inputs(model, x), prepare_inputs(model, x_adv, "x_adv")
-        rows = [xs, xa, model.decode(encode(model, xs).mu), model.decode(encode(model, xa).mu)]
+        rows = [xs, xa, decode(model, encode(model, xs).mu), decode(model, encode(model, xa).mu)]
     names = ["x", "x_adv", "recon(x)", "recon(x_adv)"]
     n = len(x)
     fig = Figure(figsize=(1.3 * n, 5.6))
@@ -243,12 +243,13 @@ def write_attack_report(
     out.mkdir(parents=True, exist_ok=True)
     names = Damage.names()
     rows = []
-    targeted = result.target_skl_after is not None
+    before, after = result.target_skl_before, result.target_skl_after
+    targeted = before is not None and after is not None
     for k, (e, dmg) in enumerate(zip(result.eps, result.damage, strict=True)):
         cols = {n: getattr(dmg, n).double().numpy() for n in names}
-        if targeted:
-            cols["target_skl_before"] = result.target_skl_before.double().numpy()
-            cols["target_skl_after"] = result.target_skl_after[k].double().numpy()
+        if before is not None and after is not None:
+            cols["target_skl_before"] = before.double().numpy()
+            cols["target_skl_after"] = after[k].double().numpy()
         for i in range(len(dmg.kl)):
             label = int(labels[i]) if labels is not None else -1
             rows.append(
@@ -263,7 +264,7 @@ def write_attack_report(
     paths = {"damage": out / "damage.csv", "summary": out / "summary.json"}
     extra = ["target_skl_before", "target_skl_after"] if targeted else []
     write_csv(paths["damage"], rows, ["index", "label", "method", "eps", *names, *extra])
-    summary = {
+    summary: dict[str, Any] = {
         "attack": asdict(result.spec),
         **(meta or {}),
         "per_eps": [
@@ -271,10 +272,10 @@ def write_attack_report(
             for e, s, d in zip(result.eps, result.seconds, result.damage, strict=True)
         ],
     }
-    if targeted:
-        summary["target_skl_before"] = describe(result.target_skl_before)
-        for row, after in zip(summary["per_eps"], result.target_skl_after, strict=True):
-            row["target_skl_after"] = describe(after)
+    if before is not None and after is not None:
+        summary["target_skl_before"] = describe(before)
+        for row, moved in zip(summary["per_eps"], after, strict=True):
+            row["target_skl_after"] = describe(moved)
     if len(result.eps) > 1:
         summary["auddc"] = result.auddc()
         paths["damage_vs_eps"] = out / "damage_vs_eps.png"

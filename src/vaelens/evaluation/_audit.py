@@ -17,7 +17,7 @@ from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import Kind, prepare_inputs
-from vaelens.evaluation import _plots
+from vaelens.evaluation._plots import eigen_directions, histograms, probe_curves
 from vaelens.evaluation._probe import SCALES, ProbeResult, Scale, eigen_probe
 from vaelens.geometry import (
     KINDS,
@@ -132,12 +132,12 @@ def audit(
                     if rows:
                         r = min(metric.rank_bound, max(SHOWN_DIRECTIONS, config.probe_directions))
                         spec = metric[:rows].eigen(r)
+                        values, vectors = spec.values, spec.require_vectors()  # (rows, r), (rows, r, *s)
                         if config.n_show:
-                            shown[kind] = Spectrum(
-                                spec.values[: config.n_show].cpu(), spec.vectors[: config.n_show].cpu(), kind
-                            )
+                            n = config.n_show
+                            shown[kind] = Spectrum(values[:n].cpu(), vectors[:n].cpu(), kind)
                         if probed:  # the probe reuses these eigenpairs instead of recomputing them
-                            probe_spectrum = Spectrum(spec.values[:probed], spec.vectors[:probed], kind)
+                            probe_spectrum = Spectrum(values[:probed], vectors[:probed], kind)
                 ticker.tick(f"{kind} {min(start + config.batch_size, len(x))}/{len(x)}")
         ticker.flush()
         probe = None
@@ -203,7 +203,7 @@ def write_audit(result: AuditResult, out: str | Path, meta: dict | None = None) 
         },
     )
     paths["histograms"] = out / "histograms.png"
-    _plots.histograms(
+    histograms(
         {
             k: {n: getattr(s, n).double().numpy() for n in ("spectral_radius", "von_neumann_entropy")}
             for k, s in result.scores.items()
@@ -214,12 +214,12 @@ def write_audit(result: AuditResult, out: str | Path, meta: dict | None = None) 
         top = spec.top(SHOWN_DIRECTIONS)
         name = "eigen_directions" if kind == result.config.kinds[0] else f"eigen_directions_{kind}"
         paths[name] = out / f"{name}.png"
-        _plots.eigen_directions(result.shown_inputs, top.values, top.vectors, kind, paths[name])
+        eigen_directions(result.shown_inputs, top.values, top.require_vectors(), kind, paths[name])
     if result.probe is not None:
         paths["probe_csv"] = out / "probe.csv"
         write_csv(paths["probe_csv"], result.probe.rows(), ["direction", "t", "mse_mean", "mse_median"])
         paths["probe"] = out / "probe.png"
-        _plots.probe_curves(result.probe, paths["probe"])
+        probe_curves(result.probe, paths["probe"])
     return paths
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, encode, eval_mode, prepare_inputs
+from vaelens._protocol import Kind, decode, encode, eval_mode, prepare_inputs
 from vaelens.geometry import KINDS, Spectrum, pullback_metric
 
 Scale = Literal["lambda", "unit"]
@@ -59,7 +59,7 @@ class ProbeResult:
 def _recon_mse(model: torch.nn.Module, x: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
     """MSE(x, g(mu(x_t))) per row: x (B, *s), x_t (B, T, *s) -> (B, T)."""
     b, t = x_t.shape[:2]
-    recon = model.decode(encode(model, x_t.flatten(0, 1)).mu).view(b, t, *x.shape[1:])  # (B*T, *s) -> (B, T, *s)
+    recon = decode(model, encode(model, x_t.flatten(0, 1)).mu).view(b, t, *x.shape[1:])  # (B*T, *s) -> (B, T, *s)
     return (recon - x.unsqueeze(1)).square().flatten(2).mean(2)
 
 
@@ -117,7 +117,7 @@ def eigen_probe(
         raise VaelensError("steps must be a non-empty 1-d tensor of finite step sizes")
     if spectrum is None or spectrum.vectors is None or spectrum.vectors.shape[1] < k:
         spectrum = pullback_metric(model, x, kind).eigen(k)
-    values, vectors = spectrum.values[:, :k].to(x), spectrum.vectors[:, :k].to(x)  # (B, K), (B, K, *s)
+    values, vectors = spectrum.values[:, :k].to(x), spectrum.require_vectors()[:, :k].to(x)  # (B, K), (B, K, *s)
     s = values if scale == "lambda" else torch.ones_like(values)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     r = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)

@@ -88,6 +88,15 @@ def beta_curves(points: Iterable[TrendPoint]) -> dict[tuple[str, str], list[Tren
     return {k: sorted(v, key=lambda p: p.beta) for k, v in out.items()}
 
 
+def probe_picks(curves: dict[tuple[str, str], list[TrendPoint]]) -> dict[tuple[str, str], list[TrendPoint]]:
+    """The low, middle and high beta of each (dataset, model) curve: picks never mix groups."""
+    out = {}
+    for key, curve in curves.items():
+        picks = [curve[0], curve[len(curve) // 2], curve[-1]] if len(curve) > 2 else list(curve)
+        out[key] = list({p.beta: p for p in picks}.values())
+    return out
+
+
 def seeds_phrase(points: Sequence[TrendPoint]) -> str:
     """'1 seed each', '3 seeds each' or '1-3 seeds each'."""
     counts = sorted({p.n_seeds for p in points})

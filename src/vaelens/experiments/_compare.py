@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,7 @@ class Comparison:
 
 
 def compare_runs(
-    runs: list[str | Path],
+    runs: Sequence[str | Path],
     n: int = 500,
     eps: float = 1.0,
     pgd_steps: int = 50,
@@ -214,7 +215,7 @@ def write_comparison(comp: Comparison, out: str | Path) -> dict[str, Path]:
     every = np.concatenate([r.rho for r in comp.rows])
     bins = np.logspace(np.log10(max(every.min(), 1e-12)), np.log10(every.max()), 50)
     for r in comp.rows:
-        ax.hist(r.rho, bins=bins, histtype="step", linewidth=1.5, label=_label(r))
+        ax.hist(r.rho, bins=bins.tolist(), histtype="step", linewidth=1.5, label=_label(r))
     ax.set_xscale("log")
     ax.set_xlabel(r"spectral radius $\rho(G)$ (stochastic)")
     ax.set_ylabel("inputs")

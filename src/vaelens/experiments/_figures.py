@@ -65,7 +65,7 @@ def histograms(data: dict[str, np.ndarray]) -> Figure:
     every = np.concatenate(list(data.values()))
     bins = np.logspace(np.log10(max(every.min(), 1e-12)), np.log10(max(every.max(), 1e-11)), 40)
     for label, rho in data.items():
-        ax.hist(rho, bins=bins, histtype="step", linewidth=1.4, label=label)
+        ax.hist(rho, bins=bins.tolist(), histtype="step", linewidth=1.4, label=label)
     ax.set_xscale("log")
     ax.set_xlabel(r"$\rho(G)$ (stochastic)")
     ax.set_ylabel("inputs")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -22,19 +23,28 @@ from vaelens.experiments._analysis import (
     aggregate,
     beta_curves,
     mixup_sentences,
+    probe_picks,
     score_validity,
     trend_sentences,
 )
 from vaelens.experiments._html import FigureRef, Page, Section, Table, render
 from vaelens.experiments._schema import ATTACK_METHODS, ResultRow, damage_column, read_csv, read_samples
 
+
 # docs/method.md section 7: MLP VAE on MNIST, means over 3,072 test images, entropy normalised by the max.
+class Reference(NamedTuple):
+    beta: float
+    entropy: float
+    lambda_1: float
+    probe: tuple[float, float, float]  # MSE along v1 at t = 0.1, 1.06, 10
+
+
 REFERENCE = [
-    {"beta": 0.010, "entropy": 4.95, "lambda_1": 4.27, "probe": (0.014, 0.144, 0.474)},
-    {"beta": 0.110, "entropy": 2.67, "lambda_1": 2.24, "probe": (0.020, 0.060, 0.302)},
-    {"beta": 1.048, "entropy": 1.42, "lambda_1": 1.19, "probe": (0.028, 0.039, 0.146)},
-    {"beta": 4.94, "entropy": 0.53, "lambda_1": 0.43, "probe": (0.053, 0.053, 0.060)},
-    {"beta": 10.0, "entropy": 0.66, "lambda_1": 0.075, "probe": (0.064, 0.064, 0.064)},
+    Reference(0.010, 4.95, 4.27, (0.014, 0.144, 0.474)),
+    Reference(0.110, 2.67, 2.24, (0.020, 0.060, 0.302)),
+    Reference(1.048, 1.42, 1.19, (0.028, 0.039, 0.146)),
+    Reference(4.94, 0.53, 0.43, (0.053, 0.053, 0.060)),
+    Reference(10.0, 0.66, 0.075, (0.064, 0.064, 0.064)),
 ]
 VALIDITY_SCORES = {
     "rho (stochastic)": "rho_stochastic",
@@ -99,9 +109,7 @@ class _Report:
 
     def probe(self) -> None:
         section = "Eigen-direction probe"
-        for (dataset, model), curve in self.curves.items():
-            picks = [curve[0], curve[len(curve) // 2], curve[-1]] if len(curve) > 2 else list(curve)
-            picks = list({p.beta: p for p in picks}.values())  # low, middle and high beta of this group
+        for (dataset, model), picks in probe_picks(self.curves).items():
             panels = []
             for p in picks:
                 run = p.runs[0]  # the lowest seed
@@ -141,10 +149,10 @@ class _Report:
     def damage(self) -> None:
         section = "Attack damage against eps"
         shown = sorted(self.points, key=lambda p: (p.mixup, p.beta))[:8]
-        curves = {
+        curves: dict[str, dict[str, list[float]]] = {
             method: {
                 f"{p.dataset}/{p.model} beta {p.beta:.3g}{' mixup' if p.mixup else ''}": [
-                    p.median_of(lambda r, m=method, e=e: r.damage_at(m, "kl", e)) for e in self.eps
+                    float(np.median([r.damage_at(method, "kl", e) for r in p.runs])) for e in self.eps
                 ]
                 for p in shown
             }
@@ -184,15 +192,18 @@ class _Report:
                   "our entropy (max-normalised)", "our lambda_1 mean", "our probe v1"]  # fmt: skip
         rows = []
         for ref in REFERENCE:
-            p = min(ours, key=lambda p: abs(math.log(max(p.beta, 1e-9)) - math.log(ref["beta"])))
+            p = min(ours, key=lambda p: abs(math.log(max(p.beta, 1e-9)) - math.log(ref.beta)))
             ent = np.mean([np.mean(self.samples(r.run)["entropy_max_stochastic"]) for r in p.runs])
             lam = np.mean([np.mean(self.samples(r.run)["rho_stochastic"]) for r in p.runs])
             probe = self._probe_at(p.runs[0].run, (0.1, 1.06, 10.0))
-            rows.append(
-                [f"{ref['beta']:g}", f"{ref['entropy']:g}", f"{ref['lambda_1']:g}",
-                 " / ".join(f"{v:g}" for v in ref["probe"]), f"{p.beta:.3g} ({p.dataset}, {p.n_seeds})",
-                 f"{ent:.3g}", f"{lam:.3g}", " / ".join("-" if v is None else f"{v:.3g}" for v in probe)]
-            )  # fmt: skip
+            ref_cells = [
+                f"{ref.beta:g}",
+                f"{ref.entropy:g}",
+                f"{ref.lambda_1:g}",
+                " / ".join(f"{v:g}" for v in ref.probe),
+            ]
+            our_probe = " / ".join("-" if v is None else f"{v:.3g}" for v in probe)
+            rows.append([*ref_cells, f"{p.beta:.3g} ({p.dataset}, {p.n_seeds})", f"{ent:.3g}", f"{lam:.3g}", our_probe])
         section.tables.append(Table(header, rows))
         section.paragraphs.append(
             "Our row is the beta nearest the reference, with means over inputs averaged over seeds; architectures, "

@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vaelens._errors import VaelensError
+from vaelens.evaluation import METHODS, Method
 
-ATTACK_METHODS = ("eigen", "pgd", "random")
+ATTACK_METHODS: tuple[Method, ...] = METHODS
 DAMAGE_MEASURES = ("kl", "recon_shift")
 # samples.csv: column -> (metric kind, score) of the audit
 SCORE_COLUMNS = {
@@ -95,14 +96,15 @@ class ResultRow:
     @staticmethod
     def columns(eps: list[float] | tuple[float, ...]) -> list[str]:
         """The columns of results.csv for a sweep over these budgets, in order."""
-        damage = [damage_column(m, q, e) for m in ATTACK_METHODS for e in eps for q in DAMAGE_MEASURES]
-        return [*ResultRow.SCALARS, *damage]
+        return [*ResultRow.SCALARS, *(damage_column(*key) for key in _damage_keys(eps))]
 
     def record(self) -> dict[str, Any]:
         """The flat row of results.csv (and result.json)."""
         out: dict[str, Any] = {name: getattr(self, name) for name in self.SCALARS}
-        for (method, measure, eps), value in self.damage.items():
-            out[damage_column(method, measure, eps)] = value
+        eps = sorted({e for _, _, e in self.damage})
+        for column, key in zip(self.columns(eps)[len(self.SCALARS) :], _damage_keys(eps), strict=True):
+            if key in self.damage:
+                out[column] = self.damage[key]
         return out
 
     @classmethod
@@ -122,15 +124,15 @@ class ResultRow:
                     values[name] = float(raw)
                 else:
                     values[name] = str(raw)
-            damage = {
-                (m, q, float(e)): float(record[damage_column(m, q, e)])
-                for m in ATTACK_METHODS
-                for e in eps
-                for q in DAMAGE_MEASURES
-            }
+            damage = {key: float(record[damage_column(*key)]) for key in _damage_keys(eps)}
         except (KeyError, ValueError) as e:
             raise VaelensError(f"a result row lacks or garbles {e}; run the sweep again to rebuild it") from None
         return cls(**values, damage=damage)
+
+
+def _damage_keys(eps: list[float] | tuple[float, ...]) -> list[tuple[str, str, float]]:
+    """(method, measure, eps) in column order: by method, then budget, then measure."""
+    return [(m, q, float(e)) for m in ATTACK_METHODS for e in eps for q in DAMAGE_MEASURES]
 
 
 ResultRow.SCALARS = tuple(f.name for f in dataclasses.fields(ResultRow) if f.name != "damage")

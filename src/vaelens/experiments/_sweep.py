@@ -30,6 +30,7 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._io import read_json, write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
+from vaelens._protocol import Kind
 from vaelens.data import load_dataset, take
 from vaelens.evaluation import (
     AttackSpec,
@@ -53,11 +54,12 @@ from vaelens.models import ModelConfig
 from vaelens.training import MixupConfig, TrainConfig, input_shape_of, train
 
 MIXUP_CHOICES = ("off", "on", "both")
-AUDIT_KINDS = ("stochastic", "fisher", "output")
+AUDIT_KINDS: tuple[Kind, ...] = ("stochastic", "fisher", "output")
 
 
 def parse_betas(spec: str | list | tuple) -> list[float]:
-    """``logspace:-2:1:50`` (PAPER.md's grid), ``linspace:a:b:n`` or a list such as ``0.5,2``."""
+    """``logspace:-2:1:50`` (the released grid, docs/method.md section 7), ``linspace:a:b:n`` or a list
+    such as ``0.5,2``."""
     if isinstance(spec, list | tuple):
         values = [float(v) for v in spec]
     else:
@@ -271,8 +273,8 @@ def _collect(
         by_kind[kind] = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("kind", "label")}
     n = len(by_kind["stochastic"]["index"])
     samples: dict[str, np.ndarray] = {"index": np.arange(n)}
-    for col, (kind, score) in SCORE_COLUMNS.items():
-        samples[col] = by_kind[kind][score]
+    for col, (of_kind, score) in SCORE_COLUMNS.items():
+        samples[col] = by_kind[of_kind][score]
     damage: dict[tuple[str, str, float], float] = {}
     for method in ATTACK_METHODS:
         rows = read_csv(run_dir / AttackSpec(method=method).dirname / "damage.csv")

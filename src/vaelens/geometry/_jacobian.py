@@ -1,4 +1,4 @@
-"""Jacobians of a VAE in one place (PAPER.md section 3): batched, exact, and matrix-free.
+"""Jacobians of a VAE in one place (docs/method.md section 3): batched, exact, and matrix-free.
 
 Metrics, scores and attacks all get their derivatives from here. Batched Jacobians use torch.func
 (vmap over jacrev or jacfwd, whichever needs fewer passes for the shape at hand); matrix-free
@@ -18,7 +18,7 @@ import torch
 from torch.func import jacfwd, jacrev, jvp, vjp, vmap
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import encode, eval_mode
+from vaelens._protocol import decode, encode, eval_mode
 
 # torch's forward-mode AD imports this module lazily on the first JVP, and some torch releases warn
 # there about their own use of torch.jit. Import it now, quietly, so users never see that warning.
@@ -158,7 +158,7 @@ def decoder_jacobian(model: torch.nn.Module, z: torch.Tensor, chunk_size: int | 
     with eval_mode(model), torch.no_grad():
 
         def g(zb: torch.Tensor) -> torch.Tensor:
-            return model.decode(zb).flatten(1)  # (B, d)
+            return decode(model, zb).flatten(1)  # (B, d)
 
         return batched_jacobian(g, z, chunk_size).jacobian
 
@@ -175,13 +175,13 @@ class EncoderLinearization:
         self.model, self.x = model, x
         self._f = _encoder_rows(model)
         with eval_mode(model), torch.no_grad():  # func transforms ignore the outer no_grad
-            out, self._vjp = _call(model, lambda xb: vjp(self._f, xb), x)
+            out, self._vjp = _call(model, lambda xb: vjp(self._f, xb), x)[:2]
         self.k = out.shape[1] // 2
         self.mu, self.sigma = out[:, : self.k].detach(), out[:, self.k :].detach()
 
     def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with eval_mode(self.model), torch.no_grad():
-            _, tangent = jvp(self._f, (self.x,), (v,))
+            _, tangent = jvp(self._f, (self.x,), (v,))[:2]
         return tangent[:, : self.k], tangent[:, self.k :]
 
     def vjp(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -195,9 +195,9 @@ class DecoderLinearization:
 
     def __init__(self, model: torch.nn.Module, z: torch.Tensor) -> None:
         self.model, self.z = model, z
-        self._g = lambda zb: model.decode(zb).flatten(1)
+        self._g = lambda zb: decode(model, zb).flatten(1)
         with eval_mode(model), torch.no_grad():
-            _, self._vjp = vjp(self._g, z)
+            _, self._vjp = vjp(self._g, z)[:2]
 
     def jvp(self, u: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model), torch.no_grad():

@@ -48,6 +48,12 @@ class Spectrum:
     vectors: torch.Tensor | None
     kind: Kind
 
+    def require_vectors(self) -> torch.Tensor:
+        """The eigenvectors (B, r, *input_shape); an error when only eigenvalues were computed."""
+        if self.vectors is None:
+            raise VaelensError("this spectrum holds eigenvalues only; compute it with .eigen() to get eigenvectors")
+        return self.vectors
+
     def top(self, r: int) -> Spectrum:
         """The r largest eigenpairs."""
         vectors = None if self.vectors is None else self.vectors[:, :r]

@@ -11,14 +11,12 @@ from vaelens.models._mlp import MLPVAE
 
 def build_model(config: ModelConfig) -> nn.Module:
     """Build the reference model a ``ModelConfig`` describes (weights freshly initialised)."""
+    model: MLPVAE | ConvVAE
     if config.architecture == "mlp":
-        model: nn.Module = MLPVAE(
-            config.input_shape, config.latent_dim, config.hidden, config.likelihood, config.negative_slope
-        )
+        model = MLPVAE(config.input_shape, config.latent_dim, config.hidden, config.likelihood, config.negative_slope)
     else:
-        model = ConvVAE(
-            config.input_shape, config.latent_dim, config.channels, config.likelihood, config.negative_slope
-        )
+        c, h, w = config.input_shape
+        model = ConvVAE((c, h, w), config.latent_dim, config.channels, config.likelihood, config.negative_slope)
     model.config = config  # keep the fields the architecture ignores, so configs round-trip
     return model
 

@@ -24,7 +24,7 @@ class ModelConfig:
         hidden: MLP hidden widths (encoder; the decoder mirrors them).
         channels: conv channels per stride-2 layer (encoder; the decoder mirrors them).
         likelihood: "bernoulli" (BCE on logits) or "gaussian" (squared error).
-        negative_slope: LeakyReLU slope (PAPER.md section 7 uses 0.2).
+        negative_slope: LeakyReLU slope (docs/method.md section 7 uses 0.2).
     """
 
     architecture: str = "mlp"

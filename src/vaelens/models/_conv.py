@@ -1,4 +1,4 @@
-"""A convolutional beta-VAE (PAPER.md section 7) for 1x28x28, 3x32x32, 3x64x64 or any (C, H, W).
+"""A convolutional beta-VAE (docs/method.md section 7) for 1x28x28, 3x32x32, 3x64x64 or any (C, H, W).
 
 Each encoder layer is a stride-2, 4x4 convolution that halves the side (rounding down); the decoder
 mirrors it with transposed convolutions, adding an output padding where the encoder rounded down, so

@@ -1,4 +1,4 @@
-"""A fully connected beta-VAE (PAPER.md sections 1 and 7): LeakyReLU(0.2) MLPs for both halves."""
+"""A fully connected beta-VAE (docs/method.md sections 1 and 7): LeakyReLU(0.2) MLPs for both halves."""
 
 from __future__ import annotations
 

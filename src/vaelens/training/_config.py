@@ -20,7 +20,7 @@ _NOT_IDENTITY = ("device", "data_root")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A beta-VAE training run (PAPER.md sections 1 and 7).
+    """A beta-VAE training run (docs/method.md sections 1 and 7).
 
     Arguments:
         dataset: data set name (see ``vaelens.data.load_dataset``).
@@ -35,7 +35,7 @@ class TrainConfig:
         device: "cpu", "cuda" or "mps".
         data_root: cache directory for downloaded data sets (None = the default).
         image_size, image_channels: image size and channels for "folder:" data sets.
-        mixup: mixup training (PAPER.md section 6), or None for plain beta-VAE training.
+        mixup: mixup training (docs/method.md section 6), or None for plain beta-VAE training.
     """
 
     dataset: str = "mnist-5k"

@@ -1,13 +1,13 @@
-"""The beta-VAE objective of PAPER.md section 1, per sample, with named terms."""
+"""The beta-VAE objective of docs/method.md section 1, per sample, with named terms."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 
-from vaelens._protocol import encode
+from vaelens._protocol import decode, encode
 
 
 class LossTerms(NamedTuple):
@@ -42,11 +42,11 @@ def reconstruct(model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, likeli
     over pixels.
     """
     if likelihood == "bernoulli" and hasattr(model, "decode_logits"):
-        logits = model.decode_logits(z)  # (B, *input_shape)
+        logits = cast(Any, model).decode_logits(z)  # (B, *input_shape)
         per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
         mean = torch.sigmoid(logits)
     else:
-        mean = model.decode(z)  # (B, *input_shape)
+        mean = decode(model, z)  # (B, *input_shape)
         if likelihood == "bernoulli":
             per_pixel = F.binary_cross_entropy(mean.clamp(1e-6, 1 - 1e-6), x, reduction="none")
         else:

@@ -1,4 +1,4 @@
-"""Mixup training as a defence (PAPER.md section 6).
+"""Mixup training as a defence (docs/method.md section 6).
 
 For a batch x, one permutation pi and alpha ~ Beta(a, a) (one per batch, or one per sample):
 x_mix = alpha x + (1 - alpha) x[pi] and z_mix = alpha z + (1 - alpha) z[pi], with z the
@@ -22,7 +22,7 @@ from scipy.special import betaincinv
 
 from vaelens._configs import from_dict
 from vaelens._errors import VaelensError
-from vaelens._protocol import encode
+from vaelens._protocol import decode, encode
 from vaelens.training._loss import kl_to_prior
 
 
@@ -86,7 +86,7 @@ def mixup_terms(
     x_mix, z_mix = mix(x, alpha, perm), mix(z, alpha, perm)
     mu_mix, logvar_mix = encode(model, x_mix)
     kl = kl_to_prior(mu_mix, logvar_mix).mean()
-    recon = (x_mix - model.decode(z_mix)).square().flatten(1).sum(1).mean()
+    recon = (x_mix - decode(model, z_mix)).square().flatten(1).sum(1).mean()
     latent = (z_mix - mu_mix).square().sum(1).mean()
     return MixupTerms(kl, recon, latent)
 

@@ -13,9 +13,10 @@ import csv
 import hashlib
 import math
 import time
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -85,7 +86,7 @@ def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator, shuf
 
 
 def n_batches(dataset: Dataset, batch_size: int) -> int:
-    return math.ceil(len(dataset) / batch_size)
+    return math.ceil(len(cast(Sized, dataset)) / batch_size)
 
 
 @torch.no_grad()
