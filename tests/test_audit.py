@@ -119,7 +119,7 @@ def test_cli_audit(run_cli, digits_run, tmp_path):
     "args, match",
     [
         (["--kind", "riemann"], "unknown metric kind"),
-        (["--n", "0"], "--n must be >= 1"),
+        (["--n", "0"], "(inputs to evaluate, --n) must be >= 1"),
         (["--normalize", "l2"], "normalize must be"),
         (["--dataset", "imagenet"], "unknown data set"),
         (["--batch-size", "0"], "batch_size"),

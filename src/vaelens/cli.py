@@ -223,15 +223,13 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Score local robustness (spectral radius, entropy, ...) of a trained VAE on n inputs."""
-    if n < 1:
-        raise VaelensError(f"--n must be >= 1; got {n}")
     # the names are checked by the config, which is where every caller's strings are validated
     config = AuditConfig(
         kinds=tuple(cast(Any, k.strip()) for k in kind.split(",") if k.strip()),
         batch_size=batch_size,
         chunk_size=chunk_size,
         normalize=cast(Any, normalize),
-        probe_n=min(probe_n, n),
+        probe_n=probe_n,
         probe_scale=cast(Any, probe_scale),
         seed=seed,
     )
@@ -269,8 +267,6 @@ def attack(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
-    if n < 1 or batch_size < 1:
-        raise VaelensError(f"--n and --batch-size must be >= 1; got {n} and {batch_size}")
     # the names are checked by AttackSpec and the attack it builds
     spec = AttackSpec(cast(Any, method), cast(Any, norm), cast(Any, objective), steps, restarts, cast(Any, kind),
                       directions, targeted, seed)  # fmt: skip

@@ -13,25 +13,25 @@ import math
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import frozen, prepare_inputs
+from vaelens._protocol import Norm, frozen, prepare_inputs
 
-NORMS = ("l2", "linf")
+NORMS: tuple[Norm, ...] = ("l2", "linf")
 
 
-def check_budget(eps: float, norm: str) -> None:
+def check_budget(eps: float, norm: Norm) -> None:
     if norm not in NORMS:
         raise VaelensError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if not isinstance(eps, int | float) or not math.isfinite(eps) or eps <= 0:
         raise VaelensError(f"eps must be a finite number > 0; got {eps!r}")
 
 
-def norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+def norms(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Per-sample L2 or L-inf norms of (B, ...) -> (B,)."""
     flat = delta.flatten(1)
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
-def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
     """Project each perturbation onto the eps-ball of the norm."""
     if norm == "linf":
         return delta.clamp(-eps, eps)
@@ -64,7 +64,7 @@ def random_direction(x: torch.Tensor, seed: int | None, salt: str) -> torch.Tens
     return unit(_draw(x, sample_generators(x, seed, salt), tuple(x.shape[1:]), uniform=False))
 
 
-def random_in_ball(x: torch.Tensor, eps: float, norm: str, seed: int | None, salt: str) -> torch.Tensor:
+def random_in_ball(x: torch.Tensor, eps: float, norm: Norm, seed: int | None, salt: str) -> torch.Tensor:
     """A perturbation uniform in the eps-ball: the L-inf box, or the L2 ball."""
     gens = sample_generators(x, seed, salt)
     if norm == "linf":
@@ -91,7 +91,7 @@ class Attack:
 
     targeted = False
 
-    def __init__(self, model: torch.nn.Module, eps: float, norm: str = "l2", seed: int | None = 0) -> None:
+    def __init__(self, model: torch.nn.Module, eps: float, norm: Norm = "l2", seed: int | None = 0) -> None:
         check_budget(eps, norm)
         self.model, self.eps, self.norm, self.seed = model, float(eps), norm, seed
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from vaelens._errors import VaelensError
+from vaelens._protocol import Kind, Norm, Objective
 from vaelens.attacks._base import Attack
 from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
 from vaelens.geometry import KINDS, pullback_metric
@@ -29,16 +30,25 @@ class EigenAttack(Attack):
         objective: what picks among candidates; default the objective the kind models
             (fisher: kl, mean: latent, stochastic: stochastic, output kinds: recon).
         chunk_size: bounds memory of the Jacobians.
+
+    Called as ``attack(x)`` with x (B, *input_shape) in [0, 1]; returns x_adv of the same shape.
+
+    Examples::
+
+        >>> attack = vaelens.EigenAttack(model, eps=0.5, kind="fisher", directions=2)
+        >>> x_adv = attack(x)                               # x: (B, 1, 28, 28) -> (B, 1, 28, 28)
+        >>> (x_adv - x).flatten(1).norm(dim=1)              # eps per input, unless [0, 1] clipped it
+        tensor([0.5000, 0.5000, ...])
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
         eps: float,
-        norm: str = "l2",
-        kind: str = "fisher",
+        norm: Norm = "l2",
+        kind: Kind = "fisher",
         directions: int = 1,
-        objective: str | None = None,
+        objective: Objective | None = None,
         chunk_size: int | None = None,
     ) -> None:
         super().__init__(model, eps, norm, seed=None)

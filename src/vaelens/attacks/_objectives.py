@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
-from vaelens._protocol import decode, encode
+from vaelens._protocol import Objective, decode, encode
 
-OBJECTIVES = ("kl", "kl_reverse", "skl", "latent", "recon", "stochastic")
+OBJECTIVES: tuple[Objective, ...] = ("kl", "kl_reverse", "skl", "latent", "recon", "stochastic")
 # The objective each metric kind is the second-order model of (docs/method.md section 3).
 KIND_OBJECTIVE = {
     "mean": "latent",
@@ -21,10 +22,10 @@ KIND_OBJECTIVE = {
 }
 
 
-def check_objective(objective: str) -> str:
+def check_objective(objective: str) -> Objective:
     if objective not in OBJECTIVES:
         raise VaelensError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
-    return objective
+    return cast(Objective, objective)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Reference:
         return cls(mu, logvar, decode(model, mu))
 
 
-def divergence(model: torch.nn.Module, x_adv: torch.Tensor, ref: Reference, objective: str) -> torch.Tensor:
+def divergence(model: torch.nn.Module, x_adv: torch.Tensor, ref: Reference, objective: Objective) -> torch.Tensor:
     """D between q(z|x_adv) and the reference, per sample (B,). Differentiable in x_adv.
 
     kl: KL(q(z|x_adv) || ref); kl_reverse: KL(ref || q(z|x_adv)); skl: their mean;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from vaelens._errors import VaelensError
+from vaelens._protocol import Norm, Objective
 from vaelens.attacks._base import Attack, norms, project, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective, divergence
 
@@ -16,7 +17,7 @@ def check_steps(steps: int, step_size: float | None) -> None:
         raise VaelensError(f"step_size must be > 0; got {step_size!r}")
 
 
-def ascent_step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+def ascent_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     """The steepest-ascent direction of unit norm: sign(g) for L-inf, g / ||g||_2 for L2."""
     if norm == "linf":
         return grad.sign()
@@ -27,10 +28,10 @@ def projected_gradient(
     model: torch.nn.Module,
     x: torch.Tensor,
     ref: Reference,
-    objective: str,
+    objective: Objective,
     delta: torch.Tensor,
     eps: float,
-    norm: str,
+    norm: Norm,
     steps: int,
     step_size: float,
     maximize: bool,
@@ -72,14 +73,25 @@ class PGD(Attack):
             the KL objectives is zero, so a random start is what gets them moving.
         restarts: independent restarts; each sample keeps its best result. Default 1.
         seed: seeds the random starts (None: fresh randomness).
+
+    Called as ``attack(x)`` with x (B, *input_shape) in [0, 1]; returns x_adv of the same shape,
+    with ||x_adv - x|| <= eps per sample and x_adv in [0, 1].
+
+    Examples::
+
+        >>> attack = vaelens.PGD(model, eps=1.0, norm="l2", objective="kl", steps=50)
+        >>> x_adv = attack(x)                               # x: (B, 1, 28, 28) -> x_adv: (B, 1, 28, 28)
+        >>> damage = vaelens.attack_damage(model, x, x_adv)
+        >>> damage.kl.shape                                 # KL(q(z|x_adv) || q(z|x)) per input
+        torch.Size([B])
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
         eps: float,
-        norm: str = "l2",
-        objective: str = "kl",
+        norm: Norm = "l2",
+        objective: Objective = "kl",
         steps: int = 50,
         step_size: float | None = None,
         random_start: bool = True,

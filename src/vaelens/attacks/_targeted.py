@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from vaelens._protocol import Norm, Objective
 from vaelens.attacks._base import Attack
 from vaelens.attacks._objectives import Reference, check_objective
 from vaelens.attacks._pgd import check_steps, projected_gradient
@@ -30,8 +31,8 @@ class TargetedAttack(Attack):
         self,
         model: torch.nn.Module,
         eps: float,
-        norm: str = "l2",
-        objective: str = "skl",
+        norm: Norm = "l2",
+        objective: Objective = "skl",
         steps: int = 100,
         step_size: float | None = None,
     ) -> None:

@@ -178,6 +178,8 @@ def attack_sweep(
         >>> result.damage[1].kl.shape, result.auddc()["kl"]
         (torch.Size([N]), ...)
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise VaelensError(f"batch_size (--batch-size) must be >= 1; got {batch_size}")
     eps = [float(e) for e in eps]
     if not eps:
         raise VaelensError("give at least one eps")

@@ -79,10 +79,10 @@ class AuditResult:
     """Per-sample scores for each kind, plus what the figures need."""
 
     config: AuditConfig
-    scores: dict[str, Scores]
+    scores: dict[Kind, Scores]
     labels: torch.Tensor
     shown_inputs: torch.Tensor
-    shown: dict[str, Spectrum] = field(default_factory=dict)
+    shown: dict[Kind, Spectrum] = field(default_factory=dict)
     probe: ProbeResult | None = None
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -107,16 +107,27 @@ def audit(
         progress: show a progress bar.
 
     Returns:
-        ``AuditResult`` with per-sample ``Scores`` for each kind.
+        ``AuditResult`` with per-sample ``Scores`` for each kind: each score an (N,) tensor.
+
+    Examples::
+
+        >>> x, labels = vaelens.data.take(vaelens.data.load_dataset("mnist-5k", "test"), 500)  # (500, 1, 28, 28)
+        >>> result = audit(model, x, labels, AuditConfig(kinds=("stochastic", "fisher"), probe_n=100))
+        >>> result.scores["fisher"].spectral_radius.shape
+        torch.Size([500])
+        >>> result.probe.mse.shape                          # (probed inputs, directions, steps)
+        torch.Size([100, 5, 40])
+        >>> write_audit(result, "audit/")                   # scores.csv, summary.json, PNGs
     """
     config = config or AuditConfig()
     if len(x) == 0:
         raise VaelensError("no inputs to audit; pass at least one")
     prepare_inputs(model, x[: config.batch_size])  # fail fast, with the one-line error, on bad input
     labels = torch.full((len(x),), -1) if labels is None else labels
-    parts: dict[str, list[Scores]] = {kind: [] for kind in config.kinds}
-    shown: dict[str, Spectrum] = {}
+    parts: dict[Kind, list[Scores]] = {kind: [] for kind in config.kinds}
+    shown: dict[Kind, Spectrum] = {}
     probe_kind = config.kinds[0]
+    probe_n = min(config.probe_n, len(x))  # a probe of more inputs than there are probes them all
     probe_spectrum: Spectrum | None = None
     n_batches = math.ceil(len(x) / config.batch_size)
     with progress_bar(progress) as bar:
@@ -127,7 +138,7 @@ def audit(
                 metric = pullback_metric(model, xb, kind, config.chunk_size)
                 parts[kind].append(robustness_scores(metric.eigenvalues(), config.normalize))
                 if start == 0:  # eigenvectors only for the inputs drawn or probed, from the cached factor
-                    probed = config.probe_n if kind == probe_kind and config.probe_n <= len(xb) else 0
+                    probed = probe_n if kind == probe_kind and probe_n <= len(xb) else 0
                     rows = max(config.n_show, probed)
                     if rows:
                         r = min(metric.rank_bound, max(SHOWN_DIRECTIONS, config.probe_directions))
@@ -141,8 +152,8 @@ def audit(
                 ticker.tick(f"{kind} {min(start + config.batch_size, len(x))}/{len(x)}")
         ticker.flush()
         probe = None
-        if config.probe_n:
-            xp = prepare_inputs(model, x[: config.probe_n])
+        if probe_n:
+            xp = prepare_inputs(model, x[:probe_n])
             if probe_spectrum is None:  # more probed inputs than one batch: compute their spectrum
                 metric = pullback_metric(model, xp, probe_kind, config.chunk_size)
                 probe_spectrum = metric.eigen(min(config.probe_directions, metric.rank_bound))

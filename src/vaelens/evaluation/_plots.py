@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from vaelens._io import save_figure
+from vaelens._protocol import Kind
 
 
 def as_image(t: torch.Tensor, signed: bool) -> tuple[np.ndarray, dict]:
@@ -60,7 +61,9 @@ def histograms(columns: dict[str, dict[str, np.ndarray]], path: str | Path) -> N
     save_figure(fig, path)
 
 
-def eigen_directions(x: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor, kind: str, path: str | Path) -> None:
+def eigen_directions(
+    x: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor, kind: Kind, path: str | Path
+) -> None:
     """Inputs (n, *s) beside their top eigen-directions (n, K, *s), titled with lambda_j."""
     n, k = vectors.shape[:2]
     fig = Figure(figsize=(1.6 * (k + 1), 1.7 * n))

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from vaelens._errors import VaelensError
 from vaelens._protocol import resolve_device
 from vaelens._tensors import load_state_dict_checked, load_tensors
 from vaelens.data import load_dataset, take
@@ -68,6 +69,8 @@ def load_run_inputs(
     run_dir: str | Path, dataset: str | None = None, split: str = "test", n: int = 1000, device: str = "cpu"
 ) -> RunInputs:
     """A run's model, and the first n inputs and labels of a split of its data set (or another)."""
+    if not isinstance(n, int) or n < 1:
+        raise VaelensError(f"n (inputs to evaluate, --n) must be >= 1; got {n}")
     config = read_config(run_dir)
     model = load(run_dir, device)
     name = dataset or config.dataset
