@@ -7,7 +7,7 @@ import torch
 
 import vaelens
 from vaelens._tensors import sha256
-from vaelens.training import MODEL, STATE
+from vaelens.training import STATE, model_file
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def test_load_round_trip_key_by_key(run):
 
     model = vaelens.load(run)
     assert not model.training
-    saved = load_file(str(run / MODEL))
+    saved = load_file(str(model_file(run)))
     state = model.state_dict()
     assert set(saved) == set(state)
     for key in saved:
@@ -39,28 +39,28 @@ def test_loaded_model_reproduces_training_outputs(digits_run):
 
 
 def test_truncated_weights_are_rejected(run):
-    data = (run / MODEL).read_bytes()
-    (run / MODEL).write_bytes(data[: len(data) // 2])
-    with pytest.raises(vaelens.VaelensError, match="model.safetensors"):
+    data = (model_file(run)).read_bytes()
+    (model_file(run)).write_bytes(data[: len(data) // 2])
+    with pytest.raises(vaelens.VaelensError, match=r"model.2.safetensors"):
         vaelens.load(run)
 
 
 def test_tampered_weights_are_rejected(run):
-    data = bytearray((run / MODEL).read_bytes())
+    data = bytearray((model_file(run)).read_bytes())
     data[-5] ^= 0xFF  # flip bits in the last weight
-    (run / MODEL).write_bytes(bytes(data))
-    with pytest.raises(vaelens.VaelensError, match="model.safetensors does not match its recorded checksum"):
+    (model_file(run)).write_bytes(bytes(data))
+    with pytest.raises(vaelens.VaelensError, match=r"model.2.safetensors does not match its recorded checksum"):
         vaelens.load(run)
 
 
 def _update_checksum(run):
     state = json.loads((run / STATE).read_text())
-    state["model_sha256"] = sha256(run / MODEL)
+    state["model_sha256"] = sha256(model_file(run))
     (run / STATE).write_text(json.dumps(state))
 
 
 def test_corrupt_but_checksummed_weights_are_rejected(run):
-    (run / MODEL).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    (model_file(run)).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     _update_checksum(run)
     with pytest.raises(vaelens.VaelensError, match="not a valid safetensors file"):
         vaelens.load(run)
@@ -76,9 +76,9 @@ class _Payload:
 
 def test_pickle_payload_is_never_executed(run, tmp_path):
     marker = tmp_path / "pwned"
-    (run / MODEL).write_bytes(pickle.dumps({"w": _Payload(str(marker))}))
+    (model_file(run)).write_bytes(pickle.dumps({"w": _Payload(str(marker))}))
     _update_checksum(run)  # even a matching checksum must not make us unpickle
-    with pytest.raises(vaelens.VaelensError, match="model.safetensors"):
+    with pytest.raises(vaelens.VaelensError, match=r"model.2.safetensors"):
         vaelens.load(run)
     assert not marker.exists()
 
@@ -89,7 +89,7 @@ def test_weights_of_another_model_are_rejected(run, tmp_path):
     from vaelens.models import MLPVAE
 
     other = MLPVAE(input_shape=(1, 8, 8), latent_dim=5, hidden=(32, 16))
-    save_file(other.state_dict(), str(run / MODEL))
+    save_file(other.state_dict(), str(model_file(run)))
     _update_checksum(run)
     with pytest.raises(vaelens.VaelensError, match="does not fit the model.*wrong shape"):
         vaelens.load(run)
@@ -112,3 +112,23 @@ def test_config_with_bad_values_names_the_file(run):
 def test_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(vaelens.VaelensError, match="does not exist"):
         vaelens.load(tmp_path / "nope")
+
+
+def test_weights_without_a_recorded_checksum_are_refused(run):
+    state = json.loads((run / STATE).read_text())
+    del state["model_sha256"]
+    (run / STATE).write_text(json.dumps(state))
+    with pytest.raises(vaelens.VaelensError, match="has no valid model_sha256, so the weights cannot be checked"):
+        vaelens.load(run)
+
+
+def test_run_from_before_crash_consistent_checkpoints_still_loads(run):
+    """Runs written with the fixed names model.safetensors / optim.safetensors keep loading."""
+    state = json.loads((run / STATE).read_text())
+    reference = vaelens.load(run).state_dict()
+    for kind in ("model", "optim"):
+        (run / state[f"{kind}_file"]).rename(run / f"{kind}.safetensors")
+        del state[f"{kind}_file"]
+    (run / STATE).write_text(json.dumps(state))
+    loaded = vaelens.load(run).state_dict()
+    assert all(torch.equal(loaded[k], reference[k]) for k in reference)

@@ -113,7 +113,7 @@ def test_tiny_sweep_writes_every_file(tiny_sweep):
         for name in (
             "result.json",
             "samples.csv",
-            "model.safetensors",
+            "model.1.safetensors",
             "audit/summary.json",
             "audit/probe.csv",
             "attack-eigen/damage.csv",

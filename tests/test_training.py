@@ -17,7 +17,7 @@ def _weights(run_dir):
 def test_training_writes_run_and_lowers_loss(tmp_path):
     result = train(tiny_config(epochs=4), tmp_path / "r", progress=False)
     names = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {"config.json", "model.safetensors", "optim.safetensors", "state.json", "metrics.csv"} <= names
+    assert names == {"config.json", "model.4.safetensors", "optim.4.safetensors", "state.json", "metrics.csv"}
     assert not any(n.endswith(".tmp") for n in names)
     with open(tmp_path / "r" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
@@ -64,9 +64,9 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, checkpoint_every):
 def test_finished_run_is_not_retrained(digits_run, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(digits_run, run)
-    before = (run / "model.safetensors").read_bytes()
+    before = (run / "model.2.safetensors").read_bytes()
     train(tiny_config(device="cpu"), run, progress=False)
-    assert (run / "model.safetensors").read_bytes() == before
+    assert (run / "model.2.safetensors").read_bytes() == before
 
 
 def test_different_run_in_out_dir_is_refused(digits_run, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -24,20 +25,67 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``."""
+TMP_SUFFIX = ".tmp"  # a file ``.NAME.XXXX.tmp`` is a write in progress, or one a killed writer left
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or unlink inside a directory durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool = False) -> None:
+    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``.
+
+    ``durable=True`` also fsyncs the file before the rename and the directory after it, so the
+    write survives a power loss; checkpoints use it at their commit point.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in a directory; return them."""
+    directory = Path(directory)
+    stale = [p for p in directory.glob(f".*{TMP_SUFFIX}") if p.is_file()] if directory.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def fault_point(name: str) -> None:
+    """A test hook: ``VAELENS_FAULT=name`` (or ``name@N``, the N-th time) kills this process here.
+
+    The fault-injection tests use it to land a kill -9 inside a window (a checkpoint between
+    writing weights and committing them) that a random kill would rarely hit.
+    """
+    wanted, _, nth = os.environ.get("VAELENS_FAULT", "").partition("@")
+    if wanted != name:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    if _FAULT_HITS[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_HITS: dict[str, int] = {}
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -27,10 +27,10 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Write tensors atomically as safetensors; return the file's SHA-256."""
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], durable: bool = False) -> str:
+    """Write tensors atomically as safetensors (fsynced if ``durable``); return the file's SHA-256."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp), durable)
     return sha256(path)
 
 
@@ -66,7 +66,7 @@ def load_state_dict_checked(module: torch.nn.Module, tensors: dict[str, torch.Te
     module.load_state_dict(tensors)
 
 
-def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> tuple[str, list[dict]]:
+def save_optimizer(path: Path, optimizer: torch.optim.Optimizer, durable: bool = False) -> tuple[str, list[dict]]:
     """Save an optimiser's tensors as safetensors; return (sha256, JSON-able param groups)."""
     sd = optimizer.state_dict()
     tensors = {
@@ -74,7 +74,7 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> tuple[str, l
         for idx, state in sd["state"].items()
         for name, value in state.items()
     }
-    return save_tensors(path, tensors), sd["param_groups"]
+    return save_tensors(path, tensors, durable), sd["param_groups"]
 
 
 def load_optimizer(

@@ -17,7 +17,7 @@ from vaelens._protocol import resolve_device
 from vaelens._tensors import load_state_dict_checked, load_tensors
 from vaelens.data import load_dataset, take
 from vaelens.models import build_model
-from vaelens.training import MODEL, read_config, read_state
+from vaelens.training import STATE, checksum, read_config, read_state, weight_files
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -37,10 +37,13 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    state = read_state(run_dir) or {}
+    state = read_state(run_dir)
+    if state is None:
+        raise VaelensError(f"{run_dir} has no finished epoch yet (no {STATE}); train it first")
     model = build_model(config.model)
-    tensors = load_tensors(run_dir / MODEL, state.get("model_sha256"))
-    load_state_dict_checked(model, tensors, run_dir / MODEL)
+    path = run_dir / weight_files(state)[0]
+    tensors = load_tensors(path, checksum(state, "model_sha256", run_dir))
+    load_state_dict_checked(model, tensors, path)
     return model.to(resolve_device(device)).eval()
 
 

@@ -3,15 +3,25 @@
 from vaelens.training._config import TrainConfig, input_shape_of
 from vaelens.training._loss import LossTerms, Reconstruction, beta_vae_loss, kl_to_prior, reconstruct
 from vaelens.training._mixup import MixupConfig, MixupTerms, mixup_terms
-from vaelens.training._rundir import CONFIG, METRICS, MODEL, OPTIM, STATE, read_config, read_state
+from vaelens.training._rundir import (
+    CONFIG,
+    METRICS,
+    STATE,
+    checksum,
+    model_file,
+    read_config,
+    read_state,
+    weight_files,
+)
 from vaelens.training._trainer import TrainResult, evaluate_reconstruction, train
 
 __all__ = [
     "CONFIG",
     "METRICS",
-    "MODEL",
-    "OPTIM",
     "STATE",
+    "checksum",
+    "model_file",
+    "weight_files",
     "read_config",
     "read_state",
     "input_shape_of",

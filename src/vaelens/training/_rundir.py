@@ -1,32 +1,43 @@
 """The files a training run writes into its directory, and reading them back.
 
 A run directory holds:
-    config.json        the TrainConfig (model and data set included)
-    model.safetensors  the model weights after the last checkpointed epoch
-    optim.safetensors  the optimiser's tensors, for resuming
-    state.json         epochs done, checksums, optimiser hyper-parameters, final metrics
-    metrics.csv        one row per epoch
+    config.json          the TrainConfig (model and data set included)
+    model.E.safetensors  the model weights after the last checkpointed epoch E
+    optim.E.safetensors  the optimiser's tensors, for resuming
+    state.json           epochs done, the weight files' names and SHA-256, optimiser
+                         hyper-parameters, final metrics
+    metrics.csv          one row per epoch
 
-Tensors go through ``vaelens._tensors`` (safetensors with SHA-256); ``state.json`` is the commit
-point that names the checksums of the weights it belongs to.
+A checkpoint commits with one atomic rename, that of state.json: the new weights are first written
+(and fsynced) under new names, then state.json is replaced by one naming them, then the files of
+the previous checkpoint are removed. A kill at any instant leaves either the old state.json with
+its files intact or the new one with its files intact. Files that no committed state names, and
+temporary files of a killed writer, are removed when the run is opened again.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vaelens._errors import VaelensError
-from vaelens._io import read_json, write_json
+from vaelens._io import atomic_write, fault_point, fsync_dir, read_json, remove_stale_temps
+from vaelens._tensors import save_optimizer, save_tensors
+from vaelens._version import __version__
 from vaelens.training._config import TrainConfig
 
 CONFIG, MODEL, OPTIM, STATE, METRICS = (
     "config.json",
-    "model.safetensors",
+    "model.safetensors",  # the weights' name before crash-consistent checkpoints (still read)
     "optim.safetensors",
     "state.json",
     "metrics.csv",
 )
+_WEIGHTS = re.compile(r"^(model|optim)(\.\d+)?\.safetensors$")
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
@@ -51,5 +62,55 @@ def read_state(run_dir: str | Path) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
 
 
-def write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    write_json(run_dir / STATE, state)
+def weight_files(state: dict[str, Any]) -> tuple[str, str]:
+    """The names of the model and optimiser files a committed state names."""
+    return state.get("model_file", MODEL), state.get("optim_file", OPTIM)
+
+
+def model_file(run_dir: str | Path) -> Path:
+    """The weights file of a run's last committed checkpoint."""
+    state = read_state(run_dir)
+    if state is None:
+        raise VaelensError(f"{run_dir} has no finished epoch yet (no {STATE}); train it first")
+    return Path(run_dir) / weight_files(state)[0]
+
+
+def checksum(state: dict[str, Any], key: str, run_dir: Path) -> str:
+    """A SHA-256 that state.json must hold; weights are never loaded unchecked."""
+    value = state.get(key)
+    if not isinstance(value, str) or len(value) != 64:
+        raise VaelensError(
+            f"{run_dir / STATE} has no valid {key}, so the weights cannot be checked; restore the file or re-run training"
+        )
+    return value
+
+
+def commit_checkpoint(
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, final: dict[str, float]
+) -> dict[str, Any]:
+    """Write a checkpoint of epoch ``epoch`` and commit it with one rename; return the new state."""
+    model_name, optim_name = f"model.{epoch}.safetensors", f"optim.{epoch}.safetensors"
+    model_sha = save_tensors(run_dir / model_name, model.state_dict(), durable=True)
+    optim_sha, groups = save_optimizer(run_dir / optim_name, optimizer, durable=True)
+    fault_point("checkpoint:weights-written")
+    state = {
+        "vaelens_version": __version__, "epoch": epoch, "model_file": model_name, "model_sha256": model_sha,
+        "optim_file": optim_name, "optim_sha256": optim_sha, "param_groups": groups, "final": final,
+    }  # fmt: skip
+    text = json.dumps(state, indent=2) + "\n"
+    atomic_write(run_dir / STATE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), durable=True)
+    fault_point("checkpoint:committed")
+    remove_uncommitted(run_dir, state)
+    return state
+
+
+def remove_uncommitted(run_dir: Path, state: dict[str, Any] | None) -> None:
+    """Delete temporary files and weight files that the committed state does not name."""
+    removed = remove_stale_temps(run_dir)
+    keep = set(weight_files(state)) if state is not None else set()
+    for p in run_dir.iterdir():
+        if _WEIGHTS.match(p.name) and p.name not in keep:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        fsync_dir(run_dir)

@@ -25,14 +25,22 @@ from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import encode, prepare_inputs, resolve_device
-from vaelens._tensors import load_optimizer, load_state_dict_checked, load_tensors, save_optimizer, save_tensors
-from vaelens._version import __version__
+from vaelens._tensors import load_optimizer, load_state_dict_checked, load_tensors
 from vaelens.data import TensorImageDataset, load_dataset
 from vaelens.models import build_model
 from vaelens.training._config import TrainConfig
 from vaelens.training._loss import elbo_pass, reconstruct
 from vaelens.training._mixup import draw_mixing, mixup_terms
-from vaelens.training._rundir import CONFIG, METRICS, MODEL, OPTIM, read_config, read_state, write_state
+from vaelens.training._rundir import (
+    CONFIG,
+    METRICS,
+    checksum,
+    commit_checkpoint,
+    read_config,
+    read_state,
+    remove_uncommitted,
+    weight_files,
+)
 
 METRIC_FIELDS = [
     "epoch", "loss", "recon", "kl", "mix_kl", "mix_recon", "mix_latent",
@@ -119,7 +127,7 @@ def _read_metrics(path: Path, epochs_done: int) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: int(float(v)) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     return rows[:epochs_done]
 
 
@@ -134,7 +142,9 @@ def _prepare_run_dir(out: Path, config: TrainConfig) -> dict | None:
                 f"{out} holds a different run (it differs in {', '.join(differs)}); "
                 "choose another --out or delete that directory"
             )
-        return read_state(out)
+        state = read_state(out)
+        remove_uncommitted(out, state)  # what a writer killed mid-checkpoint left behind
+        return state
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VaelensError(f"{out} exists and is not a vaelens run directory; choose an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -179,8 +189,10 @@ def train(
     start = 0
     if state is not None:
         start = int(state["epoch"])
-        load_state_dict_checked(model, load_tensors(out / MODEL, state["model_sha256"]), out / MODEL)
-        load_optimizer(out / OPTIM, optimizer, state["param_groups"], state["optim_sha256"])
+        model_name, optim_name = weight_files(state)
+        tensors = load_tensors(out / model_name, checksum(state, "model_sha256", out))
+        load_state_dict_checked(model, tensors, out / model_name)
+        load_optimizer(out / optim_name, optimizer, state["param_groups"], checksum(state, "optim_sha256", out))
     metrics = _read_metrics(out / METRICS, start)
     last_checkpoint = time.monotonic()
 
@@ -245,30 +257,7 @@ def train(
             write_csv(out / METRICS, metrics, METRIC_FIELDS)
             now = time.monotonic()
             if epoch + 1 == config.epochs or now - last_checkpoint >= checkpoint_every:
-                _checkpoint(out, model, optimizer, epoch + 1, metrics)
+                commit_checkpoint(out, model, optimizer, epoch + 1, metrics[-1])
                 last_checkpoint = now
     model.eval()
     return TrainResult(model, out, metrics)
-
-
-def _checkpoint(
-    out: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    metrics: list[dict[str, float]],
-) -> None:
-    # Weights first, state last: state.json is the commit point that names the files' checksums.
-    model_sha = save_tensors(out / MODEL, model.state_dict())
-    optim_sha, groups = save_optimizer(out / OPTIM, optimizer)
-    write_state(
-        out,
-        {
-            "vaelens_version": __version__,
-            "epoch": epoch,
-            "model_sha256": model_sha,
-            "optim_sha256": optim_sha,
-            "param_groups": groups,
-            "final": metrics[-1],
-        },
-    )
