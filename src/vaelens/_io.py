@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import tempfile
@@ -88,16 +89,28 @@ def fault_point(name: str) -> None:
 _FAULT_HITS: dict[str, int] = {}
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_text(path: str | Path, text: str, durable: bool = False) -> None:
     def _write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    atomic_write(path, _write)
+    atomic_write(path, _write, durable)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def _finite_or_null(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | Path, obj: Any, durable: bool = False) -> None:
+    """Write JSON atomically. NaN and Inf, which JSON cannot hold, are written as null."""
+    text = json.dumps(_finite_or_null(obj), indent=2, sort_keys=False, allow_nan=False)
+    write_text(path, text + "\n", durable)
 
 
 def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: list[str]) -> None:

@@ -17,7 +17,6 @@ temporary files of a killed writer, are removed when the run is opened again.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._io import atomic_write, fault_point, fsync_dir, read_json, remove_stale_temps
+from vaelens._io import fault_point, fsync_dir, read_json, remove_stale_temps, write_json
 from vaelens._tensors import save_optimizer, save_tensors
 from vaelens._version import __version__
 from vaelens.training._config import TrainConfig
@@ -80,7 +79,8 @@ def checksum(state: dict[str, Any], key: str, run_dir: Path) -> str:
     value = state.get(key)
     if not isinstance(value, str) or len(value) != 64:
         raise VaelensError(
-            f"{run_dir / STATE} has no valid {key}, so the weights cannot be checked; restore the file or re-run training"
+            f"{run_dir / STATE} has no valid {key}, so the weights cannot be checked; "
+            "restore the file or re-run training"
         )
     return value
 
@@ -97,8 +97,7 @@ def commit_checkpoint(
         "vaelens_version": __version__, "epoch": epoch, "model_file": model_name, "model_sha256": model_sha,
         "optim_file": optim_name, "optim_sha256": optim_sha, "param_groups": groups, "final": final,
     }  # fmt: skip
-    text = json.dumps(state, indent=2) + "\n"
-    atomic_write(run_dir / STATE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), durable=True)
+    write_json(run_dir / STATE, state, durable=True)  # the commit point
     fault_point("checkpoint:committed")
     remove_uncommitted(run_dir, state)
     return state
