@@ -97,19 +97,19 @@ def write_text(path: str | Path, text: str, durable: bool = False) -> None:
     atomic_write(path, _write, durable)
 
 
-def _finite_or_null(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite_or_null(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
 def write_json(path: str | Path, obj: Any, durable: bool = False) -> None:
     """Write JSON atomically. NaN and Inf, which JSON cannot hold, are written as null."""
-    text = json.dumps(_finite_or_null(obj), indent=2, sort_keys=False, allow_nan=False)
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
     write_text(path, text + "\n", durable)
 
 

@@ -9,31 +9,33 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vaelens._errors import VaelensError
+from vaelens._errors import Interrupted, VaelensError
+from vaelens._outputs import claim_output, filesystem_error
 from vaelens.attacks import Damage
 from vaelens.evaluation import (
     SUMMARY_STATS,
     AttackSpec,
     AuditConfig,
+    attack_output,
     attack_sweep,
+    audit_output,
     choose_targets,
     write_attack_report,
     write_audit,
 )
-from vaelens.evaluation import (
-    audit as run_audit,
-)
+from vaelens.evaluation import audit as run_audit
 from vaelens.experiments import (
     COMPARE_COLUMNS,
     DatasetMismatchWarning,
     SweepConfig,
+    compare_output,
     compare_runs,
     load_run_inputs,
     run_demo,
@@ -184,12 +186,17 @@ def info(
         _print_info(run)
 
 
+OVERWRITE = typer.Option("--overwrite", help="Replace what another command or config wrote into --out.")
+
+
 def _audit_run(run: Path, config: AuditConfig, dataset: str | None, split: str, n: int, out: Path, device: str,
-               quiet: bool) -> None:  # fmt: skip
+               quiet: bool, overwrite: bool) -> None:  # fmt: skip
     """Audit a run directory's model on the first n inputs of a split; write files, print a table."""
     model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
+    meta = {"run": str(run), "dataset": name, "split": split}
+    claim_output(out, "audit", audit_output(config, meta), overwrite)  # refuse before computing
     result = run_audit(model, x, labels, config, progress=not quiet)
-    paths = write_audit(result, out, meta={"run": str(run), "dataset": name, "split": split})
+    paths = write_audit(result, out, meta, overwrite)
     table = Table(title=f"local robustness of {run} on {len(x)} {name} {split} inputs")
     table.add_column("kind", no_wrap=True)
     table.add_column("score", no_wrap=True)
@@ -221,6 +228,7 @@ def audit(
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
     """Score local robustness (spectral radius, entropy, ...) of a trained VAE on n inputs."""
     # the names are checked by the config, which is where every caller's strings are validated
@@ -233,7 +241,7 @@ def audit(
         probe_scale=cast(Any, probe_scale),
         seed=seed,
     )
-    _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet)
+    _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet, overwrite)
 
 
 @app.command()
@@ -265,6 +273,7 @@ def attack(
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
     # the names are checked by AttackSpec and the attack it builds
@@ -272,10 +281,11 @@ def attack(
                       directions, targeted, seed)  # fmt: skip
     budgets = _float_list(eps, "--eps")
     model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
+    meta = {"run": str(run), "dataset": name, "split": split}
+    out = claim_output(out or run / spec.dirname, "attack", attack_output(spec, budgets, meta), overwrite)
     x_target = choose_targets(x, seed) if targeted else None
     result = attack_sweep(model, x, budgets, spec, x_target, batch_size, progress=not quiet)
-    out = out or run / spec.dirname
-    paths = write_attack_report(result, model, out, labels, {"run": str(run), "dataset": name, "split": split})
+    paths = write_attack_report(result, model, out, labels, meta, overwrite)
     what = spec.objective if method == "pgd" else kind
     table = Table(title=f"{method} attack ({norm}, {what}{', targeted' if targeted else ''}) on {len(x)} inputs")
     table.add_column("eps", justify="right", no_wrap=True)
@@ -306,14 +316,16 @@ def compare(
     batch_size: Annotated[int, typer.Option()] = 250,
     seed: Annotated[int, typer.Option()] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
     """Compare runs on robustness (rho(G), attack damage) against reconstruction; mixup vs the beta curve."""
+    claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DatasetMismatchWarning)
         comp = compare_runs(runs, n, eps, steps, batch_size, seed, progress=not quiet)
     for w in caught:
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
-    paths = write_comparison(comp, out)
+    paths = write_comparison(comp, out, overwrite)
     table = Table(title=f"{len(runs)} runs on {comp.n} test inputs, attacks at L2 eps {comp.eps:g}")
     for header, _ in COMPARE_COLUMNS:
         table.add_column(header, justify="left" if header == "run" else "right", no_wrap=True)
@@ -386,13 +398,35 @@ def demo(
     console.print(f"demo finished in {result.seconds:.0f} s; report: {result.report.resolve()}")
 
 
+def _fail(label: str, message: str, code: int) -> NoReturn:
+    err_console.print(Text(f"{label}: ", style="red") + Text(message), soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Entry point: run the CLI, turning user errors into one line and a non-zero exit."""
+    """Entry point: the one boundary where every failure becomes one line and an exit status.
+
+    2: a user error or a file-system fault (the message names the path and the fix); 130: Ctrl-C,
+    with what was saved and how to resume. Never a traceback for these.
+    """
     try:
-        app()  # standalone: usage errors print and exit 2, Ctrl-C exits 1
+        code = app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Interrupted as e:
+        _fail("interrupted", str(e).removeprefix("interrupted: "), 130)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", "stopped by Ctrl-C; results written so far are complete and kept", 130)
     except VaelensError as e:
-        err_console.print(Text("error: ", style="red") + Text(str(e)), soft_wrap=True)
-        sys.exit(2)
+        _fail("error", str(e), 2)
+    except OSError as e:
+        _fail("error", str(filesystem_error(e)), 2)
+    except Exception as e:
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # a usage error: it prints itself
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

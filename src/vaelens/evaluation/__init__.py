@@ -8,12 +8,13 @@ from vaelens.evaluation._attacks import (
     AttackSpec,
     AttackSweepResult,
     Method,
+    attack_output,
     attack_sweep,
     auddc,
     choose_targets,
     write_attack_report,
 )
-from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, write_audit
+from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
 from vaelens.evaluation._probe import ProbeResult, eigen_probe
 from vaelens.evaluation._quality import Quality, reconstruction_quality
 
@@ -27,7 +28,9 @@ __all__ = [
     "AuditResult",
     "ProbeResult",
     "Quality",
+    "attack_output",
     "attack_sweep",
+    "audit_output",
     "audit",
     "auddc",
     "choose_targets",

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json
+from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import Kind, Norm, Objective, decode, encode, eval_mode, frozen, prepare_inputs
 from vaelens._records import describe
@@ -213,6 +214,11 @@ def attack_sweep(
     return AttackSweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv, before, after or None)
 
 
+def attack_output(spec: AttackSpec, eps: Sequence[float], meta: dict | None = None) -> dict:
+    """What an attack's output directory is claimed with: the attack, its budgets, its inputs."""
+    return {"attack": asdict(spec), "eps": [float(e) for e in eps], **(meta or {})}
+
+
 def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: str, path: Path) -> None:
     with torch.no_grad(), eval_mode(model):
         xs, xa = prepare_inputs(model, x), prepare_inputs(model, x_adv, "x_adv")
@@ -239,10 +245,19 @@ def write_attack_report(
     out: str | Path,
     labels: torch.Tensor | None = None,
     meta: dict | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write damage.csv, summary.json, damage_vs_eps.png (several eps) and adversarial_grid.png."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write damage.csv, summary.json, damage_vs_eps.png (several eps) and adversarial_grid.png as one
+    set, the directory's marker last. A directory another command or attack wrote is refused unless
+    ``overwrite``. Damage that is not finite (NaN or Inf) is refused, never written silently."""
+    bad = [m for d in result.damage for m, v in d.as_dict().items() if m in Damage.SHOWN and v.isinf().any()]
+    nan = [m for d in result.damage for m, v in d.as_dict().items() if m != "ms_ssim_recon" and v.isnan().any()]
+    if bad or nan:
+        raise VaelensError(
+            f"the attack's damage is not finite ({', '.join(sorted(set(bad + nan)))}); the model's outputs hold "
+            "NaN or Inf for some inputs: check the model and the inputs"
+        )
+    out = claim_output(out, "attack", attack_output(result.spec, result.eps, meta), overwrite)
     names = Damage.names()
     rows = []
     before, after = result.target_skl_before, result.target_skl_after
@@ -302,4 +317,5 @@ def write_attack_report(
             f"{result.spec.method}, eps {max(result.eps):g}",
             paths["grid"],
         )
+    finish_output(out, [p.name for p in paths.values()])
     return paths

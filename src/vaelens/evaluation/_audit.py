@@ -15,6 +15,7 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
+from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import Kind, prepare_inputs
 from vaelens.evaluation._plots import eigen_directions, histograms, probe_curves
@@ -179,14 +180,22 @@ def audit(
     )
 
 
-def write_audit(result: AuditResult, out: str | Path, meta: dict | None = None) -> dict[str, Path]:
-    """Write an audit's files into ``out``; return {name: path}.
+def audit_output(config: AuditConfig, meta: dict | None = None) -> dict:
+    """What an audit's output directory is claimed with: its config and where its inputs came from."""
+    return {"audit": _config_dict(config), **(meta or {})}
+
+
+def write_audit(
+    result: AuditResult, out: str | Path, meta: dict | None = None, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write an audit's files into ``out``, as one set; return {name: path}.
 
     Files: scores.csv (one row per input and kind), summary.json, histograms.png,
-    eigen_directions.png (per kind, for the first inputs), probe.csv and probe.png.
+    eigen_directions.png (per kind, for the first inputs), probe.csv and probe.png, and the
+    directory's marker, written last (``vaelens._outputs``). A directory another command or
+    another audit wrote is refused unless ``overwrite``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output(out, "audit", audit_output(result.config, meta), overwrite)
     paths: dict[str, Path] = {}
     names = Scores.names()
     rows = []
@@ -231,6 +240,7 @@ def write_audit(result: AuditResult, out: str | Path, meta: dict | None = None) 
         write_csv(paths["probe_csv"], result.probe.rows(), ["direction", "t", "mse_mean", "mse_median"])
         paths["probe"] = out / "probe.png"
         probe_curves(result.probe, paths["probe"])
+    finish_output(out, [p.name for p in paths.values()])
     return paths
 
 

@@ -8,6 +8,7 @@ from vaelens.experiments._compare import (
     Comparison,
     DatasetMismatchWarning,
     RunRow,
+    compare_output,
     compare_runs,
     write_comparison,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Unit",
     "against_curve",
     "aggregate",
+    "compare_output",
     "compare_runs",
     "damage_column",
     "load",

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
+from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
 from vaelens.data import load_dataset, sample_shape, take
 from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, reconstruction_quality
@@ -80,6 +81,12 @@ class Comparison:
     eps: float
     n: int
     verdict: list[str]
+    settings: dict = field(default_factory=dict)  # what the output directory is claimed with
+
+
+def compare_output(runs: Sequence[str | Path], n: int, eps: float, pgd_steps: int, seed: int) -> dict:
+    """The settings a comparison's output directory is claimed with."""
+    return {"runs": [str(r) for r in runs], "n": n, "eps": eps, "pgd_steps": pgd_steps, "seed": seed}
 
 
 def compare_runs(
@@ -155,7 +162,7 @@ def compare_runs(
             )  # fmt: skip
             ticker.tick(Path(run).name)
         ticker.flush()
-    return Comparison(rows, eps, len(x), verdict(rows))
+    return Comparison(rows, eps, len(x), verdict(rows), compare_output(runs, n, eps, pgd_steps, seed))
 
 
 def verdict(rows: list[RunRow]) -> list[str]:
@@ -194,10 +201,10 @@ def verdict(rows: list[RunRow]) -> list[str]:
     return out
 
 
-def write_comparison(comp: Comparison, out: str | Path) -> dict[str, Path]:
-    """Write comparison.csv, comparison.json, rho_histograms.png, robustness_reconstruction.png, verdict.txt."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def write_comparison(comp: Comparison, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write comparison.csv, comparison.json, rho_histograms.png, robustness_reconstruction.png and
+    verdict.txt as one set, the directory's marker last."""
+    out = claim_output(out, "compare", comp.settings, overwrite)
     records = [r.record() for r in comp.rows]
     paths = {
         "csv": out / "comparison.csv",
@@ -254,6 +261,7 @@ def write_comparison(comp: Comparison, out: str | Path) -> dict[str, Path]:
     axes[0].set_title("robustness against reconstruction (lower-left is better)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, paths["plot"])
+    finish_output(out, [p.name for p in paths.values()])
     return paths
 
 

@@ -9,10 +9,18 @@ marks a finished unit. ``results.csv`` is rebuilt from the finished units, so ea
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import fcntl
 import math
 import multiprocessing
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +35,9 @@ else:  # pragma: no cover - Python 3.10
 
 import torch
 
-from vaelens._errors import VaelensError
+from vaelens._errors import Interrupted, VaelensError
 from vaelens._io import read_json, write_csv, write_json
+from vaelens._outputs import check_out_path, is_complete
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import Kind
 from vaelens.data import load_dataset, take
@@ -232,6 +241,35 @@ def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Ticker 
     done = run_dir / "result.json"
     if done.exists():
         return ResultRow.from_record(read_json(done), sweep.eps)
+    with unit_lock(run_dir):
+        return _run_unit_locked(sweep, unit, run_dir, done, progress)
+
+
+@contextlib.contextmanager
+def unit_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on a unit's directory for as long as one process works in it.
+
+    The lock is the operating system's (flock), so it is released when its holder dies, even by
+    kill -9; a second writer is refused at once instead of racing the first.
+    """
+    locks = run_dir.parent.parent / ".locks"  # SWEEP/.locks/NAME.lock: runs/ holds only run directories
+    locks.mkdir(parents=True, exist_ok=True)
+    f = open(locks / f"{run_dir.name}.lock", "a+")  # held open for as long as the lock
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VaelensError(
+                f"{run_dir} is being written by another vaelens process; wait for it to finish or stop it"
+            ) from None
+        yield
+    finally:
+        f.close()
+
+
+def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, progress: Ticker | None) -> ResultRow:
+    if done.exists():  # finished by another process while we waited for nothing: the lock is not blocking
+        return ResultRow.from_record(read_json(done), sweep.eps)
 
     def stage(text: str) -> None:
         if progress is not None:
@@ -247,13 +285,13 @@ def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Ticker 
     result = train(config, run_dir, progress=False)
     model = result.model
     x, labels = take(load_dataset(unit.dataset, "test"), sweep.n)
-    if not (run_dir / "audit" / "summary.json").exists():
+    if not is_complete(run_dir / "audit", "audit"):
         stage("audit")
         audited = audit(model, x, labels, AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x))), False)
         write_audit(audited, run_dir / "audit", meta={"run": unit.name})
     for method in ATTACK_METHODS:
         spec = AttackSpec(method=method, steps=sweep.pgd_steps, seed=unit.seed)
-        if not (run_dir / spec.dirname / "summary.json").exists():
+        if not is_complete(run_dir / spec.dirname, "attack"):
             stage(f"attack {method}")
             swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
             write_attack_report(swept, model, run_dir / spec.dirname, labels, {"run": unit.name})
@@ -312,8 +350,33 @@ class SweepResult:
 
 def _unit_worker(args: tuple[dict, Unit, str]) -> ResultRow:
     sweep, unit, root = args
-    torch.set_num_threads(1)  # processes share the cores
     return run_unit(SweepConfig.from_dict(sweep), unit, root)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker never outlives the sweep that started it.
+
+    On Linux the kernel sends SIGKILL to the worker when its parent dies (PR_SET_PDEATHSIG), also
+    when the parent is killed with kill -9; elsewhere a watchdog thread notices the orphaning.
+    """
+    torch.set_num_threads(1)  # processes share the cores
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:  # pragma: no cover - no glibc
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: bool = True) -> SweepResult:
@@ -325,10 +388,12 @@ def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: boo
         jobs: units run at once (1: in turn, in this process).
         progress: one bar for the sweep and one for the current stage.
     """
-    root = Path(root)
+    root = check_out_path(root)
     if jobs < 1:
         raise VaelensError(f"--jobs must be >= 1; got {jobs}")
     existing = root / "sweep.json"
+    if not existing.exists() and root.is_dir() and any(root.iterdir()):
+        raise VaelensError(f"{root} is not empty and holds no sweep; choose an empty or new --out")
     if existing.exists():
         previous = read_json(existing)
         if previous != sweep.to_dict():
@@ -342,22 +407,46 @@ def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: boo
     rows: list[ResultRow] = []
     with progress_bar(progress) as bar:
         overall = Ticker(bar, "sweep", len(units), interval=0.0)
-        if jobs == 1:
-            stage = Ticker(bar, "current run", 0, interval=0.0)
-            for unit in units:
-                rows.append(run_unit(sweep, unit, root, stage))
-                overall.tick(unit.name)
-                overall.flush()
-        else:
-            # spawn, not fork: forking a process that has started torch's thread pools can deadlock
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                work = [(sweep.to_dict(), u, str(root)) for u in units]
-                for row in pool.map(_unit_worker, work):
-                    rows.append(row)
-                    overall.tick(row.run)
+        try:
+            if jobs == 1:
+                stage = Ticker(bar, "current run", 0, interval=0.0)
+                for unit in units:
+                    rows.append(run_unit(sweep, unit, root, stage))
+                    overall.tick(unit.name)
                     overall.flush()
+            else:
+                rows = _run_pool(sweep, units, root, jobs, overall)
+        except KeyboardInterrupt:
+            finished = sum((root / "runs" / u.name / "result.json").exists() for u in units)
+            raise Interrupted(
+                f"interrupted: {finished} of {len(units)} runs of the sweep in {root} are finished and saved, "
+                "unfinished training is checkpointed; run the same command again to resume"
+            ) from None
     write_results(root, rows, sweep.eps)
     return SweepResult(root, rows)
+
+
+def _run_pool(sweep: SweepConfig, units: list[Unit], root: Path, jobs: int, overall: Ticker) -> list[ResultRow]:
+    """Units in a process pool whose workers die with this process; rows in grid order."""
+    # spawn, not fork: forking a process that has started torch's thread pools can deadlock
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent, initargs=(os.getpid(),),
+    )  # fmt: skip
+    try:
+        rows = []
+        for row in pool.map(_unit_worker, [(sweep.to_dict(), u, str(root)) for u in units]):
+            rows.append(row)
+            overall.tick(row.run)
+            overall.flush()
+        pool.shutdown()
+        return rows
+    except BaseException:
+        # Ctrl-C or a failed unit: stop at once, do not wait for the other units to finish
+        for proc in multiprocessing.active_children():
+            proc.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
 
 
 def write_results(root: Path, rows: list[ResultRow], eps: tuple[float, ...]) -> Path:

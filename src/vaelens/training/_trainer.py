@@ -21,7 +21,7 @@ from typing import NamedTuple, cast
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vaelens._errors import VaelensError
+from vaelens._errors import Interrupted, VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import encode, prepare_inputs, resolve_device
@@ -201,63 +201,75 @@ def train(
     warmup_steps = config.warmup_epochs * steps_per_epoch
     likelihood = config.model.likelihood
     model.train()
-    with progress_bar(progress) as bar:
-        ticker = Ticker(bar, f"training {out.name}", config.epochs * steps_per_epoch, completed=start * steps_per_epoch)
-        for epoch in range(start, config.epochs):
-            tic = time.perf_counter()
-            lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / t_max))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            streams = epoch_streams(config.seed, epoch, device)
-            sums, seen = torch.zeros(6), 0
-            for i, x in enumerate(_batches(train_set, config.batch_size, streams.shuffle, shuffle=True)):
-                x = prepare_inputs(model, x, "training images", check=epoch == start)  # each batch checked once
-                step = epoch * steps_per_epoch + i
-                beta = config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
-                noise = torch.randn(
-                    (len(x), config.model.latent_dim), generator=streams.noise, device=device, dtype=x.dtype
-                )
-                terms, z = elbo_pass(model, x, beta, noise, likelihood)
-                loss, parts = terms.loss, [*terms]
-                if config.mixup is not None:
-                    m = config.mixup
-                    mixed = mixup_terms(model, x, z, *draw_mixing(m, len(x), streams.mixup, device))
-                    loss = loss + m.weight_kl * mixed.kl + m.weight_recon * mixed.recon + m.weight_latent * mixed.latent
-                    parts = [loss, terms.recon, terms.kl, *mixed]
-                else:
-                    parts += [torch.zeros(())] * 3
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sums += torch.stack([t.detach().cpu() for t in parts]) * len(x)
-                seen += len(x)
-                ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.2f}")
-            ticker.flush()
-            loss, recon, kl, mix_kl, mix_recon, mix_latent = (sums / seen).tolist()
-            if not math.isfinite(loss):
-                raise VaelensError(f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta")
-            test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood)
-            model.train()
-            metrics.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": loss,
-                    "recon": recon,
-                    "kl": kl,
-                    "mix_kl": mix_kl,
-                    "mix_recon": mix_recon,
-                    "mix_latent": mix_latent,
-                    "beta": beta,
-                    "lr": lr,
-                    "test_recon": test_recon,
-                    "test_mse": test_mse,
-                    "seconds": time.perf_counter() - tic,
-                }
+    try:
+        with progress_bar(progress) as bar:
+            ticker = Ticker(
+                bar, f"training {out.name}", config.epochs * steps_per_epoch, completed=start * steps_per_epoch
             )
-            write_csv(out / METRICS, metrics, METRIC_FIELDS)
-            now = time.monotonic()
-            if epoch + 1 == config.epochs or now - last_checkpoint >= checkpoint_every:
-                commit_checkpoint(out, model, optimizer, epoch + 1, metrics[-1])
-                last_checkpoint = now
+            for epoch in range(start, config.epochs):
+                tic = time.perf_counter()
+                lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / t_max))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                streams = epoch_streams(config.seed, epoch, device)
+                sums, seen = torch.zeros(6), 0
+                for i, x in enumerate(_batches(train_set, config.batch_size, streams.shuffle, shuffle=True)):
+                    x = prepare_inputs(model, x, "training images", check=epoch == start)  # each batch checked once
+                    step = epoch * steps_per_epoch + i
+                    beta = config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
+                    noise = torch.randn(
+                        (len(x), config.model.latent_dim), generator=streams.noise, device=device, dtype=x.dtype
+                    )
+                    terms, z = elbo_pass(model, x, beta, noise, likelihood)
+                    loss, parts = terms.loss, [*terms]
+                    if config.mixup is not None:
+                        m = config.mixup
+                        mixed = mixup_terms(model, x, z, *draw_mixing(m, len(x), streams.mixup, device))
+                        loss = (
+                            loss
+                            + m.weight_kl * mixed.kl
+                            + m.weight_recon * mixed.recon
+                            + m.weight_latent * mixed.latent
+                        )
+                        parts = [loss, terms.recon, terms.kl, *mixed]
+                    else:
+                        parts += [torch.zeros(())] * 3
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    sums += torch.stack([t.detach().cpu() for t in parts]) * len(x)
+                    seen += len(x)
+                    ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.2f}")
+                ticker.flush()
+                loss, recon, kl, mix_kl, mix_recon, mix_latent = (sums / seen).tolist()
+                if not math.isfinite(loss):
+                    raise VaelensError(f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta")
+                test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood)
+                model.train()
+                metrics.append(
+                    {
+                        "epoch": epoch + 1,
+                        "loss": loss,
+                        "recon": recon,
+                        "kl": kl,
+                        "mix_kl": mix_kl,
+                        "mix_recon": mix_recon,
+                        "mix_latent": mix_latent,
+                        "beta": beta,
+                        "lr": lr,
+                        "test_recon": test_recon,
+                        "test_mse": test_mse,
+                        "seconds": time.perf_counter() - tic,
+                    }
+                )
+                write_csv(out / METRICS, metrics, METRIC_FIELDS)
+                now = time.monotonic()
+                if epoch + 1 == config.epochs or now - last_checkpoint >= checkpoint_every:
+                    commit_checkpoint(out, model, optimizer, epoch + 1, metrics[-1])
+                    last_checkpoint = now
+    except KeyboardInterrupt:
+        state = read_state(out)
+        saved = f"epoch {state['epoch']} is checkpointed" if state else "no epoch was checkpointed yet"
+        raise Interrupted(f"interrupted: {saved} in {out}; run the same command again to resume from there") from None
     model.eval()
     return TrainResult(model, out, metrics)
