@@ -5,11 +5,13 @@ User errors (``VaelensError``) print one line and exit with status 2, without a 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, cast
+from typing import Annotated, Any, NoReturn, ParamSpec, cast
 
 import typer
 from rich.console import Console
@@ -57,6 +59,40 @@ console = Console()
 if not console.is_terminal:  # piped or logged: do not squeeze tables into 80 columns
     console = Console(width=160)
 err_console = Console(stderr=True)
+P = ParamSpec("P")
+
+
+def _fail(label: str, message: str, code: int) -> NoReturn:
+    err_console.print(Text(f"{label}: ", style="red") + Text(message), soft_wrap=True)
+    sys.exit(code)
+
+
+def _boundary(f: Callable[P, None]) -> Callable[P, None]:
+    """The one place where a command's failures become one line and an exit status.
+
+    2: a user error or a file-system fault (the message names the path and the fix); 130: Ctrl-C,
+    with what was saved and how to resume. Never a traceback for these.
+    """
+
+    @functools.wraps(f)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            f(*args, **kwargs)
+        except Interrupted as e:
+            _fail("interrupted", str(e).removeprefix("interrupted: "), 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", "stopped by Ctrl-C; results written so far are complete and kept", 130)
+        except VaelensError as e:
+            _fail("error", str(e), 2)
+        except OSError as e:
+            _fail("error", str(filesystem_error(e)), 2)
+
+    return run
+
+
+def command(f: Callable[P, None]) -> Callable[P, None]:
+    """``@app.command()`` behind the error boundary."""
+    return app.command()(_boundary(f))
 
 
 def _model_config(
@@ -98,7 +134,7 @@ def _float_list(text: str, flag: str) -> list[float]:
     return values
 
 
-@app.command()
+@command
 def train(
     out: Annotated[Path, typer.Option(help="Run directory (created; an existing run resumes).")],
     dataset: Annotated[
@@ -174,7 +210,7 @@ def _print_info(run: Path) -> None:
     console.print(table)
 
 
-@app.command()
+@command
 def info(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -209,7 +245,7 @@ def _audit_run(run: Path, config: AuditConfig, dataset: str | None, split: str, 
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 
-@app.command()
+@command
 def audit(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     dataset: Annotated[str | None, typer.Option(help="Data set to audit (default: the run's own).")] = None,
@@ -244,7 +280,7 @@ def audit(
     _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet, overwrite)
 
 
-@app.command()
+@command
 def attack(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     method: Annotated[str, typer.Option(help="eigen, pgd or random.")] = "pgd",
@@ -306,7 +342,7 @@ def attack(
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 
-@app.command()
+@command
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-compare"),
@@ -337,7 +373,7 @@ def compare(
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
 
 
-@app.command()
+@command
 def sweep(
     config: Annotated[Path | None, typer.Option(help="TOML file with the sweep's settings.")] = None,
     preset: Annotated[
@@ -376,7 +412,7 @@ def sweep(
     console.print(f"{len(result.rows)} runs finished; results in {out / 'results.csv'}")
 
 
-@app.command()
+@command
 def report(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `vaelens sweep`.")],
 ) -> None:
@@ -385,7 +421,7 @@ def report(
     console.print(f"report written to {path}")
 
 
-@app.command()
+@command
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-demo"),
     epochs: Annotated[int, typer.Option(help="Epochs per run.")] = 10,
@@ -398,29 +434,12 @@ def demo(
     console.print(f"demo finished in {result.seconds:.0f} s; report: {result.report.resolve()}")
 
 
-def _fail(label: str, message: str, code: int) -> NoReturn:
-    err_console.print(Text(f"{label}: ", style="red") + Text(message), soft_wrap=True)
-    sys.exit(code)
-
-
 def main() -> None:
-    """Entry point: the one boundary where every failure becomes one line and an exit status.
-
-    2: a user error or a file-system fault (the message names the path and the fix); 130: Ctrl-C,
-    with what was saved and how to resume. Never a traceback for these.
-    """
+    """Entry point: run the CLI. Every command's failures become one line (see ``_boundary``)."""
     try:
         code = app(standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Interrupted as e:
-        _fail("interrupted", str(e).removeprefix("interrupted: "), 130)
-    except (KeyboardInterrupt, typer.Abort):
-        _fail("interrupted", "stopped by Ctrl-C; results written so far are complete and kept", 130)
-    except VaelensError as e:
-        _fail("error", str(e), 2)
-    except OSError as e:
-        _fail("error", str(filesystem_error(e)), 2)
     except Exception as e:
         if hasattr(e, "show") and hasattr(e, "exit_code"):  # a usage error: it prints itself
             e.show()
