@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from vaelens._configs import check_fields, check_unique
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json
 from vaelens._outputs import claim_output, finish_output
@@ -24,6 +25,8 @@ from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import Kind, Norm, Objective, decode, encode, eval_mode, frozen, prepare_inputs
 from vaelens._records import describe
 from vaelens.attacks import (
+    NORMS,
+    OBJECTIVES,
     PGD,
     Attack,
     Damage,
@@ -36,6 +39,7 @@ from vaelens.attacks import (
     divergence,
 )
 from vaelens.evaluation._plots import as_image
+from vaelens.geometry import KINDS
 
 Method = Literal["eigen", "pgd", "random"]
 METHODS: tuple[Method, ...] = ("eigen", "pgd", "random")
@@ -61,8 +65,18 @@ class AttackSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.method not in METHODS:
             raise VaelensError(f"unknown attack method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.norm not in NORMS:
+            raise VaelensError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise VaelensError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.kind not in KINDS:
+            raise VaelensError(f"unknown metric kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        for name in ("steps", "restarts", "directions"):
+            if getattr(self, name) < 1:
+                raise VaelensError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.targeted and self.method != "pgd":
             raise VaelensError("--targeted works with --method pgd (projected descent towards the target)")
         if self.objective is None:
@@ -182,6 +196,7 @@ def attack_sweep(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise VaelensError(f"batch_size (--batch-size) must be >= 1; got {batch_size}")
     eps = [float(e) for e in eps]
+    check_unique(tuple(eps), "eps")
     if not eps:
         raise VaelensError("give at least one eps")
     for e in eps:

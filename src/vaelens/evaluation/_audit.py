@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from vaelens._configs import check_fields, check_unique
 from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._outputs import claim_output, finish_output
@@ -61,7 +62,9 @@ class AuditConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         object.__setattr__(self, "kinds", tuple(self.kinds))
+        check_unique(self.kinds, "kinds")
         unknown = [k for k in self.kinds if k not in KINDS]
         if not self.kinds or unknown:
             raise VaelensError(f"unknown metric kind(s) {unknown or '(none given)'}; choose from {', '.join(KINDS)}")

@@ -35,6 +35,7 @@ else:  # pragma: no cover - Python 3.10
 
 import torch
 
+from vaelens._configs import check_fields, check_unique
 from vaelens._errors import Interrupted, VaelensError
 from vaelens._io import read_json, write_csv, write_json
 from vaelens._outputs import check_out_path, is_complete
@@ -131,11 +132,12 @@ class SweepConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("datasets", "models", "seeds", "eps"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_fields(self)
         object.__setattr__(self, "betas", tuple(parse_betas(list(self.betas))))
         if self.mixup_betas is not None:
             object.__setattr__(self, "mixup_betas", tuple(parse_betas(list(self.mixup_betas))))
+        for name in ("datasets", "models", "betas", "seeds", "eps", "mixup_betas"):
+            check_unique(getattr(self, name) or (), name)
         if self.mixup not in MIXUP_CHOICES:
             raise VaelensError(f"mixup must be one of {', '.join(MIXUP_CHOICES)}; got {self.mixup!r}")
         for name in ("datasets", "models", "seeds", "eps"):

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from vaelens._configs import from_dict
+from vaelens._configs import check_fields, from_dict
 from vaelens._errors import VaelensError
 
 ARCHITECTURES = ("mlp", "conv")
@@ -36,9 +36,7 @@ class ModelConfig:
     negative_slope: float = 0.2
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        check_fields(self)
         if self.architecture not in ARCHITECTURES:
             raise VaelensError(f"unknown model architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
         if self.likelihood not in LIKELIHOODS:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaelens._configs import from_dict
+from vaelens._configs import check_fields, from_dict
 from vaelens._errors import VaelensError
 from vaelens.data import load_dataset, sample_shape
 from vaelens.models import ModelConfig
@@ -58,6 +58,7 @@ class TrainConfig:
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         if isinstance(self.mixup, dict):
             object.__setattr__(self, "mixup", MixupConfig.from_dict(self.mixup))
+        check_fields(self)
         checks = [
             (math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0; got {self.beta}"),
             (self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}"),

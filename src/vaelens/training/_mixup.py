@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from scipy.special import betaincinv
 
-from vaelens._configs import from_dict
+from vaelens._configs import check_fields, from_dict
 from vaelens._errors import VaelensError
 from vaelens._protocol import decode, encode
 from vaelens.training._loss import kl_to_prior
@@ -32,7 +32,8 @@ class MixupConfig:
 
     Arguments:
         alpha: a of the Beta(a, a) mixing distribution, > 0 (0.5 in the paper).
-        per_sample: one alpha per sample instead of one per batch (the paper's choice).
+        per_sample: one alpha per sample instead of one per batch (the released code draws one
+            per batch: docs/method.md section 6).
         weight_kl, weight_recon, weight_latent: weights of the three extra terms, >= 0.
     """
 
@@ -43,6 +44,7 @@ class MixupConfig:
     weight_latent: float = 1.0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise VaelensError(f"mixup alpha must be > 0; got {self.alpha}")
         weights = (self.weight_kl, self.weight_recon, self.weight_latent)
