@@ -139,3 +139,44 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
     assert "Traceback" not in stdout + stderr
     vaelens.training.read_config(out)  # the run directory is intact
     assert os.path.isdir(out)
+
+
+def _unshare_available() -> bool:
+    import shutil as _shutil
+
+    if _shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+needs_unshare = pytest.mark.skipif(
+    not _unshare_available(), reason="needs unshare -m (a mount namespace) to mount a tmpfs"
+)
+
+
+def _in_small_fs(tmp_path: Path, options: str, command: str) -> subprocess.CompletedProcess:
+    """Run a shell command with a fresh tmpfs (mount options as given) at tmp_path/fs, privately."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    script = f"mount -t tmpfs -o {options} tmpfs {fs} && {command}"
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@needs_unshare
+def test_full_disk_is_one_line(tmp_path):
+    proc = _in_small_fs(tmp_path, "size=48k", f"{EXE} train --dataset digits --hidden 64,32 --latent-dim 3 "
+                        f"--epochs 2 --out {tmp_path / 'fs' / 'run'} --quiet")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "the disk is full" in lines[0] and "Traceback" not in proc.stderr
+
+
+@needs_unshare
+def test_read_only_output_is_refused_before_computing(tmp_path, digits_run):
+    proc = _in_small_fs(tmp_path, "size=1m,ro", f"{EXE} audit {digits_run} --n 4 --out {tmp_path / 'fs' / 'a'} --quiet")
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and ("read-only" in lines[0] or "permission denied" in lines[0]), lines
+    assert "Traceback" not in proc.stderr

@@ -48,8 +48,22 @@ def encode(model: torch.nn.Module, x: torch.Tensor) -> Posterior:
 
 
 def decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """Call ``model.decode``: the decoder mean g(z), (B, k) -> (B, *input_shape)."""
-    return cast(Any, model).decode(z)
+    """Call ``model.decode``: the decoder mean g(z), (B, k) -> (B, *input_shape), shape checked."""
+    out = cast(Any, model).decode(z)
+    shape = model_input_shape(model)
+    if not isinstance(out, torch.Tensor) or (shape is not None and tuple(out.shape[-len(shape) :]) != shape):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise VaelensError(
+            f"{type(model).__name__}.decode returned {got} but the model's inputs are {shape}; "
+            "decode(z) must return the mean of x, shaped like the inputs"
+        )
+    return out
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    """Refuse NaN and Inf where they enter: weights at load time, model outputs before a solver."""
+    if not bool(torch.isfinite(t).all()):
+        raise VaelensError(f"{what} hold NaN or Inf; the model diverged or the file is damaged: retrain or restore it")
 
 
 def model_input_shape(model: torch.nn.Module) -> tuple[int, ...] | None:
@@ -66,6 +80,8 @@ def check_images(x: torch.Tensor, name: str = "x", shape: tuple[int, ...] | None
         raise VaelensError(f"{name} must be a float tensor with values in [0, 1]; got {x.dtype}")
     if x.dim() < 2:
         raise VaelensError(f"{name} must be batched, shape (B, ...); got {tuple(x.shape)}")
+    if len(x) == 0:
+        raise VaelensError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one input")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise VaelensError(
             f"{name} has per-sample shape {tuple(x.shape[1:])} but the model expects "

@@ -9,6 +9,8 @@ checkpoints through this module; it knows nothing of run directories.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -30,7 +32,17 @@ def sha256(path: Path) -> str:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], durable: bool = False) -> str:
     """Write tensors atomically as safetensors (fsynced if ``durable``); return the file's SHA-256."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp), durable)
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp)
+        except SafetensorError as e:  # an I/O fault inside safetensors: hand it on as the OSError it is
+            code = re.search(r"os error (\d+)", str(e))
+            if code:
+                raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+            raise VaelensError(f"could not write {path} ({' '.join(str(e).split())[:160]})") from None
+
+    atomic_write(path, write, durable)
     return sha256(path)
 
 

@@ -86,6 +86,12 @@ def _boundary(f: Callable[P, None]) -> Callable[P, None]:
             _fail("error", str(e), 2)
         except OSError as e:
             _fail("error", str(filesystem_error(e)), 2)
+        except MemoryError:
+            _fail("error", "out of memory; lower --batch-size or --n, or use a smaller model", 2)
+        except RuntimeError as e:
+            if "allocate" not in str(e) and "out of memory" not in str(e).lower():
+                raise
+            _fail("error", "out of memory; lower --batch-size or --n, or use a smaller model", 2)
 
     return run
 

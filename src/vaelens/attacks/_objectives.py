@@ -9,7 +9,7 @@ import torch
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
-from vaelens._protocol import Objective, decode, encode
+from vaelens._protocol import Objective, check_finite, decode, encode
 
 OBJECTIVES: tuple[Objective, ...] = ("kl", "kl_reverse", "skl", "latent", "recon", "stochastic")
 # The objective each metric kind is the second-order model of (docs/method.md section 3).
@@ -40,7 +40,10 @@ class Reference:
     @torch.no_grad()
     def of(cls, model: torch.nn.Module, x: torch.Tensor) -> Reference:
         mu, logvar = encode(model, x)
-        return cls(mu, logvar, decode(model, mu))
+        recon = decode(model, mu)
+        for t, what in ((mu, "mu"), (logvar, "logvar"), (recon, "the reconstructions")):
+            check_finite(t, f"the model's {what} at these inputs")
+        return cls(mu, logvar, recon)
 
 
 def divergence(model: torch.nn.Module, x_adv: torch.Tensor, ref: Reference, objective: Objective) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import resolve_device
+from vaelens._protocol import check_finite, resolve_device
 from vaelens._tensors import load_state_dict_checked, load_tensors
 from vaelens.data import load_dataset, take
 from vaelens.models import build_model
@@ -44,6 +44,9 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
     path = run_dir / weight_files(state)[0]
     tensors = load_tensors(path, checksum(state, "model_sha256", run_dir))
     load_state_dict_checked(model, tensors, path)
+    for name, value in tensors.items():
+        if value.is_floating_point():
+            check_finite(value, f"the weights {name} in {path}")
     return model.to(resolve_device(device)).eval()
 
 

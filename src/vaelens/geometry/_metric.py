@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, prepare_inputs
+from vaelens._protocol import Kind, check_finite, prepare_inputs
 from vaelens.geometry._jacobian import (
     DecoderLinearization,
     EncoderLinearization,
@@ -133,6 +133,7 @@ class PullbackMetric:
                 if self.kind == "output-stochastic":
                     rows.append(a.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().unsqueeze(-1) * jac.jac_sigma)
             self._factor = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)  # (B, m, d)
+            check_finite(self._factor, f"the Jacobians of {type(self.model).__name__} at these inputs")
         return self._factor
 
     @property
