@@ -96,8 +96,8 @@ CLI_CASES = [
 def test_cli_bad_input(run_cli, digits_run, tmp_path, args, match):
     fill = {"{run}": str(digits_run), "{missing}": str(tmp_path / "missing")}
     args = [fill.get(a, a) for a in args]
-    if args[0] in ("train", "sweep") and "--out" not in args:
-        args += ["--out", str(tmp_path / "out")]
+    if args[0] in ("train", "sweep", "audit", "attack", "compare") and "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]  # never into the shared run directory
     code, stdout, stderr = run_cli(*args)
     lines = _one_line(code, stdout, stderr)
     assert match in stderr, stderr

@@ -78,3 +78,50 @@ def test_kill_at_random_moments_then_resume_is_bit_identical(tmp_path, uninterru
     resumed = _weights(out)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
     assert not list(out.glob(".*.tmp"))
+
+
+EXE = str(Path(sys.executable).parent / "vaelens")
+SWEEP = ["sweep", "--dataset", "digits", "--betas", "0.5,1,2", "--epochs", "2", "--n", "12", "--eps", "0.5",
+         "--steps", "2", "--latent-dim", "3", "--jobs", "2", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sweep_with_two_jobs_killed_then_rerun_equals_uninterrupted(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert subprocess.run([EXE, *SWEEP, "--out", str(full)], capture_output=True).returncode == 0
+    proc = subprocess.Popen([EXE, *SWEEP, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(1).uniform(6.0, 12.0))  # after start-up, somewhere in the units
+    proc.send_signal(signal.SIGKILL)  # the parent only: its workers must die with it
+    proc.wait()
+    time.sleep(2.0)
+    rerun = subprocess.run([EXE, *SWEEP, "--out", str(killed)], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (killed / "results.csv").read_text() == (full / "results.csv").read_text()
+    for run in (full / "runs").iterdir():
+        for name in ("samples.csv", "result.json", "audit/scores.csv", "attack-pgd/damage.csv"):
+            assert (killed / "runs" / run.name / name).read_bytes() == (run / name).read_bytes(), (run.name, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["audit", "attack"])
+def test_audit_and_attack_killed_then_rerun_equal_uninterrupted(tmp_path, command):
+    from conftest import tiny_config
+
+    vaelens.train(tiny_config(), tmp_path / "run", progress=False)
+    extra = ["--kind", "stochastic,fisher,output", "--probe-n", "40"] if command == "audit" else ["--steps", "200"]
+    args = [EXE, command, str(tmp_path / "run"), "--n", "200", "--quiet", *extra]
+    assert subprocess.run([*args, "--out", str(tmp_path / "full")], capture_output=True).returncode == 0
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(random.Random(2).uniform(2.0, 4.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from vaelens._outputs import is_complete
+
+    finished = is_complete(tmp_path / "killed", command)
+    rerun = subprocess.run([*args, "--out", str(tmp_path / "killed")], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    table = "scores.csv" if command == "audit" else "damage.csv"
+    assert (tmp_path / "killed" / table).read_bytes() == (tmp_path / "full" / table).read_bytes()
+    assert is_complete(tmp_path / "killed", command)
+    assert not finished or (tmp_path / "killed" / table).exists()  # if it looked finished, it was
