@@ -75,6 +75,9 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
 def fault_point(name: str) -> None:
     """A test hook: ``VAELENS_FAULT=name`` (or ``name@N``, the N-th time) kills this process here.
 
+    With ``VAELENS_FAULT_ONCE=FILE`` it fires only where FILE does not exist yet, and creates it:
+    a retried task then runs through.
+
     The fault-injection tests use it to land a kill -9 inside a window (a checkpoint between
     writing weights and committing them) that a random kill would rarely hit.
     """
@@ -82,8 +85,15 @@ def fault_point(name: str) -> None:
     if wanted != name:
         return
     _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
-    if _FAULT_HITS[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _FAULT_HITS[name] < int(nth or 1):
+        return
+    once = os.environ.get("VAELENS_FAULT_ONCE")  # a file: the fault fires in the first process only
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 _FAULT_HITS: dict[str, int] = {}

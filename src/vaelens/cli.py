@@ -36,6 +36,7 @@ from vaelens.evaluation import audit as run_audit
 from vaelens.experiments import (
     COMPARE_COLUMNS,
     DatasetMismatchWarning,
+    RayOptions,
     SweepConfig,
     compare_output,
     compare_runs,
@@ -396,7 +397,15 @@ def sweep(
     eps: Annotated[str | None, typer.Option(help="L2 attack budgets, comma-separated.")] = None,
     steps: Annotated[int | None, typer.Option(help="PGD steps.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or mps.")] = None,
-    jobs: Annotated[int, typer.Option(help="Runs at once (process pool).")] = 1,
+    jobs: Annotated[int, typer.Option(help="Runs at once (process pool of the local executor).")] = 1,
+    executor: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray instance or cluster).")] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="auto: the cluster of `ray start --head`; default: a private local Ray instance."),
+    ] = None,
+    unit_cpus: Annotated[float, typer.Option(help="CPUs per unit on Ray (torch threads).")] = 1.0,
+    unit_gpus: Annotated[float, typer.Option(help="GPUs per unit on Ray; 0.25 lets four units share one.")] = 0.0,
+    retries: Annotated[int, typer.Option(help="Retries of a unit whose Ray worker died (it resumes).")] = 2,
     out: Annotated[Path, typer.Option(help="Sweep directory; running again resumes.")] = Path("vaelens-sweep"),
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
@@ -414,8 +423,22 @@ def sweep(
         "pgd_steps": steps,
         "device": device,
     }
-    result = run_sweep(SweepConfig.resolve(preset, config, flags), out, jobs=jobs, progress=not quiet)
+    sweep_config = SweepConfig.resolve(preset, config, flags)
+    ray = RayOptions(ray_address, unit_cpus, unit_gpus, retries)
+    result = run_sweep(sweep_config, out, jobs=jobs, progress=not quiet, executor=executor, ray=ray)
+    table = Table(title=f"sweep in {out} ({executor} executor)")
+    for header in ("done", "skipped (already finished)", "retried", "failed"):
+        table.add_column(header, justify="right")
+    counts = result.outcome.counts()
+    table.add_row(*(str(counts[k]) for k in ("done", "skipped", "retried", "failed")))
+    console.print(table)
     console.print(f"{len(result.rows)} runs finished; results in {out / 'results.csv'}")
+    if result.outcome.failed:
+        for name, message in result.outcome.failed.items():
+            err_console.print(Text(f"failed: {name}: ", style="red") + Text(message), soft_wrap=True)
+        raise VaelensError(
+            f"{len(result.outcome.failed)} runs failed (above); fix the cause and run the same command again"
+        )
 
 
 @command

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from vaelens.experiments._executors import run_sweep
 from vaelens.experiments._report import write_report
-from vaelens.experiments._sweep import SweepConfig, run_sweep
+from vaelens.experiments._sweep import SweepConfig
 
 
 class DemoResult(NamedTuple):

@@ -10,19 +10,12 @@ marks a finished unit. ``results.csv`` is rebuilt from the finished units, so ea
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import math
-import multiprocessing
-import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +29,10 @@ else:  # pragma: no cover - Python 3.10
 import torch
 
 from vaelens._configs import check_fields, check_unique
-from vaelens._errors import Interrupted, VaelensError
+from vaelens._errors import VaelensError
 from vaelens._io import read_json, write_csv, write_json
-from vaelens._outputs import check_out_path, is_complete
-from vaelens._progress import Ticker, progress_bar
+from vaelens._outputs import is_complete
+from vaelens._progress import Ticker
 from vaelens._protocol import Kind
 from vaelens.data import load_dataset, take
 from vaelens.evaluation import (
@@ -64,6 +57,7 @@ from vaelens.models import ModelConfig
 from vaelens.training import MixupConfig, TrainConfig, input_shape_of, train
 
 MIXUP_CHOICES = ("off", "on", "both")
+_NOT_IDENTITY = ("device",)  # a sweep started on a laptop may be finished on a cluster
 AUDIT_KINDS: tuple[Kind, ...] = ("stochastic", "fisher", "output")
 
 
@@ -157,6 +151,10 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def identity(self) -> dict[str, Any]:
+        """What the sweep computes: every setting but where it runs (the device)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
         known = {f.name for f in dataclasses.fields(cls)}
@@ -233,18 +231,28 @@ class Unit:
         return f"{safe}_{self.model}_beta{self.beta:.4g}{'_mixup' if self.mixup else ''}_seed{self.seed}"
 
 
-def run_unit(sweep: SweepConfig, unit: Unit, root: str | Path, progress: Ticker | None = None) -> ResultRow:
+def run_unit(
+    sweep: SweepConfig, unit: Unit, root: str | Path, progress: Ticker | None = None, device: str | None = None
+) -> ResultRow:
     """Train, audit and attack one unit inside ``root/runs/NAME``; return its result row.
 
     ``progress`` is an optional ``Ticker`` whose text shows the current stage; it never affects
-    results.
+    results. ``device`` overrides the sweep's (an executor puts a unit on the GPU it was given);
+    where a unit runs is not part of what it computes, so a unit resumes on any device.
     """
     run_dir = Path(root) / "runs" / unit.name
     done = run_dir / "result.json"
     if done.exists():
         return ResultRow.from_record(read_json(done), sweep.eps)
+    if device is not None:
+        sweep = dataclasses.replace(sweep, device=device)
     with unit_lock(run_dir):
         return _run_unit_locked(sweep, unit, run_dir, done, progress)
+
+
+def is_finished(root: Path, unit: Unit) -> bool:
+    """True when the unit's result row is written (its last act)."""
+    return (root / "runs" / unit.name / "result.json").exists()
 
 
 @contextlib.contextmanager
@@ -340,119 +348,3 @@ def _collect(
         rho_output_median=float(np.median(samples["rho_output"])),
         damage=damage,
     )  # fmt: skip
-
-
-@dataclass
-class SweepResult:
-    """What ``run_sweep`` returns: the sweep directory and one ``ResultRow`` per unit, in grid order."""
-
-    root: Path
-    rows: list[ResultRow] = field(default_factory=list)
-
-
-def _unit_worker(args: tuple[dict, Unit, str]) -> ResultRow:
-    sweep, unit, root = args
-    return run_unit(SweepConfig.from_dict(sweep), unit, root)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Pool initializer: a worker never outlives the sweep that started it.
-
-    On Linux the kernel sends SIGKILL to the worker when its parent dies (PR_SET_PDEATHSIG), also
-    when the parent is killed with kill -9; elsewhere a watchdog thread notices the orphaning.
-    """
-    torch.set_num_threads(1)  # processes share the cores
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:  # pragma: no cover - no glibc
-            pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def run_sweep(sweep: SweepConfig, root: str | Path, jobs: int = 1, progress: bool = True) -> SweepResult:
-    """Run (or resume) every unit of a sweep into ``root``; write sweep.json and results.csv.
-
-    Arguments:
-        sweep: the sweep.
-        root: output directory; running again skips finished units and resumes the others.
-        jobs: units run at once (1: in turn, in this process).
-        progress: one bar for the sweep and one for the current stage.
-    """
-    root = check_out_path(root)
-    if jobs < 1:
-        raise VaelensError(f"--jobs must be >= 1; got {jobs}")
-    existing = root / "sweep.json"
-    if not existing.exists() and root.is_dir() and any(root.iterdir()):
-        raise VaelensError(f"{root} is not empty and holds no sweep; choose an empty or new --out")
-    if existing.exists():
-        previous = read_json(existing)
-        if previous != sweep.to_dict():
-            changed = sorted(k for k in sweep.to_dict() if previous.get(k) != sweep.to_dict()[k])
-            raise VaelensError(
-                f"{root} holds a different sweep (it differs in {', '.join(changed)}); choose another --out"
-            )
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(existing, sweep.to_dict())
-    units = sweep.units()
-    rows: list[ResultRow] = []
-    with progress_bar(progress) as bar:
-        overall = Ticker(bar, "sweep", len(units), interval=0.0)
-        try:
-            if jobs == 1:
-                stage = Ticker(bar, "current run", 0, interval=0.0)
-                for unit in units:
-                    rows.append(run_unit(sweep, unit, root, stage))
-                    overall.tick(unit.name)
-                    overall.flush()
-            else:
-                rows = _run_pool(sweep, units, root, jobs, overall)
-        except KeyboardInterrupt:
-            finished = sum((root / "runs" / u.name / "result.json").exists() for u in units)
-            raise Interrupted(
-                f"interrupted: {finished} of {len(units)} runs of the sweep in {root} are finished and saved, "
-                "unfinished training is checkpointed; run the same command again to resume"
-            ) from None
-    write_results(root, rows, sweep.eps)
-    return SweepResult(root, rows)
-
-
-def _run_pool(sweep: SweepConfig, units: list[Unit], root: Path, jobs: int, overall: Ticker) -> list[ResultRow]:
-    """Units in a process pool whose workers die with this process; rows in grid order."""
-    # spawn, not fork: forking a process that has started torch's thread pools can deadlock
-    pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_die_with_parent, initargs=(os.getpid(),),
-    )  # fmt: skip
-    try:
-        rows = []
-        for row in pool.map(_unit_worker, [(sweep.to_dict(), u, str(root)) for u in units]):
-            rows.append(row)
-            overall.tick(row.run)
-            overall.flush()
-        pool.shutdown()
-        return rows
-    except BaseException:
-        # Ctrl-C or a failed unit: stop at once, do not wait for the other units to finish
-        for proc in multiprocessing.active_children():
-            proc.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-
-
-def write_results(root: Path, rows: list[ResultRow], eps: tuple[float, ...]) -> Path:
-    """results.csv: one row per finished run, in grid order."""
-    path = root / "results.csv"
-    write_csv(path, [r.record() for r in rows], ResultRow.columns(eps))
-    return path

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vaelens._errors import Interrupted, VaelensError
-from vaelens._io import write_csv, write_json
+from vaelens._io import fault_point, write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import encode, prepare_inputs, resolve_device
 from vaelens._tensors import load_optimizer, load_state_dict_checked, load_tensors
@@ -263,6 +263,7 @@ def train(
                     }
                 )
                 write_csv(out / METRICS, metrics, METRIC_FIELDS)
+                fault_point("train:epoch-end")
                 now = time.monotonic()
                 if epoch + 1 == config.epochs or now - last_checkpoint >= checkpoint_every:
                     commit_checkpoint(out, model, optimizer, epoch + 1, metrics[-1])

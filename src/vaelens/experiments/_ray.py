@@ -1,0 +1,177 @@
+"""The Ray executor: a sweep's units as Ray tasks on a local instance or a cluster.
+
+Units are pure functions of their config that write only into their own directory, so each is one
+task. A task whose worker dies is retried by Ray (``max_retries``) and the unit resumes from its
+last checkpoint; a unit that fails with a ``VaelensError`` is reported, not retried, and the others
+go on. The run directories must be on a file system every node sees; a task writes a token into
+the sweep directory at start-up and the driver reads it back to check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelens._configs import check_fields
+from vaelens._errors import VaelensError
+from vaelens._progress import Ticker
+from vaelens.experiments._schema import ResultRow
+from vaelens.experiments._sweep import SweepConfig, Unit, is_finished, run_unit
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how units run on Ray.
+
+    Arguments:
+        address: None starts a private local Ray instance (never joins a running one); "auto"
+            connects to the cluster started on this machine with ``ray start --head``; or an
+            explicit address such as ``ray://head:10001``.
+        unit_cpus: CPUs per unit; torch in the unit uses that many threads.
+        unit_gpus: GPUs per unit, fractions allowed (0.25: four units share a GPU); a unit that
+            gets a GPU runs on cuda.
+        retries: how often a unit whose worker died is retried (it resumes from its checkpoint).
+    """
+
+    address: str | None = None
+    unit_cpus: float = 1.0
+    unit_gpus: float = 0.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.unit_cpus <= 0 or self.unit_gpus < 0 or self.retries < 0:
+            raise VaelensError(
+                f"--unit-cpus must be > 0, --unit-gpus >= 0 and --retries >= 0; got "
+                f"{self.unit_cpus}, {self.unit_gpus} and {self.retries}"
+            )
+
+
+@dataclass
+class RayOutcome:
+    rows: dict[str, ResultRow] = field(default_factory=dict)  # unit name -> row
+    skipped: list[str] = field(default_factory=list)  # finished before this sweep started
+    retried: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # unit name -> one-line message
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise VaelensError("--executor ray needs Ray, which is not installed: pip install 'vaelens[ray]'") from None
+    return ray
+
+
+def _unit_task(sweep: dict, unit: Unit, root: str, cpus: float, gpus: float, attempts: str) -> dict[str, Any]:
+    """One unit on a Ray worker. Returns the row, or the user error's message (never retried)."""
+    # Ray sets OMP_NUM_THREADS, but a reused worker keeps torch's earlier thread count
+    torch.set_num_threads(max(1, int(cpus)))
+    log = Path(attempts) / unit.name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:  # one line per attempt: more than one means the unit was retried
+        f.write(f"{os.getpid()}\n")
+    device = "cuda" if gpus > 0 and torch.cuda.is_available() else None
+    try:
+        row = run_unit(SweepConfig.from_dict(sweep), unit, root, device=device)
+    except VaelensError as e:
+        return {"error": str(e)}
+    return {"row": row.record()}
+
+
+def _write_token(root: str, name: str, token: str) -> str:
+    path = Path(root) / name
+    path.write_text(token)
+    return os.uname().nodename
+
+
+def _check_shared(ray: Any, root: Path) -> None:
+    """One task writes into the sweep directory; the driver must see what it wrote."""
+    token = uuid.uuid4().hex
+    name = f".ray-shared-check-{token[:12]}"
+    try:
+        node = ray.get(ray.remote(num_cpus=0)(_write_token).remote(str(root), name, token), timeout=300)
+    except Exception as e:  # a worker that cannot write there at all
+        msg = " ".join(str(e).split())[-200:]
+        raise VaelensError(
+            f"a Ray task could not write into {root} ({msg}); put --out on a shared file system"
+        ) from None
+    path = root / name
+    seen = path.read_text() if path.is_file() else None
+    path.unlink(missing_ok=True)
+    if seen != token:
+        raise VaelensError(
+            f"{root} is not shared with the Ray workers: a task on {node} wrote {name} there but this machine "
+            "cannot see it; put --out on a file system every node mounts (NFS, a mounted bucket)"
+        )
+
+
+def run_ray(sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptions, overall: Ticker) -> RayOutcome:
+    """Every unit as a Ray task; rows of the finished ones, and what was skipped, retried and failed."""
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        if options.address is None:  # a private instance: never join a cluster the user did not name
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60's token auth guards shared clusters
+            ray.init(
+                address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                logging_level=logging.WARNING,
+            )  # fmt: skip
+        else:
+            try:
+                ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                msg = " ".join(str(e).split())[:200]
+                raise VaelensError(f"cannot connect to the Ray cluster at {options.address!r} ({msg})") from None
+    try:
+        _check_shared(ray, root)
+        outcome = RayOutcome()
+        attempts = root / ".attempts" / uuid.uuid4().hex[:12]
+        task = ray.remote(_unit_task).options(
+            num_cpus=options.unit_cpus, num_gpus=options.unit_gpus, max_retries=options.retries
+        )
+        pending: dict[Any, Unit] = {}
+        for unit in units:
+            if is_finished(root, unit):
+                outcome.skipped.append(unit.name)
+                outcome.rows[unit.name] = run_unit(sweep, unit, root)  # reads its result.json
+                overall.tick(unit.name)
+                continue
+            args = (sweep.to_dict(), unit, str(root), options.unit_cpus, options.unit_gpus, str(attempts))
+            pending[task.remote(*args)] = unit
+        overall.flush()
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    unit = pending.pop(ref)
+                    try:
+                        out = ray.get(ref)
+                    except ray.exceptions.RayError as e:  # retries exhausted, or a crash that is not ours
+                        lines = [line for line in str(e).splitlines() if line.strip()]
+                        outcome.failed[unit.name] = (lines[-1] if lines else type(e).__name__)[:300]
+                    else:
+                        if "error" in out:
+                            outcome.failed[unit.name] = out["error"]
+                        else:
+                            outcome.rows[unit.name] = ResultRow.from_record(out["row"], sweep.eps)
+                    overall.tick(unit.name)
+                    overall.flush()
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        for unit in units:
+            log = attempts / unit.name
+            if log.is_file() and len(log.read_text().split()) > 1:
+                outcome.retried.append(unit.name)
+        return outcome
+    finally:
+        if started:
+            ray.shutdown()
