@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import re
 import shutil
@@ -290,3 +291,14 @@ def test_report_aggregates_seeds(tiny_sweep):
     assert "2 seeds each, medians over seeds" in page and (
         "all 2 seeds agree" in page or "of 2 seeds lie below" in page
     )
+
+
+def test_a_sweep_started_on_another_device_resumes(tmp_path):
+    """Where a unit runs is not part of its identity: a sweep begun on a GPU box finishes here."""
+    settings = {"datasets": ["digits"], "betas": [1.0], "epochs": 1, "n": 4, "eps": [0.5], "pgd_steps": 2,
+                "latent_dim": 2, "probe_n": 2}  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps(SweepConfig.from_dict({**settings, "device": "cuda"}).to_dict()))
+    result = run_sweep(SweepConfig.from_dict({**settings, "device": "cpu"}), tmp_path, progress=False)
+    assert len(result.rows) == 1 and result.outcome.counts()["done"] == 1
+    with pytest.raises(vaelens.VaelensError, match="differs in epochs"):
+        run_sweep(SweepConfig.from_dict({**settings, "epochs": 2}), tmp_path, progress=False)

@@ -91,7 +91,7 @@ def run_sweep(
     if not existing.exists() and root.is_dir() and any(root.iterdir()):
         raise VaelensError(f"{root} is not empty and holds no sweep; choose an empty or new --out")
     if existing.exists():
-        previous = SweepConfig.from_dict(read_json(existing)).identity()
+        previous = SweepConfig.identity_of(read_json(existing))
         mine = sweep.identity()
         if previous != mine:
             changed = sorted(k for k in mine if previous.get(k) != mine[k])

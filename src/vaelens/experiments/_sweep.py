@@ -153,7 +153,13 @@ class SweepConfig:
 
     def identity(self) -> dict[str, Any]:
         """What the sweep computes: every setting but where it runs (the device)."""
-        return {k: v for k, v in self.to_dict().items() if k not in _NOT_IDENTITY}
+        return self.identity_of(self.to_dict())
+
+    @staticmethod
+    def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
+        """The identity of settings as written in a sweep.json (compared as written, not as parsed:
+        a file missing a setting is another sweep, not the default one)."""
+        return {k: v for k, v in settings.items() if k not in _NOT_IDENTITY}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
