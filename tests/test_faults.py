@@ -125,3 +125,24 @@ def test_audit_and_attack_killed_then_rerun_equal_uninterrupted(tmp_path, comman
     assert (tmp_path / "killed" / table).read_bytes() == (tmp_path / "full" / table).read_bytes()
     assert is_complete(tmp_path / "killed", command)
     assert not finished or (tmp_path / "killed" / table).exists()  # if it looked finished, it was
+
+
+@pytest.mark.slow
+def test_report_killed_then_rerun_is_complete_and_equal(tmp_path):
+    out = tmp_path / "s"
+    sweep = [EXE, "sweep", "--dataset", "digits", "--betas", "0.5,2", "--mixup", "both", "--epochs", "1", "--n", "8",
+             "--eps", "0.5,1", "--steps", "2", "--latent-dim", "3", "--out", str(out), "--quiet"]  # fmt: skip
+    assert subprocess.run(sweep, capture_output=True).returncode == 0
+    assert subprocess.run([EXE, "report", str(out)], capture_output=True).returncode == 0
+    reference = (out / "report" / "trend.csv").read_bytes()
+    (out / "report.html").unlink()
+    proc = subprocess.Popen([EXE, "report", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(3).uniform(3.0, 6.0))  # start-up, then somewhere among the figures
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    page = out / "report.html"
+    assert not page.exists() or page.read_text().rstrip().endswith("</html>")  # never half-written
+    assert subprocess.run([EXE, "report", str(out)], capture_output=True).returncode == 0
+    assert page.read_text().rstrip().endswith("</html>")
+    assert (out / "report" / "trend.csv").read_bytes() == reference
+    assert not list(out.rglob(".*.tmp"))  # the rerun cleaned up

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vaelens._errors import Interrupted, VaelensError
-from vaelens._io import read_json, write_csv, write_json
+from vaelens._io import read_json, remove_stale_temps, write_csv, write_json
 from vaelens._outputs import check_out_path
 from vaelens._progress import Ticker, progress_bar
 from vaelens.experiments._local import run_local
@@ -99,6 +99,7 @@ def run_sweep(
                 f"{root} holds a different sweep (it differs in {', '.join(changed)}); choose another --out"
             )
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(root)  # what a killed sweep left behind
     write_json(existing, sweep.to_dict())
     units = sweep.units()
     with progress_bar(progress) as bar:

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vaelens._errors import VaelensError
-from vaelens._io import read_json, save_figure, write_csv, write_text
+from vaelens._io import read_json, remove_stale_temps, save_figure, write_csv, write_text
 from vaelens.experiments import _figures
 from vaelens.experiments._analysis import (
     TREND_COLUMNS,
@@ -230,6 +230,8 @@ class _Report:
     # -- page -------------------------------------------------------------------------------
     def write(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
+        for directory in (self.root, self.out):  # what a killed report left behind
+            remove_stale_temps(directory)
         write_csv(self.out / "trend.csv", [p.record() for p in self.points], list(TREND_COLUMNS))
         for step in (self.beta_trends, self.probe, self.histograms, self.mixup, self.damage, self.validity,
                      self.reference):  # fmt: skip
