@@ -290,7 +290,7 @@ def audit(
 @command
 def attack(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
-    method: Annotated[str, typer.Option(help="eigen, pgd or random.")] = "pgd",
+    method: Annotated[str, typer.Option(help="eigen, pgd, apgd (Auto-PGD, no step size to tune) or random.")] = "pgd",
     objective: Annotated[
         str | None,
         typer.Option(help="kl, kl_reverse, skl, latent, recon or stochastic (default: kl; skl when --targeted)."),
@@ -343,6 +343,15 @@ def attack(
         before = result.target_skl_before.mean().item()
         for e, after in zip(result.eps, result.target_skl_after, strict=True):
             console.print(f"eps {e:g}: mean SKL to the targets' posteriors {before:.4g} -> {after.mean().item():.4g}")
+    for e, stuck in zip(result.eps, result.no_progress(), strict=True):
+        if stuck:
+            err_console.print(
+                Text("warning: ", style="yellow")
+                + Text(
+                    f"eps {e:g}: the attack left {stuck} of {len(x)} inputs "
+                    "unchanged (flagged no_progress in damage.csv)"
+                )  # fmt: skip
+            )
     for metric, value in result.auddc().items():
         if metric in ("kl", "recon_shift"):
             console.print(f"AUDDC ({metric}): {value:.4g}")

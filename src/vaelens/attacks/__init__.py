@@ -4,6 +4,7 @@ Every attack is a thin subclass of ``Attack``: ``attack(x) -> x_adv`` (targeted:
 ``attack(x, x_target)``), batched, within budget, in [0, 1], with the model untouched.
 """
 
+from vaelens.attacks._apgd import APGD
 from vaelens.attacks._base import NORMS, Attack, check_budget
 from vaelens.attacks._damage import Damage, attack_damage
 from vaelens.attacks._eigen import EigenAttack
@@ -13,6 +14,7 @@ from vaelens.attacks._random import RandomNoise
 from vaelens.attacks._targeted import TargetedAttack
 
 __all__ = [
+    "APGD",
     "KIND_OBJECTIVE",
     "NORMS",
     "OBJECTIVES",

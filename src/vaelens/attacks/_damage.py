@@ -32,6 +32,8 @@ class Damage(PerSample):
         prior_logp_drop: log p(mu(x)) - log p(mu(x_adv)) under N(0, I); positive when the attack
             pushed the code to a lower-density region of the latent space.
         l2, linf: input distances ||x_adv - x||.
+        no_progress: 1 where the attack returned its input unchanged (it did nothing), else 0;
+            the mean over inputs is the share of such samples.
     """
 
     kl: torch.Tensor
@@ -43,6 +45,7 @@ class Damage(PerSample):
     prior_logp_drop: torch.Tensor
     l2: torch.Tensor
     linf: torch.Tensor
+    no_progress: torch.Tensor
 
     # the measures a printed summary shows (the input distances are the budget, not damage)
     SHOWN: ClassVar[tuple[str, ...]] = (
@@ -105,4 +108,5 @@ def attack_damage(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor) 
         prior_logp_drop=(log_prior(mu) - log_prior(mu_a)).cpu(),
         l2=norms(delta, "l2").cpu(),
         linf=norms(delta, "linf").cpu(),
+        no_progress=(norms(delta, "linf") == 0).to(delta.dtype).cpu(),
     )

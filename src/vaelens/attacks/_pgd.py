@@ -6,8 +6,9 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Norm, Objective
-from vaelens.attacks._base import Attack, norms, project, random_in_ball
+from vaelens.attacks._base import Attack, norms, project, random_direction, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective, divergence
+from vaelens.geometry import pullback_metric
 
 
 def check_steps(steps: int, step_size: float | None) -> None:
@@ -22,6 +23,25 @@ def ascent_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     if norm == "linf":
         return grad.sign()
     return grad / norms(grad, "l2").clamp_min(torch.finfo(grad.dtype).tiny).view(-1, *[1] * (grad.dim() - 1))
+
+
+def first_direction(model: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
+    """The gradient where it is nonzero. Where it is exactly zero (the KL objectives at delta = 0,
+    their minimum), the top eigenvector of the fisher metric there, which is the optimal
+    small-budget direction (docs/method.md section 3); where that is zero too, a random direction.
+    An attack therefore never stays put silently."""
+    zero = norms(grad, "l2") == 0
+    if not bool(zero.any()):
+        return grad
+    grad = grad.clone()
+    xs = x[zero].detach()
+    spec = pullback_metric(model, xs, "fisher").eigen(1)
+    v = spec.require_vectors()[:, 0].to(grad)  # (Z, *s)
+    flat = spec.values[:, 0] == 0
+    if bool(flat.any()):
+        v[flat] = random_direction(xs[flat], seed, "first-direction")
+    grad[zero] = v
+    return grad
 
 
 def projected_gradient(
@@ -48,6 +68,8 @@ def projected_gradient(
         with torch.enable_grad():
             score = sign * divergence(model, x + delta, ref, objective)  # (B,)
             grad = torch.autograd.grad(score.sum(), delta)[0] if step < steps else None
+        if step == 0 and grad is not None:
+            grad = first_direction(model, x + delta.detach(), grad)
         with torch.no_grad():
             better = score.detach() > best_score
             best = torch.where(better.view(view), (x + delta).detach(), best)

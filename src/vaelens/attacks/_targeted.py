@@ -5,16 +5,18 @@ from __future__ import annotations
 import torch
 
 from vaelens._protocol import Norm, Objective
+from vaelens.attacks._apgd import auto_pgd
 from vaelens.attacks._base import Attack
 from vaelens.attacks._objectives import Reference, check_objective
-from vaelens.attacks._pgd import check_steps, projected_gradient
+from vaelens.attacks._pgd import check_steps
 
 
 class TargetedAttack(Attack):
-    """Minimise D(q(z|x + delta), q(z|x_t)) over the budget by projected gradient descent.
+    """Minimise D(q(z|x + delta), q(z|x_t)) over the budget with Auto-PGD's step-size schedule.
 
     Called as ``attack(x, x_target)``. Starts at delta = 0 and keeps, per sample, the iterate
-    closest to the target's encoding.
+    closest to the target's encoding. The step starts at 2 eps and halves when progress stalls
+    (``APGD``), so it settles where a fixed step oscillates; there is no step size to tune.
 
     Arguments:
         model: a VAE.
@@ -22,7 +24,6 @@ class TargetedAttack(Attack):
         norm: "l2" or "linf".
         objective: divergence to the target's posterior, default "skl" (Kuzina et al.).
         steps: gradient steps, default 100.
-        step_size: default 2.5 * eps / steps.
     """
 
     targeted = True
@@ -34,26 +35,15 @@ class TargetedAttack(Attack):
         norm: Norm = "l2",
         objective: Objective = "skl",
         steps: int = 100,
-        step_size: float | None = None,
     ) -> None:
         super().__init__(model, eps, norm, seed=None)
-        check_steps(steps, step_size)
+        check_steps(steps, None)
         self.objective, self.steps = check_objective(objective), steps
-        self.step_size = step_size if step_size is not None else 2.5 * self.eps / steps
 
     def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
         assert x_target is not None
         ref = Reference.of(self.model, x_target)
-        best, _ = projected_gradient(
-            self.model,
-            x,
-            ref,
-            self.objective,
-            torch.zeros_like(x),
-            self.eps,
-            self.norm,
-            self.steps,
-            self.step_size,
-            maximize=False,
+        best, _, _ = auto_pgd(
+            self.model, x, ref, self.objective, torch.zeros_like(x), self.eps, self.norm, self.steps, maximize=False
         )
         return best

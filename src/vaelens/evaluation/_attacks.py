@@ -25,6 +25,7 @@ from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import Kind, Norm, Objective, decode, encode, eval_mode, frozen, prepare_inputs
 from vaelens._records import describe
 from vaelens.attacks import (
+    APGD,
     NORMS,
     OBJECTIVES,
     PGD,
@@ -41,8 +42,8 @@ from vaelens.attacks import (
 from vaelens.evaluation._plots import as_image
 from vaelens.geometry import KINDS
 
-Method = Literal["eigen", "pgd", "random"]
-METHODS: tuple[Method, ...] = ("eigen", "pgd", "random")
+Method = Literal["eigen", "pgd", "apgd", "random"]
+METHODS: tuple[Method, ...] = ("eigen", "pgd", "apgd", "random")
 AUDDC_MEASURES = ("kl", "skl", "recon_shift", "latent_l2")
 
 
@@ -77,8 +78,10 @@ class AttackSpec:
         for name in ("steps", "restarts", "directions"):
             if getattr(self, name) < 1:
                 raise VaelensError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.targeted and self.method != "pgd":
-            raise VaelensError("--targeted works with --method pgd (projected descent towards the target)")
+        if self.targeted and self.method not in ("pgd", "apgd"):
+            raise VaelensError(
+                "--targeted works with --method pgd or apgd (descent towards the target, on the APGD schedule)"
+            )
         if self.objective is None:
             object.__setattr__(self, "objective", "skl" if self.targeted else "kl")
 
@@ -101,6 +104,8 @@ class AttackSpec:
             return EigenAttack(model, eps, self.norm, self.kind, self.directions)
         if self.method == "random":
             return RandomNoise(model, eps, self.norm, seed=self.seed)
+        if self.method == "apgd":
+            return APGD(model, eps, self.norm, self.target_objective, self.steps, self.restarts, self.seed)
         return PGD(model, eps, self.norm, self.target_objective, self.steps, restarts=self.restarts, seed=self.seed)
 
 
@@ -120,6 +125,10 @@ class AttackSweepResult:
     def mean(self, measure: str) -> list[float]:
         """The mean of one damage measure over the inputs, per eps."""
         return [d.as_dict()[measure].mean().item() for d in self.damage]
+
+    def no_progress(self) -> list[int]:
+        """Per eps, how many samples the attack returned unchanged."""
+        return [int(d.no_progress.sum()) for d in self.damage]
 
     def auddc(self) -> dict[str, float]:
         """{measure: AUDDC} over the eps grid for kl, skl, recon_shift and latent_l2; {} for one eps."""
@@ -300,7 +309,7 @@ def write_attack_report(
         "attack": asdict(result.spec),
         **(meta or {}),
         "per_eps": [
-            {"eps": e, "seconds": s, **{n: st for n, st in d.summary().items()}}
+            {"eps": e, "seconds": s, "no_progress_count": int(d.no_progress.sum()), **d.summary()}
             for e, s, d in zip(result.eps, result.seconds, result.damage, strict=True)
         ],
     }
