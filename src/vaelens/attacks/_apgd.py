@@ -10,12 +10,13 @@ settles on targeted problems; this schedule does both.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Norm, Objective
-from vaelens.attacks._base import Attack, project, random_in_ball
+from vaelens.attacks._base import Attack, best_of, project, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective, divergence
 from vaelens.attacks._pgd import ascent_step, check_steps, first_direction
 
@@ -137,15 +138,13 @@ class APGD(Attack):
 
     def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
         ref = Reference.of(self.model, x)
-        view = (-1, *[1] * (x.dim() - 1))
-        best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
-        for restart in range(self.restarts):
-            start = random_in_ball(x, self.eps, self.norm, self.seed, f"apgd/{restart}")
-            found, score, eta = auto_pgd(
-                self.model, x, ref, self.objective, start, self.eps, self.norm, self.steps, True, self.seed
-            )
-            better = score > best_score
-            best = torch.where(better.view(view), found, best)
-            best_score = torch.where(better, score, best_score)
-            self.last_step_sizes = eta
-        return best
+
+        def tries() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for restart in range(self.restarts):
+                start = random_in_ball(x, self.eps, self.norm, self.seed, f"apgd/{restart}")
+                found, score, self.last_step_sizes = auto_pgd(
+                    self.model, x, ref, self.objective, start, self.eps, self.norm, self.steps, True, self.seed
+                )
+                yield found, score
+
+        return best_of(x, tries())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 
 import torch
 
@@ -72,6 +73,17 @@ def random_in_ball(x: torch.Tensor, eps: float, norm: Norm, seed: int | None, sa
     direction = unit(_draw(x, gens, tuple(x.shape[1:]), uniform=False))
     radius = eps * _draw(x, gens, (), uniform=True).pow(1.0 / x[0].numel())  # (B,)
     return direction * radius.view(-1, *[1] * (x.dim() - 1))
+
+
+def best_of(x: torch.Tensor, tries: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per sample, the candidate (B, *s) with the highest score (B,) over several tries (restarts)."""
+    view = (-1, *[1] * (x.dim() - 1))
+    best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
+    for found, score in tries:
+        better = score > best_score
+        best = torch.where(better.view(view), found, best)
+        best_score = torch.where(better, score, best_score)
+    return best
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Norm, Objective
-from vaelens.attacks._base import Attack, norms, project, random_direction, random_in_ball
+from vaelens.attacks._base import Attack, best_of, norms, project, random_direction, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective, divergence
 from vaelens.geometry import pullback_metric
 
@@ -130,27 +130,18 @@ class PGD(Attack):
 
     def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
         ref = Reference.of(self.model, x)
-        view = (-1, *[1] * (x.dim() - 1))
-        best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
-        for restart in range(self.restarts):
-            start = (
-                random_in_ball(x, self.eps, self.norm, self.seed, f"pgd/{restart}")
-                if self.random_start
-                else torch.zeros_like(x)
-            )
-            found, score = projected_gradient(
-                self.model,
-                x,
-                ref,
-                self.objective,
-                start,
-                self.eps,
-                self.norm,
-                self.steps,
-                self.step_size,
-                True,
-            )
-            better = score > best_score
-            best = torch.where(better.view(view), found, best)
-            best_score = torch.where(better, score, best_score)
-        return best
+
+        def start(restart: int) -> torch.Tensor:
+            if not self.random_start:
+                return torch.zeros_like(x)
+            return random_in_ball(x, self.eps, self.norm, self.seed, f"pgd/{restart}")
+
+        return best_of(
+            x,
+            (
+                projected_gradient(
+                    self.model, x, ref, self.objective, start(r), self.eps, self.norm, self.steps, self.step_size, True
+                )  # fmt: skip
+                for r in range(self.restarts)
+            ),
+        )
