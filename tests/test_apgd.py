@@ -123,3 +123,31 @@ def test_cli_attack_with_apgd(run_cli, digits_run, tmp_path):
     assert "apgd attack" in stdout and (tmp_path / "a" / "damage.csv").is_file()
     header = (tmp_path / "a" / "damage.csv").read_text().splitlines()[0]
     assert header.endswith("no_progress")
+
+
+@pytest.mark.parametrize("norm, eps, objective", [("l2", 1.0, "kl"), ("linf", 0.1, "skl"), ("l2", 0.5, "latent")])
+def test_strongest_is_at_least_as_damaging_as_each_member_on_every_sample(digits_run, norm, eps, objective):
+    from vaelens.attacks import Strongest
+
+    model = vaelens.load(digits_run)
+    x = vaelens.data.take(vaelens.data.load_dataset("digits", "test"), 16)[0]
+    attack = Strongest(model, eps=eps, norm=norm, objective=objective, steps=10, seed=0)
+    x_adv = attack(x)
+    ref = Reference.of(model, x)
+    with torch.no_grad():
+        ours = divergence(model, x_adv, ref, objective)
+        for name, member in attack.members.items():
+            theirs = divergence(model, member(x), ref, objective)
+            assert (ours >= theirs - 1e-6).all(), name
+    assert len(attack.last_winners) == 16 and set(attack.last_winners) <= {"eigen", "pgd", "apgd"}
+
+
+def test_cli_strongest_names_the_winner_of_each_input(run_cli, digits_run, tmp_path):
+    import csv
+
+    code, _, stderr = run_cli("attack", digits_run, "--method", "strongest", "--n", "8", "--steps", "5",
+                              "--out", tmp_path / "s", "--quiet")  # fmt: skip
+    assert code == 0, stderr
+    with open(tmp_path / "s" / "damage.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["winner"] for r in rows} <= {"eigen", "pgd", "apgd"}

@@ -11,6 +11,7 @@ from vaelens.attacks._eigen import EigenAttack
 from vaelens.attacks._objectives import KIND_OBJECTIVE, OBJECTIVES, Reference, divergence
 from vaelens.attacks._pgd import PGD
 from vaelens.attacks._random import RandomNoise
+from vaelens.attacks._strongest import Strongest
 from vaelens.attacks._targeted import TargetedAttack
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "EigenAttack",
     "RandomNoise",
     "Reference",
+    "Strongest",
     "TargetedAttack",
     "attack_damage",
     "check_budget",

@@ -9,11 +9,11 @@ import torch
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
-from vaelens._protocol import Objective, check_finite, decode, encode
+from vaelens._protocol import Kind, Objective, check_finite, decode, encode
 
 OBJECTIVES: tuple[Objective, ...] = ("kl", "kl_reverse", "skl", "latent", "recon", "stochastic")
 # The objective each metric kind is the second-order model of (docs/method.md section 3).
-KIND_OBJECTIVE = {
+KIND_OBJECTIVE: dict[Kind, Objective] = {
     "mean": "latent",
     "stochastic": "stochastic",
     "fisher": "kl",

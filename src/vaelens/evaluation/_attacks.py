@@ -34,6 +34,7 @@ from vaelens.attacks import (
     EigenAttack,
     RandomNoise,
     Reference,
+    Strongest,
     TargetedAttack,
     attack_damage,
     check_budget,
@@ -42,8 +43,8 @@ from vaelens.attacks import (
 from vaelens.evaluation._plots import as_image
 from vaelens.geometry import KINDS
 
-Method = Literal["eigen", "pgd", "apgd", "random"]
-METHODS: tuple[Method, ...] = ("eigen", "pgd", "apgd", "random")
+Method = Literal["eigen", "pgd", "apgd", "strongest", "random"]
+METHODS: tuple[Method, ...] = ("eigen", "pgd", "apgd", "strongest", "random")
 AUDDC_MEASURES = ("kl", "skl", "recon_shift", "latent_l2")
 
 
@@ -104,6 +105,8 @@ class AttackSpec:
             return EigenAttack(model, eps, self.norm, self.kind, self.directions)
         if self.method == "random":
             return RandomNoise(model, eps, self.norm, seed=self.seed)
+        if self.method == "strongest":
+            return Strongest(model, eps, self.norm, self.target_objective, self.steps, seed=self.seed)
         if self.method == "apgd":
             return APGD(model, eps, self.norm, self.target_objective, self.steps, self.restarts, self.seed)
         return PGD(model, eps, self.norm, self.target_objective, self.steps, restarts=self.restarts, seed=self.seed)
@@ -121,6 +124,7 @@ class AttackSweepResult:
     shown_adv: torch.Tensor
     target_skl_before: torch.Tensor | None = None  # (N,) SKL(q(z|x), q(z|x_t)), targeted only
     target_skl_after: list[torch.Tensor] | None = None  # per eps, (N,) SKL(q(z|x_adv), q(z|x_t))
+    winners: list[list[str]] | None = None  # per eps, the ensemble member that won each input
 
     def mean(self, measure: str) -> list[float]:
         """The mean of one damage measure over the inputs, per eps."""
@@ -212,7 +216,7 @@ def attack_sweep(
         check_budget(e, spec.norm)
     if spec.targeted and x_target is None:
         raise VaelensError("a targeted sweep needs x_target")
-    damages, seconds, after = [], [], []
+    damages, seconds, after, winners = [], [], [], []
     shown_adv = x[:0]
     with progress_bar(progress) as bar:
         n_batches = -(-len(x) // batch_size)
@@ -220,22 +224,26 @@ def attack_sweep(
         for e in eps:
             attack = spec.build(model, e)
             parts, adv, tic = [], [], time.perf_counter()
+            won: list[str] = []
             for start in range(0, len(x), batch_size):
                 xb = x[start : start + batch_size]
                 tb = None if x_target is None else x_target[start : start + batch_size]
                 xa = attack(xb, tb) if spec.targeted else attack(xb)
                 parts.append(attack_damage(model, xb, xa))
                 adv.append(xa)
+                won += getattr(attack, "last_winners", [])
                 if start == 0 and e == max(eps):
                     shown_adv = xa[:n_show].cpu()
                 ticker.tick(f"eps {e:g}")
             seconds.append(time.perf_counter() - tic)
             damages.append(Damage.concat(parts))
+            winners.append(won)
             if x_target is not None:
                 after.append(_skl_to(model, torch.cat(adv), x_target))
         ticker.flush()
     before = None if x_target is None else _skl_to(model, x, x_target)
-    return AttackSweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv, before, after or None)
+    ensemble = winners if all(len(w) == len(x) for w in winners) else None
+    return AttackSweepResult(spec, eps, damages, seconds, x[:n_show].cpu(), shown_adv, before, after or None, ensemble)
 
 
 def attack_output(spec: AttackSpec, eps: Sequence[float], meta: dict | None = None) -> dict:
@@ -293,17 +301,14 @@ def write_attack_report(
             cols["target_skl_after"] = after[k].double().numpy()
         for i in range(len(dmg.kl)):
             label = int(labels[i]) if labels is not None else -1
-            rows.append(
-                {
-                    "index": i,
-                    "label": label,
-                    "method": result.spec.method,
-                    "eps": e,
-                    **{n: float(v[i]) for n, v in cols.items()},
-                }
-            )
+            row: dict[str, Any] = {"index": i, "label": label, "method": result.spec.method, "eps": e}
+            row.update({n: float(v[i]) for n, v in cols.items()})
+            if result.winners is not None:
+                row["winner"] = result.winners[k][i]
+            rows.append(row)
     paths = {"damage": out / "damage.csv", "summary": out / "summary.json"}
     extra = ["target_skl_before", "target_skl_after"] if targeted else []
+    extra += ["winner"] if result.winners is not None else []
     write_csv(paths["damage"], rows, ["index", "label", "method", "eps", *names, *extra])
     summary: dict[str, Any] = {
         "attack": asdict(result.spec),
