@@ -21,7 +21,8 @@ EPS = (0.5, 1.0)
 
 
 def row(beta, seed=0, mixup=False, rho=1.0, mse=0.05, entropy=1.0, dataset="mnist-5k", model="mlp", kl=1.0):
-    damage = {(m, q, e): kl * e for m in ("eigen", "pgd", "random") for q in ("kl", "recon_shift") for e in EPS}
+    methods = ("eigen", "pgd", "apgd", "random", "strongest")
+    damage = {(m, q, e): kl * e for m in methods for q in ("kl", "recon_shift") for e in EPS}
     return ResultRow(
         run=f"{dataset}_{model}_b{beta}_{'mix' if mixup else ''}{seed}", dataset=dataset, model=model, beta=beta,
         mixup=mixup, seed=seed, epochs=1, test_recon=1.0, test_mse=mse, test_elbo=-1.0, train_kl=1.0,
@@ -110,7 +111,7 @@ def test_score_validity_finds_the_predictive_score():
     assert v.within.shape == (4, 2) and np.allclose(v.within[:, 0], 1.0)
     assert v.across["good score"] == pytest.approx(1.0)
     assert v.sentence().startswith(
-        "Within a model, good score predicts which inputs PGD damages most (mean Spearman 1.00)"
+        "Within a model, good score predicts which inputs the strongest attack damages most (mean Spearman 1.00)"
     )
     assert "across models, good score best tracks" in v.sentence() and "over 4 runs" in v.sentence()
     assert math.isnan(spearman([1, 2], [3, 4]))

@@ -107,7 +107,8 @@ def test_tiny_sweep_writes_every_file(tiny_sweep):
         len(rows) == 8 and {r["mixup"] for r in rows} == {"True", "False"} and {r["seed"] for r in rows} == {"0", "1"}
     )
     for key in ("test_recon", "test_elbo", "active_units", "rho_median", "rho_q75", "entropy_median",
-                "eigen_kl@0.5", "pgd_kl@1", "random_recon_shift@1"):  # fmt: skip
+                "eigen_kl@0.5", "pgd_kl@1", "apgd_kl@1", "strongest_kl@1", "strongest_recon_shift@0.5",
+                "random_recon_shift@1"):  # fmt: skip
         assert key in rows[0], key
     for row in rows:
         run = tiny_sweep / "runs" / row["run"]
@@ -136,7 +137,7 @@ def test_report_contains_every_figure(tiny_sweep):
     assert any(n.startswith("rho_hist_") for n in names) and any(n.startswith("probe_") for n in names)
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
     assert len(images) >= len(pngs) + 1  # every figure plus an adversarial grid
-    assert "Spearman" in page and "predicts which inputs PGD damages most" in page
+    assert "Spearman" in page and "predicts which inputs the strongest attack damages most" in page
     assert "src='http" not in page and 'src="http' not in page and 'href="http' not in page  # self-contained
     assert "released numbers" not in page  # digits is not MNIST: no reference comparison
 
@@ -302,3 +303,18 @@ def test_a_sweep_started_on_another_device_resumes(tmp_path):
     assert len(result.rows) == 1 and result.outcome.counts()["done"] == 1
     with pytest.raises(vaelens.VaelensError, match="differs in epochs"):
         run_sweep(SweepConfig.from_dict({**settings, "epochs": 2}), tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_the_headline_damage_is_the_per_input_best_of_the_ensemble(tiny_sweep):
+    from vaelens.experiments._schema import read_samples
+
+    for run in (tiny_sweep / "runs").iterdir():
+        s = read_samples(run / "samples.csv")
+        for e in ("0.5", "1"):
+            members = np.stack([s[f"{m}_kl@{e}"] for m in ("eigen", "pgd", "apgd")])
+            assert np.array_equal(s[f"strongest_kl@{e}"], members.max(0))
+            winner = members.argmax(0)
+            shifts = np.stack([s[f"{m}_recon_shift@{e}"] for m in ("eigen", "pgd", "apgd")])
+            assert np.array_equal(s[f"strongest_recon_shift@{e}"], shifts[winner, np.arange(len(winner))])
+            assert (s[f"strongest_kl@{e}"] >= s[f"pgd_kl@{e}"]).all()

@@ -194,6 +194,7 @@ class Validity:
     runs: tuple[str, ...]
     within: np.ndarray
     across: dict[str, float]
+    attack: str = "the strongest attack"  # what "damage" means in the sentence
 
     def mean_within(self) -> dict[str, float]:
         return {
@@ -209,13 +210,15 @@ class Validity:
 
         bw, ba = best(within), best(self.across)
         return (
-            f"Within a model, {bw} predicts which inputs PGD damages most (mean Spearman {within[bw]:.2f}); "
+            f"Within a model, {bw} predicts which inputs {self.attack} damages most (mean Spearman {within[bw]:.2f}); "
             f"across models, {ba} best tracks the median damage (Spearman {self.across[ba]:.2f} over "
             f"{len(self.runs)} runs)."
         )
 
 
-def score_validity(samples: dict[str, dict[str, np.ndarray]], scores: dict[str, str], target: str) -> Validity:
+def score_validity(
+    samples: dict[str, dict[str, np.ndarray]], scores: dict[str, str], target: str, attack: str = "the strongest attack"
+) -> Validity:
     """Validity of scores against a damage column, from per-run samples.
 
     Arguments:
@@ -234,4 +237,4 @@ def score_validity(samples: dict[str, dict[str, np.ndarray]], scores: dict[str, 
             medians[n].append(float(np.median(s[scores[n]])))
         damages.append(float(np.median(s[target])))
     across = {n: spearman(medians[n], damages) for n in names}
-    return Validity(names, runs, within, across)
+    return Validity(names, runs, within, across, attack)

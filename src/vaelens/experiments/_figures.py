@@ -76,7 +76,8 @@ def histograms(data: dict[str, np.ndarray]) -> Figure:
 def mixup_plane(points: Sequence[TrendPoint], damage: Sequence[tuple[float, float, float]], eps: float) -> Figure:
     """Median rho(G) and PGD damage against reconstruction error: beta curves and mixup points.
 
-    ``damage[i]`` is (median, min, max) over seeds of point i's PGD KL damage.
+    ``damage[i]`` is (median, min, max) over seeds of point i's headline KL damage (the strongest
+    attack's).
     """
     fig = Figure(figsize=(11, 4))
     ax_r, ax_d = fig.subplots(1, 2)
@@ -97,14 +98,14 @@ def mixup_plane(points: Sequence[TrendPoint], damage: Sequence[tuple[float, floa
                       fmt="s", color="tab:red", markersize=8)  # fmt: skip
             _errorbar(ax_d, [p.test_mse], [mid], [lo], [hi], fmt="s", color="tab:red", markersize=8)
     ax_r.set(xlabel="test reconstruction MSE", ylabel=r"median $\rho(G)$", yscale="log")
-    ax_d.set(xlabel="test reconstruction MSE", ylabel=f"PGD KL damage, eps {eps:g}", yscale="log")
+    ax_d.set(xlabel="test reconstruction MSE", ylabel=f"strongest-attack KL damage, eps {eps:g}", yscale="log")
     ax_r.legend(fontsize=7)
     return fig
 
 
 def damage_vs_eps(curves: dict[str, dict[str, list[float]]], eps: Sequence[float]) -> Figure:
     """Mean KL damage against eps per attack method; ``curves[method][label]`` is one line."""
-    fig = Figure(figsize=(12, 3.8))
+    fig = Figure(figsize=(3.2 * len(curves), 3.8))
     axes = fig.subplots(1, len(curves), sharey=True)
     for ax, (method, lines) in zip(np.atleast_1d(axes), curves.items(), strict=True):
         for label, values in lines.items():
@@ -117,7 +118,7 @@ def damage_vs_eps(curves: dict[str, dict[str, list[float]]], eps: Sequence[float
 
 
 def validity(v: Validity, eps: float) -> Figure:
-    """Heat map of the per-run Spearman correlation of each score with PGD damage."""
+    """Heat map of the per-run Spearman correlation of each score with the headline damage."""
     fig = Figure(figsize=(1.3 * len(v.scores) + 3, 0.45 * len(v.runs) + 2))
     ax = fig.subplots()
     im = ax.imshow(v.within, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
@@ -127,5 +128,5 @@ def validity(v: Validity, eps: float) -> Figure:
         for j in range(v.within.shape[1]):
             if not np.isnan(v.within[i, j]):
                 ax.text(j, i, f"{v.within[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, label=f"Spearman with PGD KL at eps {eps:g}")
+    fig.colorbar(im, ax=ax, label=f"Spearman with strongest-attack KL at eps {eps:g}")
     return fig

@@ -48,10 +48,13 @@ from vaelens.experiments._presets import PRESETS
 from vaelens.experiments._schema import (
     ATTACK_METHODS,
     DAMAGE_MEASURES,
+    ENSEMBLE,
+    HEADLINE,
     SCORE_COLUMNS,
     ResultRow,
     damage_column,
     read_csv,
+    strongest_of,
 )
 from vaelens.models import ModelConfig
 from vaelens.training import MixupConfig, TrainConfig, input_shape_of, train
@@ -306,7 +309,8 @@ def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, 
         audited = audit(model, x, labels, AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x))), False)
         write_audit(audited, run_dir / "audit", meta={"run": unit.name})
     for method in ATTACK_METHODS:
-        spec = AttackSpec(method=method, steps=sweep.pgd_steps, seed=unit.seed)
+        steps = 2 * sweep.pgd_steps if method == "apgd" else sweep.pgd_steps  # APGD's usual budget
+        spec = AttackSpec(method=method, steps=steps, seed=unit.seed)
         if not is_complete(run_dir / spec.dirname, "attack"):
             stage(f"attack {method}")
             swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
@@ -338,6 +342,14 @@ def _collect(
                 values = np.array([float(r[measure]) for r in sel])
                 samples[damage_column(method, measure, e)] = values
                 damage[(method, measure, e)] = float(values.mean())
+    for e in sweep.eps:  # the headline: per input, the most damaging of the ensemble (Strongest)
+        kl, shift = strongest_of(
+            {m: samples[damage_column(m, "kl", e)] for m in ENSEMBLE},
+            {m: samples[damage_column(m, "recon_shift", e)] for m in ENSEMBLE},
+        )
+        for measure, values in (("kl", kl), ("recon_shift", shift)):
+            samples[damage_column(HEADLINE, measure, e)] = values
+            damage[(HEADLINE, measure, e)] = float(values.mean())
     write_csv(run_dir / "samples.csv", [{k: float(v[i]) for k, v in samples.items()} for i in range(n)], list(samples))
     final = read_json(run_dir / "state.json")["final"]
     quality = reconstruction_quality(model, x, config.model.likelihood, unit.seed)
