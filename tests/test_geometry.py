@@ -246,3 +246,54 @@ def test_spectral_radius_is_top_sensitivity():
     quad = (metric.matvec(v) * v).flatten(1).sum(1)
     assert (quad <= lam1 * (1 + 1e-10)).all()
     assert math.isfinite(lam1.sum().item())
+
+
+class _TanhNoForwardAD(torch.autograd.Function):
+    """tanh with a backward but no jvp: forward-mode AD is not implemented for it, as for torch's
+    fused attention on the CPU."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class _NoForwardADVAE(torch.nn.Module):
+    input_shape = (1, 5, 5)
+
+    def __init__(self, forward_ad: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = torch.nn.Linear(25, 6).double()
+        self.dec = torch.nn.Linear(3, 25).double()
+        self.act = torch.tanh if forward_ad else _TanhNoForwardAD.apply
+
+    def encode(self, x):
+        h = self.act(self.enc(x.flatten(1)))
+        return h[:, :3], h[:, 3:]
+
+    def decode(self, z):
+        return torch.sigmoid(self.act(self.dec(z))).view(-1, 1, 5, 5)
+
+
+@pytest.mark.parametrize("kind", ["stochastic", "output"])
+def test_lanczos_without_forward_mode_ad_matches_exact(kind):
+    x = torch.rand(3, 1, 5, 5, dtype=torch.float64)
+    with pytest.raises((NotImplementedError, RuntimeError)):  # the model really lacks forward-mode AD
+        torch.func.jvp(_NoForwardADVAE(False).encode, (x,), (x,))
+    for forward_ad in (True, False):
+        model = _NoForwardADVAE(forward_ad)
+        metric = pullback_metric(model, x, kind)
+        exact = pullback_metric(model, x, kind).eigen(2).values
+        approx = metric.lanczos(2, iters=25).values
+        torch.testing.assert_close(approx, exact, rtol=1e-8, atol=1e-10)

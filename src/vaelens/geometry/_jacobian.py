@@ -104,20 +104,26 @@ def batched_jacobian(
         out = f(xi.unsqueeze(0)).squeeze(0)  # (m,)
         return out, out
 
-    mode = jacrev if m <= d else jacfwd
-    try:
-        jac, value = vmap(mode(single, has_aux=True), chunk_size=chunk_size)(x)
-        return Linearized(value, jac)
-    except VaelensError:
-        raise
-    except Exception as e:  # noqa: BLE001 - functorch raises many kinds for unsupported modules
-        warnings.warn(
-            f"torch.func could not vmap this model ({type(e).__name__}: {str(e)[:120]}); "
-            "using the slower per-row autograd path",
-            VmapFallbackWarning,
-            stacklevel=3,
-        )
-        return _autograd_jacobian(f, x, chunk_size)
+    failure: Exception | None = None
+    modes: list[Callable[..., Callable]] = [jacrev] if m <= d else [jacfwd, jacrev]
+    for mode in modes:  # reverse mode where forward mode is missing
+        try:
+            jac, value = vmap(mode(single, has_aux=True), chunk_size=chunk_size)(x)
+            return Linearized(value, jac)
+        except VaelensError:
+            raise
+        except Exception as e:  # noqa: BLE001 - functorch raises many kinds for unsupported modules
+            failure = e
+            text = str(e).lower()
+            if not (mode is jacfwd and ("forward" in text or "jvp" in text)):
+                break
+    warnings.warn(
+        f"torch.func could not vmap this model ({type(failure).__name__}: {str(failure)[:120]}); "
+        "using the slower per-row autograd path",
+        VmapFallbackWarning,
+        stacklevel=3,
+    )
+    return _autograd_jacobian(f, x, chunk_size)
 
 
 def _autograd_jacobian(
@@ -163,6 +169,36 @@ def decoder_jacobian(model: torch.nn.Module, z: torch.Tensor, chunk_size: int | 
         return batched_jacobian(g, z, chunk_size).jacobian
 
 
+def forward_product(
+    model: torch.nn.Module,
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    v: torch.Tensor,
+    vjp_fn: Callable,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """J v for the Jacobian J of f at x: one forward-mode pass, or, where the model has an operation
+    without forward-mode AD (torch's fused attention on the CPU, a custom autograd.Function without
+    ``jvp``), the double-VJP trick: J v = d/du <J^T u, v>, reverse mode over reverse mode.
+
+    A model that neither mode can differentiate gets a one-line ``VaelensError`` naming the
+    operation torch named.
+    """
+    try:
+        return jvp(f, (x,), (v,))[1]
+    except (NotImplementedError, RuntimeError) as first:
+        try:
+            _, back = vjp(lambda u: vjp_fn(u)[0], torch.zeros_like(out))[:2]
+            return back(v)[0]
+        except (NotImplementedError, RuntimeError) as second:
+            msg = " ".join(str(second).split())[:200]
+            raise VaelensError(
+                f"cannot differentiate {type(model).__name__} in either mode: forward-mode AD failed "
+                f"({' '.join(str(first).split())[:120]}) and so did reverse over reverse ({msg}); "
+                "replace that operation (e.g. use the math attention backend) or use the exact path"
+            ) from None
+
+
 class EncoderLinearization:
     """Matrix-free products with the encoder's Jacobian J = d(mu, sigma)/dx at a batch x.
 
@@ -175,13 +211,13 @@ class EncoderLinearization:
         self.model, self.x = model, x
         self._f = _encoder_rows(model)
         with eval_mode(model), torch.no_grad():  # func transforms ignore the outer no_grad
-            out, self._vjp = _call(model, lambda xb: vjp(self._f, xb), x)[:2]
-        self.k = out.shape[1] // 2
-        self.mu, self.sigma = out[:, : self.k].detach(), out[:, self.k :].detach()
+            self._out, self._vjp = _call(model, lambda xb: vjp(self._f, xb), x)[:2]
+        self.k = self._out.shape[1] // 2
+        self.mu, self.sigma = self._out[:, : self.k].detach(), self._out[:, self.k :].detach()
 
     def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with eval_mode(self.model), torch.no_grad():
-            _, tangent = jvp(self._f, (self.x,), (v,))[:2]
+            tangent = forward_product(self.model, self._f, self.x, v, self._vjp, self._out)
         return tangent[:, : self.k], tangent[:, self.k :]
 
     def vjp(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -197,11 +233,11 @@ class DecoderLinearization:
         self.model, self.z = model, z
         self._g = lambda zb: decode(model, zb).flatten(1)
         with eval_mode(model), torch.no_grad():
-            _, self._vjp = vjp(self._g, z)[:2]
+            self._out, self._vjp = vjp(self._g, z)[:2]
 
     def jvp(self, u: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model), torch.no_grad():
-            return jvp(self._g, (self.z,), (u,))[1]
+            return forward_product(self.model, self._g, self.z, u, self._vjp, self._out)
 
     def vjp(self, w: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model), torch.no_grad():
