@@ -180,3 +180,47 @@ def test_read_only_output_is_refused_before_computing(tmp_path, digits_run):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and ("read-only" in lines[0] or "permission denied" in lines[0]), lines
     assert "Traceback" not in proc.stderr
+
+
+def test_a_second_trainer_of_a_run_is_refused(tmp_path):
+    from vaelens.training._rundir import run_lock
+
+    from conftest import tiny_config
+
+    run = tmp_path / "r"
+    run.mkdir()
+    with run_lock(run):  # another process holds the run
+        with pytest.raises(vaelens.VaelensError, match="is being trained by another vaelens process"):
+            vaelens.train(tiny_config(), run, progress=False)
+    vaelens.train(tiny_config(), run, progress=False)  # free again
+
+
+def test_a_preset_with_a_config_file_keeps_what_the_file_does_not_set(tmp_path):
+    from vaelens.experiments import SweepConfig
+
+    toml = tmp_path / "cluster.toml"
+    toml.write_text('device = "cpu"\nepochs = 3\n')
+    config = SweepConfig.resolve("paper", toml)
+    assert config.datasets == ("mnist", "fashion-mnist", "cifar10", "celeba") and len(config.betas) == 50
+    assert config.epochs == 3 and config.n == 3072
+
+
+def test_a_sweep_never_takes_a_foreign_result_for_its_own(tmp_path, run_cli):
+    """A stage directory written by `vaelens audit` with other settings is not the sweep's audit."""
+    args = ["sweep", "--dataset", "digits", "--betas", "1", "--epochs", "1", "--n", "6", "--eps", "0.5",
+            "--steps", "2", "--latent-dim", "2", "--out", tmp_path / "s", "--quiet"]  # fmt: skip
+    assert run_cli(*args)[0] == 0
+    run = tmp_path / "s" / "runs" / "digits_mlp_beta1_seed0"
+    (run / "result.json").unlink()  # as if the sweep had been interrupted before its last step
+    code, _, stderr = run_cli("audit", run, "--n", "4", "--probe-n", "0", "--overwrite", "--quiet")
+    assert code == 0, stderr
+    code, stdout, stderr = run_cli(*args)
+    assert code == 2 and "holds the output of `vaelens audit` with another config" in stderr
+    assert "Traceback" not in stdout + stderr
+
+
+def test_ray_with_cuda_needs_gpus_per_unit(tmp_path):
+    from vaelens.experiments import RayOptions, SweepConfig, run_sweep
+
+    with pytest.raises(vaelens.VaelensError, match="pass --unit-gpus"):
+        run_sweep(SweepConfig(datasets=("digits",), device="cuda"), tmp_path / "s", executor="ray", ray=RayOptions())

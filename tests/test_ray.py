@@ -110,8 +110,8 @@ def test_the_shared_filesystem_check(tmp_path):
         def remote(self, **_):
             return lambda fn: type("F", (), {"remote": staticmethod(lambda *a: ("node-7", a))})
 
-        def get(self, ref, timeout=None):
-            return ref[0]
+        def get(self, refs, timeout=None):
+            return [ref[0] for ref in refs]
 
     with pytest.raises(VaelensError, match="is not shared with the Ray workers: a task on node-7 wrote"):
         _check_shared(Elsewhere(), tmp_path)

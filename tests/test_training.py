@@ -16,7 +16,7 @@ def _weights(run_dir):
 
 def test_training_writes_run_and_lowers_loss(tmp_path):
     result = train(tiny_config(epochs=4), tmp_path / "r", progress=False)
-    names = {p.name for p in (tmp_path / "r").iterdir()}
+    names = {p.name for p in (tmp_path / "r").iterdir() if p.name != ".lock"}
     assert names == {"config.json", "model.4.safetensors", "optim.4.safetensors", "state.json", "metrics.csv"}
     assert not any(n.endswith(".tmp") for n in names)
     with open(tmp_path / "r" / "metrics.csv") as f:

@@ -63,10 +63,16 @@ def atomic_write(path: str | Path, write: Callable[[str], None], durable: bool =
         raise
 
 
-def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in a directory; return them."""
+def remove_stale_temps(directory: str | Path, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Delete the temporary files a killed writer left in a directory; return them.
+
+    ``names`` restricts this to the temporaries of those files (``.NAME.XXXX.tmp``), for a
+    directory other processes may be writing into at the same time.
+    """
     directory = Path(directory)
-    stale = [p for p in directory.glob(f".*{TMP_SUFFIX}") if p.is_file()] if directory.is_dir() else []
+    patterns = [f".{n}.*{TMP_SUFFIX}" for n in names] if names is not None else [f".*{TMP_SUFFIX}"]
+    found = [p for pattern in patterns for p in directory.glob(pattern)] if directory.is_dir() else []
+    stale = [p for p in found if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

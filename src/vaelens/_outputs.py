@@ -86,8 +86,12 @@ def finish_output(out: str | Path, files: list[str] | None = None) -> None:
     write_json(out / MARKER, {**marker, "complete": True, "files": names})
 
 
-def is_complete(out: str | Path, command: str | None = None) -> bool:
-    """True when ``out`` holds a finished result (of ``command``, if given)."""
+def is_complete(out: str | Path, command: str | None = None, config: dict[str, Any] | None = None) -> bool:
+    """True when ``out`` holds a finished result (of ``command`` with ``config``, where given).
+
+    A finished result of another config is not this result: whoever asks redoes it (and the
+    claim then refuses to overwrite it without being told to).
+    """
     out = Path(out)
     if not (out / MARKER).is_file():
         return False
@@ -95,7 +99,11 @@ def is_complete(out: str | Path, command: str | None = None) -> bool:
         marker = read_json(out / MARKER)
     except VaelensError:
         return False
-    return marker.get("complete") is True and (command is None or marker.get("command") == command)
+    return (
+        marker.get("complete") is True
+        and (command is None or marker.get("command") == command)
+        and (config is None or marker.get("config") == json_safe(config))
+    )
 
 
 def filesystem_error(e: OSError, path: str | Path | None = None) -> VaelensError:

@@ -329,7 +329,7 @@ def attack(
     x_target = choose_targets(x, seed) if targeted else None
     result = attack_sweep(model, x, budgets, spec, x_target, batch_size, progress=not quiet)
     paths = write_attack_report(result, model, out, labels, meta, overwrite)
-    what = spec.objective if method == "pgd" else kind
+    what = kind if method == "eigen" else spec.objective
     table = Table(title=f"{method} attack ({norm}, {what}{', targeted' if targeted else ''}) on {len(x)} inputs")
     table.add_column("eps", justify="right", no_wrap=True)
     for c in Damage.SHOWN:

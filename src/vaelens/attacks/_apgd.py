@@ -71,7 +71,7 @@ def auto_pgd(
     better = f_cur > best_f
     best, best_f = torch.where(better.view(view), x_cur, best), torch.where(better, f_cur, best_f)
     marks = checkpoints(steps)
-    last, eta_last, best_last = 0, eta.clone(), best_f.clone()
+    last, eta_last, best_last = 0, eta.clone(), f_prev.clone()  # w_0 = 0: the best value at the start
     for k in range(1, steps):
         z = proj(x_cur + eta.view(view) * ascent_step(g, norm))
         x_next = proj(x_cur + MOMENTUM * (z - x_cur) + (1 - MOMENTUM) * (x_cur - x_prev))

@@ -99,7 +99,7 @@ def run_sweep(
                 f"{root} holds a different sweep (it differs in {', '.join(changed)}); choose another --out"
             )
     root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(root)  # what a killed sweep left behind
+    remove_stale_temps(root, ("results.csv", "sweep.json"))  # what a killed sweep left behind
     write_json(existing, sweep.to_dict())
     units = sweep.units()
     with progress_bar(progress) as bar:

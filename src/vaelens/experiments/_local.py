@@ -82,7 +82,7 @@ def _run_pool(sweep: SweepConfig, units: list[Unit], root: Path, jobs: int, over
         return rows
     except BaseException:
         # Ctrl-C or a failed unit: stop at once, do not wait for the other units to finish
-        for proc in multiprocessing.active_children():
+        for proc in list(getattr(pool, "_processes", {}).values()):  # this pool's workers, no one else's
             proc.kill()
         pool.shutdown(wait=True, cancel_futures=True)
         raise

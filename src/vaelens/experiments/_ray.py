@@ -92,28 +92,51 @@ def _write_token(root: str, name: str, token: str) -> str:
 
 
 def _check_shared(ray: Any, root: Path) -> None:
-    """One task writes into the sweep directory; the driver must see what it wrote."""
+    """A task on every node writes into the sweep directory; the driver must see what each wrote.
+
+    Ray prefers to schedule small tasks on the driver's own node, so one task would prove little:
+    each alive node gets its own, pinned there.
+    """
     token = uuid.uuid4().hex
-    name = f".ray-shared-check-{token[:12]}"
+    writer = ray.remote(num_cpus=0)(_write_token)
+    nodes = [n for n in (ray.nodes() if hasattr(ray, "nodes") else []) if n.get("Alive")]
+    if nodes:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        names = [f".ray-shared-check-{token[:12]}-{i}" for i in range(len(nodes))]
+        refs = [
+            writer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                str(root), name, token
+            )
+            for n, name in zip(nodes, names, strict=True)
+        ]
+    else:  # a Ray without node listing: one task
+        names = [f".ray-shared-check-{token[:12]}"]
+        refs = [writer.remote(str(root), names[0], token)]
     try:
-        node = ray.get(ray.remote(num_cpus=0)(_write_token).remote(str(root), name, token), timeout=300)
+        where = ray.get(refs, timeout=300)
     except Exception as e:  # a worker that cannot write there at all
         msg = " ".join(str(e).split())[-200:]
         raise VaelensError(
             f"a Ray task could not write into {root} ({msg}); put --out on a shared file system"
         ) from None
-    path = root / name
-    seen = path.read_text() if path.is_file() else None
-    path.unlink(missing_ok=True)
-    if seen != token:
-        raise VaelensError(
-            f"{root} is not shared with the Ray workers: a task on {node} wrote {name} there but this machine "
-            "cannot see it; put --out on a file system every node mounts (NFS, a mounted bucket)"
-        )
+    for node, name in zip(where, names, strict=True):
+        path = root / name
+        seen = path.read_text() if path.is_file() else None
+        path.unlink(missing_ok=True)
+        if seen != token:
+            raise VaelensError(
+                f"{root} is not shared with the Ray workers: a task on {node} wrote {name} there but this "
+                "machine cannot see it; put --out on a file system every node mounts (NFS, a mounted bucket)"
+            )
 
 
 def run_ray(sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptions, overall: Ticker) -> RayOutcome:
     """Every unit as a Ray task; rows of the finished ones, and what was skipped, retried and failed."""
+    if sweep.device.startswith("cuda") and options.unit_gpus == 0:
+        raise VaelensError(
+            "--device cuda with the Ray executor needs GPUs per unit: pass --unit-gpus (1, or 0.25 to share one)"
+        )
     ray = import_ray()
     started = not ray.is_initialized()
     if started:

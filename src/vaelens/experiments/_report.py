@@ -239,8 +239,8 @@ class _Report:
     # -- page -------------------------------------------------------------------------------
     def write(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
-        for directory in (self.root, self.out):  # what a killed report left behind
-            remove_stale_temps(directory)
+        remove_stale_temps(self.out)  # what a killed report left behind, and only that:
+        remove_stale_temps(self.root, ("report.html",))  # a sweep may be writing beside it
         write_csv(self.out / "trend.csv", [p.record() for p in self.points], list(TREND_COLUMNS))
         for step in (self.beta_trends, self.probe, self.histograms, self.mixup, self.damage, self.validity,
                      self.reference):  # fmt: skip

@@ -42,6 +42,9 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
         raise VaelensError(f"{run_dir} has no finished epoch yet (no {STATE}); train it first")
     model = build_model(config.model)
     path = run_dir / weight_files(state)[0]
+    if not path.is_file():  # a checkpoint committed between reading state.json and opening the file
+        state = read_state(run_dir) or state
+        path = run_dir / weight_files(state)[0]
     tensors = load_tensors(path, checksum(state, "model_sha256", run_dir))
     load_state_dict_checked(model, tensors, path)
     for name, value in tensors.items():

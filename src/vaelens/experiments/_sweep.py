@@ -38,8 +38,10 @@ from vaelens.data import load_dataset, take
 from vaelens.evaluation import (
     AttackSpec,
     AuditConfig,
+    attack_output,
     attack_sweep,
     audit,
+    audit_output,
     reconstruction_quality,
     write_attack_report,
     write_audit,
@@ -195,13 +197,13 @@ class SweepConfig:
                 raise VaelensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
             settings.update(PRESETS[preset])
         if file is not None:
-            settings.update(cls.from_file(file).to_dict())
+            settings.update(cls.read_file(file))  # only what the file sets: the preset keeps the rest
         settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(settings)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> SweepConfig:
-        """Read a TOML file of the fields above (``betas`` may be a range string)."""
+    def read_file(cls, path: str | Path) -> dict[str, Any]:
+        """The settings a TOML file sets (its [sweep] table, or the whole file), checked by key."""
         path = Path(path)
         if not path.is_file():
             raise VaelensError(f"sweep config {path} does not exist")
@@ -209,7 +211,16 @@ class SweepConfig:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise VaelensError(f"{path} is not valid TOML ({e})") from None
-        return cls.from_dict(data.get("sweep", data))
+        settings = data.get("sweep", data)
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise VaelensError(f"unknown sweep config keys {unknown} in {path}")
+        return settings
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SweepConfig:
+        """Read a TOML file of the fields above (``betas`` may be a range string)."""
+        return cls.from_dict(cls.read_file(path))
 
     def units(self) -> list[Unit]:
         mixups = {"off": (False,), "on": (True,), "both": (False, True)}[self.mixup]
@@ -304,17 +315,19 @@ def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, 
     result = train(config, run_dir, progress=False)
     model = result.model
     x, labels = take(load_dataset(unit.dataset, "test"), sweep.n)
-    if not is_complete(run_dir / "audit", "audit"):
+    meta = {"run": unit.name}
+    audit_config = AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x)))
+    if not is_complete(run_dir / "audit", "audit", audit_output(audit_config, meta)):
         stage("audit")
-        audited = audit(model, x, labels, AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x))), False)
-        write_audit(audited, run_dir / "audit", meta={"run": unit.name})
+        audited = audit(model, x, labels, audit_config, False)
+        write_audit(audited, run_dir / "audit", meta)
     for method in ATTACK_METHODS:
         steps = 2 * sweep.pgd_steps if method == "apgd" else sweep.pgd_steps  # APGD's usual budget
         spec = AttackSpec(method=method, steps=steps, seed=unit.seed)
-        if not is_complete(run_dir / spec.dirname, "attack"):
+        if not is_complete(run_dir / spec.dirname, "attack", attack_output(spec, list(sweep.eps), meta)):
             stage(f"attack {method}")
             swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
-            write_attack_report(swept, model, run_dir / spec.dirname, labels, {"run": unit.name})
+            write_attack_report(swept, model, run_dir / spec.dirname, labels, meta)
     row = _collect(sweep, unit, config, run_dir, model, x)
     write_json(done, row.record())
     return row

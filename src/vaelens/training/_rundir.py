@@ -17,7 +17,10 @@ temporary files of a killed writer, are removed when the run is opened again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,30 @@ CONFIG, MODEL, OPTIM, STATE, METRICS = (
     "metrics.csv",
 )
 _WEIGHTS = re.compile(r"^(model|optim)(\.\d+)?\.safetensors$")
+
+
+LOCK = ".lock"  # held (flock) by the one process that trains in the directory
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on a run directory for as long as one process trains in it.
+
+    The operating system releases it when its holder dies, even by kill -9. A second writer is
+    refused at once: reopening a run removes files no committed state names, which would pull the
+    ground from under a live writer.
+    """
+    f = open(run_dir / LOCK, "a+")  # held open for as long as the lock
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VaelensError(
+                f"{run_dir} is being trained by another vaelens process; wait for it to finish or stop it"
+            ) from None
+        yield
+    finally:
+        f.close()
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:

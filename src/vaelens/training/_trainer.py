@@ -33,12 +33,14 @@ from vaelens.training._loss import elbo_pass, reconstruct
 from vaelens.training._mixup import draw_mixing, mixup_terms
 from vaelens.training._rundir import (
     CONFIG,
+    LOCK,
     METRICS,
     checksum,
     commit_checkpoint,
     read_config,
     read_state,
     remove_uncommitted,
+    run_lock,
     weight_files,
 )
 
@@ -145,9 +147,6 @@ def _prepare_run_dir(out: Path, config: TrainConfig) -> dict | None:
         state = read_state(out)
         remove_uncommitted(out, state)  # what a writer killed mid-checkpoint left behind
         return state
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise VaelensError(f"{out} exists and is not a vaelens run directory; choose an empty or new --out")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, config.to_dict())
     return None
 
@@ -177,6 +176,26 @@ def train(
     """
     out = Path(out)
     device = resolve_device(config.device)
+    if (
+        out.exists()
+        and not (out / CONFIG).exists()
+        and (not out.is_dir() or any(p.name != LOCK for p in out.iterdir()))
+    ):
+        raise VaelensError(f"{out} exists and is not a vaelens run directory; choose an empty or new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _train(config, out, device, progress, train_set, test_set, checkpoint_every)
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+    progress: bool,
+    train_set: Dataset | None,
+    test_set: Dataset | None,
+    checkpoint_every: float,
+) -> TrainResult:
     state = _prepare_run_dir(out, config)
     if train_set is None:
         train_set = load_dataset(config.dataset, "train", config.data_root, config.image_size, config.image_channels)
