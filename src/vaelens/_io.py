@@ -7,13 +7,15 @@ an fsync per epoch costs more than a small model's training step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
 import signal
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,23 @@ def remove_stale_temps(directory: str | Path, names: tuple[str, ...] | None = No
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on ``path`` for the duration, or raise ``busy`` at once.
+
+    The operating system releases the lock when its holder dies, even by kill -9.
+    """
+    f = open(path, "a+")  # held open for as long as the lock
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VaelensError(busy) from None
+        yield
+    finally:
+        f.close()
 
 
 def fault_point(name: str) -> None:

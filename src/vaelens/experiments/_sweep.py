@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import math
 import sys
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import torch
 
 from vaelens._configs import check_fields, check_unique
 from vaelens._errors import VaelensError
-from vaelens._io import read_json, write_csv, write_json
+from vaelens._io import exclusive_lock, read_json, write_csv, write_json
 from vaelens._outputs import is_complete
 from vaelens._progress import Ticker
 from vaelens._protocol import Kind
@@ -284,17 +283,9 @@ def unit_lock(run_dir: Path) -> Iterator[None]:
     """
     locks = run_dir.parent.parent / ".locks"  # SWEEP/.locks/NAME.lock: runs/ holds only run directories
     locks.mkdir(parents=True, exist_ok=True)
-    f = open(locks / f"{run_dir.name}.lock", "a+")  # held open for as long as the lock
-    try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise VaelensError(
-                f"{run_dir} is being written by another vaelens process; wait for it to finish or stop it"
-            ) from None
+    busy = f"{run_dir} is being written by another vaelens process; wait for it to finish or stop it"
+    with exclusive_lock(locks / f"{run_dir.name}.lock", busy):
         yield
-    finally:
-        f.close()
 
 
 def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, progress: Ticker | None) -> ResultRow:

@@ -18,7 +18,6 @@ temporary files of a killed writer, are removed when the run is opened again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._io import fault_point, fsync_dir, read_json, remove_stale_temps, write_json
+from vaelens._io import exclusive_lock, fault_point, fsync_dir, read_json, remove_stale_temps, write_json
 from vaelens._tensors import save_optimizer, save_tensors
 from vaelens._version import __version__
 from vaelens.training._config import TrainConfig
@@ -53,17 +52,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     refused at once: reopening a run removes files no committed state names, which would pull the
     ground from under a live writer.
     """
-    f = open(run_dir / LOCK, "a+")  # held open for as long as the lock
-    try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise VaelensError(
-                f"{run_dir} is being trained by another vaelens process; wait for it to finish or stop it"
-            ) from None
+    busy = f"{run_dir} is being trained by another vaelens process; wait for it to finish or stop it"
+    with exclusive_lock(run_dir / LOCK, busy):
         yield
-    finally:
-        f.close()
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
