@@ -5,7 +5,7 @@ public API is what this module re-exports; each name has one home in a subpackag
 """
 
 from vaelens import data
-from vaelens._errors import VaelensError
+from vaelens._errors import Interrupted, VaelensError
 from vaelens._protocol import Posterior
 from vaelens._version import __version__
 from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
@@ -24,6 +24,7 @@ __all__ = [
     "PGD",
     "Damage",
     "EigenAttack",
+    "Interrupted",
     "RandomNoise",
     "TargetedAttack",
     "attack_damage",

@@ -147,4 +147,4 @@ class APGD(Attack):
                 )
                 yield found, score
 
-        return best_of(x, tries())
+        return best_of(x, tries()).x

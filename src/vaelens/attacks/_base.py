@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 
@@ -75,15 +76,25 @@ def random_in_ball(x: torch.Tensor, eps: float, norm: Norm, seed: int | None, sa
     return direction * radius.view(-1, *[1] * (x.dim() - 1))
 
 
-def best_of(x: torch.Tensor, tries: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Per sample, the candidate (B, *s) with the highest score (B,) over several tries (restarts)."""
+class Best(NamedTuple):
+    """Per sample, the best candidate (B, *s) and the index (B,) of the try that gave it."""
+
+    x: torch.Tensor
+    winner: torch.Tensor
+
+
+def best_of(x: torch.Tensor, tries: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Best:
+    """Per sample, the candidate (B, *s) with the highest score (B,) over several tries (restarts,
+    directions, ensemble members). Ties go to the earlier try; x itself when no score is finite."""
     view = (-1, *[1] * (x.dim() - 1))
     best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
-    for found, score in tries:
+    index = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    for i, (found, score) in enumerate(tries):
         better = score > best_score
         best = torch.where(better.view(view), found, best)
         best_score = torch.where(better, score, best_score)
-    return best
+        index = torch.where(better, torch.full_like(index, i), index)
+    return Best(best, index)
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,13 @@ a heuristic (the L-inf problem has no eigenvector solution).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Kind, Norm, Objective
-from vaelens.attacks._base import Attack
+from vaelens.attacks._base import Attack, best_of
 from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
 from vaelens.geometry import KINDS, pullback_metric
 
@@ -65,13 +67,12 @@ class EigenAttack(Attack):
         vectors = metric.eigen(k).require_vectors()  # (B, k, *s), unit L2 norm
         steps = vectors.sign() if self.norm == "linf" else vectors
         ref = Reference.of(self.model, x)
-        best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
-        with torch.no_grad():
+
+        def tries() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for j in range(k):
                 for sign in (1.0, -1.0):
                     cand = (x + sign * self.eps * steps[:, j]).clamp(0, 1)
-                    score = divergence(self.model, cand, ref, self.objective)
-                    better = score > best_score
-                    best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), cand, best)
-                    best_score = torch.where(better, score, best_score)
-        return best
+                    yield cand, divergence(self.model, cand, ref, self.objective)
+
+        with torch.no_grad():
+            return best_of(x, tries()).x

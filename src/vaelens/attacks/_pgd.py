@@ -144,4 +144,4 @@ class PGD(Attack):
                 )  # fmt: skip
                 for r in range(self.restarts)
             ),
-        )
+        ).x

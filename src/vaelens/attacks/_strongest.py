@@ -7,11 +7,13 @@ input. docs/method.md section 2.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from vaelens._protocol import Kind, Norm, Objective
 from vaelens.attacks._apgd import APGD
-from vaelens.attacks._base import Attack
+from vaelens.attacks._base import Attack, best_of
 from vaelens.attacks._eigen import EigenAttack
 from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
 from vaelens.attacks._pgd import PGD
@@ -68,17 +70,14 @@ class Strongest(Attack):
 
     def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
         ref = Reference.of(self.model, x)
-        view = (-1, *[1] * (x.dim() - 1))
-        best, best_score = x, torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
-        winner = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        for i, attack in enumerate(self.members.values()):
-            x_adv = attack(x)
-            with torch.no_grad():
-                score = divergence(self.model, x_adv, ref, self.objective)
-            better = score > best_score  # ties go to the member listed first, the cheaper one
-            best = torch.where(better.view(view), x_adv, best)
-            best_score = torch.where(better, score, best_score)
-            winner = torch.where(better, torch.full_like(winner, i), winner)
+
+        def tries() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for attack in self.members.values():
+                x_adv = attack(x)
+                with torch.no_grad():
+                    yield x_adv, divergence(self.model, x_adv, ref, self.objective)
+
+        best = best_of(x, tries())  # ties go to the member listed first, the cheaper one
         names = list(self.members)
-        self.last_winners = [names[i] for i in winner.tolist()]
-        return best
+        self.last_winners = [names[i] for i in best.winner.tolist()]
+        return best.x

@@ -13,13 +13,13 @@ from vaelens.experiments._compare import (
     write_comparison,
 )
 from vaelens.experiments._demo import DemoResult, run_demo
-from vaelens.experiments._executors import EXECUTORS, SweepOutcome, SweepResult, run_sweep
+from vaelens.experiments._executors import EXECUTORS, SweepResult, run_sweep
 from vaelens.experiments._presets import PRESETS
 from vaelens.experiments._ray import RayOptions
 from vaelens.experiments._report import trend_points, write_report
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, run_info
 from vaelens.experiments._schema import ResultRow, damage_column
-from vaelens.experiments._sweep import SweepConfig, Unit, parse_betas, run_unit
+from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, parse_betas, run_unit
 
 __all__ = [
     "COMPARE_COLUMNS",

@@ -10,7 +10,7 @@ of seeds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,10 +55,6 @@ class TrendPoint:
     def record(self) -> dict[str, object]:
         """The row of trend.csv."""
         return {c: getattr(self, c) for c in TREND_COLUMNS}
-
-    def median_of(self, value: Callable[[ResultRow], float]) -> float:
-        """The median over seeds of any per-run value."""
-        return float(np.median([value(r) for r in self.runs]))
 
 
 def aggregate(rows: Iterable[ResultRow]) -> list[TrendPoint]:

@@ -13,20 +13,7 @@ from vaelens._progress import Ticker, progress_bar
 from vaelens.experiments._local import run_local
 from vaelens.experiments._ray import RayOptions, run_ray
 from vaelens.experiments._schema import ResultRow
-from vaelens.experiments._sweep import SweepConfig, Unit, is_finished
-
-
-@dataclass
-class SweepOutcome:
-    """How each unit of one invocation ended."""
-
-    done: list[str] = field(default_factory=list)  # finished by this invocation
-    skipped: list[str] = field(default_factory=list)  # already finished before it
-    retried: list[str] = field(default_factory=list)  # finished or failed after a worker died
-    failed: dict[str, str] = field(default_factory=dict)  # unit -> one-line message
-
-    def counts(self) -> dict[str, int]:
-        return {k: len(getattr(self, k)) for k in ("done", "skipped", "retried", "failed")}
+from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, is_finished
 
 
 @dataclass
@@ -51,10 +38,7 @@ def _local(
 def _ray(
     sweep: SweepConfig, units: list[Unit], root: Path, overall: Ticker, stage: Ticker, jobs: int, options: RayOptions
 ) -> tuple[list[ResultRow], SweepOutcome]:
-    result = run_ray(sweep, units, root, options, overall)
-    rows = [result.rows[u.name] for u in units if u.name in result.rows]
-    done = [u.name for u in units if u.name in result.rows and u.name not in result.skipped]
-    return rows, SweepOutcome(done, result.skipped, result.retried, result.failed)
+    return run_ray(sweep, units, root, options, overall)
 
 
 EXECUTORS = {"local": _local, "ray": _ray}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from vaelens._configs import check_fields
 from vaelens._errors import VaelensError
 from vaelens._progress import Ticker
 from vaelens.experiments._schema import ResultRow
-from vaelens.experiments._sweep import SweepConfig, Unit, is_finished, run_unit
+from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, is_finished, run_unit
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,6 @@ class RayOptions:
                 f"--unit-cpus must be > 0, --unit-gpus >= 0 and --retries >= 0; got "
                 f"{self.unit_cpus}, {self.unit_gpus} and {self.retries}"
             )
-
-
-@dataclass
-class RayOutcome:
-    rows: dict[str, ResultRow] = field(default_factory=dict)  # unit name -> row
-    skipped: list[str] = field(default_factory=list)  # finished before this sweep started
-    retried: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # unit name -> one-line message
 
 
 def import_ray() -> Any:
@@ -131,8 +123,10 @@ def _check_shared(ray: Any, root: Path) -> None:
             )
 
 
-def run_ray(sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptions, overall: Ticker) -> RayOutcome:
-    """Every unit as a Ray task; rows of the finished ones, and what was skipped, retried and failed."""
+def run_ray(
+    sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptions, overall: Ticker
+) -> tuple[list[ResultRow], SweepOutcome]:
+    """Every unit as a Ray task: the finished units' rows in grid order, and how each unit ended."""
     if sweep.device.startswith("cuda") and options.unit_gpus == 0:
         raise VaelensError(
             "--device cuda with the Ray executor needs GPUs per unit: pass --unit-gpus (1, or 0.25 to share one)"
@@ -154,7 +148,7 @@ def run_ray(sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptio
                 raise VaelensError(f"cannot connect to the Ray cluster at {options.address!r} ({msg})") from None
     try:
         _check_shared(ray, root)
-        outcome = RayOutcome()
+        outcome, rows = SweepOutcome(), {}
         attempts = root / ".attempts" / uuid.uuid4().hex[:12]
         task = ray.remote(_unit_task).options(
             num_cpus=options.unit_cpus, num_gpus=options.unit_gpus, max_retries=options.retries
@@ -163,7 +157,7 @@ def run_ray(sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptio
         for unit in units:
             if is_finished(root, unit):
                 outcome.skipped.append(unit.name)
-                outcome.rows[unit.name] = run_unit(sweep, unit, root)  # reads its result.json
+                rows[unit.name] = run_unit(sweep, unit, root)  # reads its result.json
                 overall.tick(unit.name)
                 continue
             args = (sweep.to_dict(), unit, str(root), options.unit_cpus, options.unit_gpus, str(attempts))
@@ -183,7 +177,8 @@ def run_ray(sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptio
                         if "error" in out:
                             outcome.failed[unit.name] = out["error"]
                         else:
-                            outcome.rows[unit.name] = ResultRow.from_record(out["row"], sweep.eps)
+                            rows[unit.name] = ResultRow.from_record(out["row"], sweep.eps)
+                            outcome.done.append(unit.name)
                     overall.tick(unit.name)
                     overall.flush()
         except KeyboardInterrupt:
@@ -194,7 +189,8 @@ def run_ray(sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptio
             log = attempts / unit.name
             if log.is_file() and len(log.read_text().split()) > 1:
                 outcome.retried.append(unit.name)
-        return outcome
+        outcome.done.sort(key=[u.name for u in units].index)  # grid order, not finishing order
+        return [rows[u.name] for u in units if u.name in rows], outcome
     finally:
         if started:
             ray.shutdown()

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,19 @@ class Unit:
     def name(self) -> str:
         safe = self.dataset.replace("/", "_").replace(":", "-")
         return f"{safe}_{self.model}_beta{self.beta:.4g}{'_mixup' if self.mixup else ''}_seed{self.seed}"
+
+
+@dataclass
+class SweepOutcome:
+    """How each unit of one invocation of a sweep ended, whatever the executor."""
+
+    done: list[str] = field(default_factory=list)  # finished by this invocation
+    skipped: list[str] = field(default_factory=list)  # already finished before it
+    retried: list[str] = field(default_factory=list)  # finished or failed after a worker died
+    failed: dict[str, str] = field(default_factory=dict)  # unit -> one-line message
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("done", "skipped", "retried", "failed")}
 
 
 def run_unit(
