@@ -55,6 +55,38 @@ def test_mixup_terms_by_hand():
     assert terms.latent.item() == pytest.approx(sum(latent) / 3, rel=1e-6)
 
 
+def test_sample_latent_target_by_hand_and_in_expectation():
+    """latent_target="sample": ||z_mix - (mu_mix + sigma_mix n)||^2, whose mean over n is the
+    mean-target term plus sum_i sigma_i^2 (docs/method.md section 6)."""
+    model = Spy()
+    x = torch.tensor([[1.0, 0.0], [0.2, 0.6], [0.5, 0.5]])
+    z = torch.tensor([[0.3], [-1.0], [2.0]])
+    alpha, perm = torch.tensor(0.25), torch.tensor([2, 0, 1])
+    mean = mixup_terms(model, x, z, alpha, perm)
+    zero = mixup_terms(model, x, z, alpha, perm, torch.zeros(3, 1))
+    assert zero.latent.item() == pytest.approx(mean.latent.item(), rel=1e-7)
+    noise = torch.tensor([[1.0], [-2.0], [0.5]])
+    sampled = mixup_terms(model, x, z, alpha, perm, noise)
+    x_mix, z_mix = 0.25 * x + 0.75 * x[perm], 0.25 * z + 0.75 * z[perm]
+    mu = x_mix[:, :1] - x_mix[:, 1:]
+    assert sampled.latent.item() == pytest.approx((z_mix - mu - 0.5 * noise).square().mean().item(), rel=1e-6)
+    assert (sampled.kl, sampled.recon) == (mean.kl, mean.recon)
+    many = torch.randn(20000, 1, generator=torch.Generator().manual_seed(0))
+    draws = [mixup_terms(model, x, z, alpha, perm, many[i : i + 3]).latent for i in range(0, 6000, 3)]
+    assert torch.stack(draws).mean().item() == pytest.approx(mean.latent.item() + 0.25, rel=0.05)
+
+
+def test_latent_target_option_is_checked_and_trains(tmp_path):
+    with pytest.raises(vaelens.VaelensError, match="latent_target"):
+        MixupConfig(latent_target="median")
+    a = train(tiny_config(mixup=MixupConfig(latent_target="sample")), tmp_path / "a", progress=False).model
+    b = train(tiny_config(mixup=MixupConfig(latent_target="sample")), tmp_path / "b", progress=False).model
+    c = train(tiny_config(mixup=MixupConfig()), tmp_path / "c", progress=False).model
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_same_permutation_and_alpha_for_x_and_z(per_sample):
     model = Spy()
@@ -93,7 +125,10 @@ def test_mixup_training_deterministic_and_logged(tmp_path):
         m["recon"] + m["kl"] + m["mix_kl"] + m["mix_recon"] + 2 * m["mix_latent"], rel=1e-4
     )
     saved = json.loads((tmp_path / "a" / "config.json").read_text())["mixup"]
-    assert saved == {"alpha": 0.5, "per_sample": False, "weight_kl": 1.0, "weight_recon": 1.0, "weight_latent": 2.0}
+    assert saved == {
+        "alpha": 0.5, "per_sample": False, "weight_kl": 1.0, "weight_recon": 1.0, "weight_latent": 2.0,
+        "latent_target": "mean",
+    }  # fmt: skip
     plain = train(tiny_config(), tmp_path / "c", progress=False).metrics[-1]
     assert plain["mix_kl"] == plain["mix_recon"] == plain["mix_latent"] == 0
 

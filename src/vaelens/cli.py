@@ -41,6 +41,7 @@ from vaelens.experiments import (
     compare_output,
     compare_runs,
     load_run_inputs,
+    output_dir,
     run_demo,
     run_info,
     run_sweep,
@@ -48,7 +49,7 @@ from vaelens.experiments import (
     write_report,
 )
 from vaelens.models import ModelConfig
-from vaelens.training import MixupConfig, TrainConfig, input_shape_of
+from vaelens.training import DEFENCES, AdversarialConfig, MixupConfig, TrainConfig, input_shape_of
 from vaelens.training import train as run_training
 
 app = typer.Typer(
@@ -162,21 +163,42 @@ def train(
     data_root: Annotated[str | None, typer.Option(help="Download cache directory.")] = None,
     image_size: Annotated[int, typer.Option(help="Side of folder: images.")] = 64,
     image_channels: Annotated[int, typer.Option(help="1 or 3, for folder: images.")] = 3,
-    mixup: Annotated[bool, typer.Option("--mixup", help="Mixup training as a defence (docs/method.md s. 6).")] = False,
+    defence: Annotated[
+        str, typer.Option(help="none, mixup (docs/method.md s. 6) or adversarial (PGD training, s. 6.1).")
+    ] = "none",
+    mixup: Annotated[bool, typer.Option("--mixup", help="Alias of --defence mixup.")] = False,
     mixup_alpha: Annotated[float, typer.Option(help="a of the Beta(a, a) mixing weight.")] = 0.5,
     mixup_per_sample: Annotated[
         bool, typer.Option("--mixup-per-sample", help="One mixing weight per sample, not per batch.")
     ] = False,
     mixup_weights: Annotated[str, typer.Option(help="Weights of the KL, recon and latent mixup terms.")] = "1,1,1",
+    mixup_target: Annotated[
+        str, typer.Option(help="Mixup latent target: mean (mu(x_mix)) or sample (released code).")
+    ] = "mean",
+    adv_eps: Annotated[float, typer.Option(help="L2 budget of adversarial training's inner PGD.")] = 1.0,
+    adv_steps: Annotated[int, typer.Option(help="PGD steps of adversarial training.")] = 5,
+    adv_weight: Annotated[float, typer.Option(help="Weight of the adversarial ELBO term.")] = 1.0,
+    save_epochs: Annotated[
+        str, typer.Option(help="Also keep the weights after these epochs (e.g. 5,10,20), for RUN@N.")
+    ] = "",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a beta-VAE and write config, checkpoints and per-epoch metrics into OUT."""
-    mixup_config = None
-    if mixup:
+    if mixup and defence not in ("none", "mixup"):
+        raise VaelensError(f"--mixup is --defence mixup; it cannot be combined with --defence {defence}")
+    defence = "mixup" if mixup else defence
+    if defence not in DEFENCES:
+        raise VaelensError(f"--defence must be one of {', '.join(DEFENCES)}; got {defence!r}")
+    mixup_config, adversarial = None, None
+    if defence == "mixup":
         weights = _float_list(mixup_weights, "--mixup-weights")
         if len(weights) != 3:
             raise VaelensError(f"--mixup-weights takes three numbers (kl, recon, latent); got {mixup_weights!r}")
-        mixup_config = MixupConfig(mixup_alpha, mixup_per_sample, *weights)
+        mixup_config = MixupConfig(
+            mixup_alpha, mixup_per_sample, weights[0], weights[1], weights[2], cast(Any, mixup_target)
+        )
+    elif defence == "adversarial":
+        adversarial = AdversarialConfig(adv_eps, adv_steps, adv_weight)
 
     config = TrainConfig(
         dataset=dataset,
@@ -194,6 +216,8 @@ def train(
         image_size=image_size,
         image_channels=image_channels,
         mixup=mixup_config,
+        adversarial=adversarial,
+        save_epochs=_int_list(save_epochs, "--save-epochs"),
     )
     result = run_training(config, out, progress=not quiet)
     _print_info(result.run_dir)
@@ -254,7 +278,7 @@ def _audit_run(run: Path, config: AuditConfig, dataset: str | None, split: str, 
 
 @command
 def audit(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")],
     dataset: Annotated[str | None, typer.Option(help="Data set to audit (default: the run's own).")] = None,
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
     n: Annotated[int, typer.Option(help="Inputs to audit (the first n of the split).")] = 1000,
@@ -284,12 +308,12 @@ def audit(
         probe_scale=cast(Any, probe_scale),
         seed=seed,
     )
-    _audit_run(run, config, dataset, split, n, out or run / "audit", device, quiet, overwrite)
+    _audit_run(run, config, dataset, split, n, out or output_dir(run, "audit"), device, quiet, overwrite)
 
 
 @command
 def attack(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")],
     method: Annotated[str, typer.Option(help="eigen, pgd, apgd (Auto-PGD, no step size to tune) or random.")] = "pgd",
     objective: Annotated[
         str | None,
@@ -325,7 +349,7 @@ def attack(
     budgets = _float_list(eps, "--eps")
     model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
     meta = {"run": str(run), "dataset": name, "split": split}
-    out = claim_output(out or run / spec.dirname, "attack", attack_output(spec, budgets, meta), overwrite)
+    out = claim_output(out or output_dir(run, spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
     x_target = choose_targets(x, seed) if targeted else None
     result = attack_sweep(model, x, budgets, spec, x_target, batch_size, progress=not quiet)
     paths = write_attack_report(result, model, out, labels, meta, overwrite)

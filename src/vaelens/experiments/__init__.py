@@ -17,7 +17,7 @@ from vaelens.experiments._executors import EXECUTORS, SweepResult, run_sweep
 from vaelens.experiments._presets import PRESETS
 from vaelens.experiments._ray import RayOptions
 from vaelens.experiments._report import trend_points, write_report
-from vaelens.experiments._runs import RunInputs, load, load_run_inputs, run_info
+from vaelens.experiments._runs import RunInputs, load, load_run_inputs, output_dir, parse_run_ref, run_info
 from vaelens.experiments._schema import ResultRow, damage_column
 from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, parse_betas, run_unit
 
@@ -45,6 +45,8 @@ __all__ = [
     "damage_column",
     "load",
     "load_run_inputs",
+    "output_dir",
+    "parse_run_ref",
     "parse_betas",
     "run_demo",
     "run_info",

@@ -1,13 +1,16 @@
-"""Training beta-VAEs (docs/method.md sections 1, 6 and 7)."""
+"""Training beta-VAEs, plain or with a defence (docs/method.md sections 1, 6, 6.1 and 7)."""
 
-from vaelens.training._config import TrainConfig, input_shape_of
+from vaelens.training._adversarial import AdversarialConfig, AdversarialTerms, adversarial_terms
+from vaelens.training._config import DEFENCES, TrainConfig, input_shape_of
 from vaelens.training._loss import LossTerms, Reconstruction, beta_vae_loss, kl_to_prior, reconstruct
-from vaelens.training._mixup import MixupConfig, MixupTerms, mixup_terms
+from vaelens.training._mixup import LATENT_TARGETS, MixupConfig, MixupTerms, mixup_terms
 from vaelens.training._rundir import (
     CONFIG,
+    EPOCH_FILES,
     METRICS,
     STATE,
     checksum,
+    epoch_file,
     model_file,
     read_config,
     read_state,
@@ -16,6 +19,13 @@ from vaelens.training._rundir import (
 from vaelens.training._trainer import TrainResult, evaluate_reconstruction, train
 
 __all__ = [
+    "AdversarialConfig",
+    "AdversarialTerms",
+    "adversarial_terms",
+    "DEFENCES",
+    "EPOCH_FILES",
+    "LATENT_TARGETS",
+    "epoch_file",
     "CONFIG",
     "METRICS",
     "STATE",

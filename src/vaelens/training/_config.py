@@ -11,7 +11,10 @@ from vaelens._configs import check_fields, from_dict
 from vaelens._errors import VaelensError
 from vaelens.data import load_dataset, sample_shape
 from vaelens.models import ModelConfig
+from vaelens.training._adversarial import AdversarialConfig
 from vaelens.training._mixup import MixupConfig
+
+DEFENCES = ("none", "mixup", "adversarial")
 
 # Settings that say where or how fast a run executes, not what it computes. A run started again
 # with other values for these is the same run.
@@ -35,7 +38,11 @@ class TrainConfig:
         device: "cpu", "cuda" or "mps".
         data_root: cache directory for downloaded data sets (None = the default).
         image_size, image_channels: image size and channels for "folder:" data sets.
-        mixup: mixup training (docs/method.md section 6), or None for plain beta-VAE training.
+        mixup: mixup training (docs/method.md section 6), or None.
+        adversarial: adversarial training (docs/method.md section 6.1), or None. At most one of
+            mixup and adversarial is set; neither is plain beta-VAE training.
+        save_epochs: epochs whose weights are kept as ``epoch-N.safetensors`` beside the final
+            ones (each in 1..epochs), for evaluating one run at several training lengths.
     """
 
     dataset: str = "mnist-5k"
@@ -52,13 +59,18 @@ class TrainConfig:
     image_size: int = 64
     image_channels: int = 3
     mixup: MixupConfig | None = None
+    adversarial: AdversarialConfig | None = None
+    save_epochs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         if isinstance(self.mixup, dict):
             object.__setattr__(self, "mixup", MixupConfig.from_dict(self.mixup))
+        if isinstance(self.adversarial, dict):
+            object.__setattr__(self, "adversarial", AdversarialConfig.from_dict(self.adversarial))
         check_fields(self)
+        object.__setattr__(self, "save_epochs", tuple(sorted(set(self.save_epochs))))
         checks = [
             (math.isfinite(self.beta) and self.beta >= 0, f"beta must be >= 0; got {self.beta}"),
             (self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}"),
@@ -68,6 +80,14 @@ class TrainConfig:
             (
                 self.cosine_t_max is None or self.cosine_t_max >= 1,
                 f"cosine_t_max must be >= 1; got {self.cosine_t_max}",
+            ),
+            (
+                all(1 <= e <= self.epochs for e in self.save_epochs),
+                f"save_epochs (--save-epochs) must lie in 1..epochs ({self.epochs}); got {list(self.save_epochs)}",
+            ),
+            (
+                self.mixup is None or self.adversarial is None,
+                "choose one defence: mixup or adversarial training, not both",
             ),
             (
                 self.device.split(":")[0] in ("cpu", "cuda", "mps"),
@@ -82,7 +102,14 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()
         d["mixup"] = None if self.mixup is None else self.mixup.to_dict()
+        d["adversarial"] = None if self.adversarial is None else self.adversarial.to_dict()
+        d["save_epochs"] = list(self.save_epochs)
         return d
+
+    @property
+    def defence(self) -> str:
+        """ "none", "mixup" or "adversarial"."""
+        return "mixup" if self.mixup is not None else ("adversarial" if self.adversarial is not None else "none")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

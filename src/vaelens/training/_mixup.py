@@ -5,9 +5,11 @@ x_mix = alpha x + (1 - alpha) x[pi] and z_mix = alpha z + (1 - alpha) z[pi], wit
 reparameterised sample of the ELBO and the *same* alpha and pi (the released code drew separate
 permutations for x and z, so its z_mix did not belong to its x_mix). The loss adds
 
-    w_kl KL(q(z|x_mix) || p(z)) + w_recon ||x_mix - g(z_mix)||^2 + w_latent ||z_mix - mu(x_mix)||^2
+    w_kl KL(q(z|x_mix) || p(z)) + w_recon ||x_mix - g(z_mix)||^2 + w_latent ||z_mix - z~(x_mix)||^2
 
-with sums over dimensions and means over the batch.
+with sums over dimensions and means over the batch. The latent target z~(x_mix) is either
+mu(x_mix) (``latent_target="mean"``, the default) or a reparameterised sample of q(z|x_mix)
+(``"sample"``, the released code's choice), whose expected term adds sum_i sigma_i(x_mix)^2.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from scipy.special import betaincinv
@@ -24,6 +26,8 @@ from vaelens._configs import check_fields, from_dict
 from vaelens._errors import VaelensError
 from vaelens._protocol import decode, encode
 from vaelens.training._loss import kl_to_prior
+
+LATENT_TARGETS = ("mean", "sample")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class MixupConfig:
         per_sample: one alpha per sample instead of one per batch (the released code draws one
             per batch: docs/method.md section 6).
         weight_kl, weight_recon, weight_latent: weights of the three extra terms, >= 0.
+        latent_target: "mean" (mu(x_mix)) or "sample" (a reparameterised sample of q(z|x_mix),
+            the released code's choice): docs/method.md section 6.
     """
 
     alpha: float = 0.5
@@ -42,9 +48,14 @@ class MixupConfig:
     weight_kl: float = 1.0
     weight_recon: float = 1.0
     weight_latent: float = 1.0
+    latent_target: Literal["mean", "sample"] = "mean"
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.latent_target not in LATENT_TARGETS:
+            raise VaelensError(
+                f"mixup latent_target must be one of {', '.join(LATENT_TARGETS)}; got {self.latent_target!r}"
+            )
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise VaelensError(f"mixup alpha must be > 0; got {self.alpha}")
         weights = (self.weight_kl, self.weight_recon, self.weight_latent)
@@ -74,7 +85,12 @@ def mix(a: torch.Tensor, alpha: torch.Tensor, perm: torch.Tensor) -> torch.Tenso
 
 
 def mixup_terms(
-    model: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor, perm: torch.Tensor
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    z: torch.Tensor,
+    alpha: torch.Tensor,
+    perm: torch.Tensor,
+    target_noise: torch.Tensor | None = None,
 ) -> MixupTerms:
     """The three mixup terms for a batch.
 
@@ -84,12 +100,15 @@ def mixup_terms(
         z: (B, k) reparameterised samples of q(z|x) (the ELBO's own sample).
         alpha: () or (B,) mixing weights.
         perm: (B,) the permutation shared by x and z.
+        target_noise: (B, k) standard normal draws: the latent target is then the sample
+            mu(x_mix) + sigma(x_mix) * noise (``latent_target="sample"``); None: mu(x_mix).
     """
     x_mix, z_mix = mix(x, alpha, perm), mix(z, alpha, perm)
-    mu_mix, logvar_mix = encode(model, x_mix)
+    mu_mix, logvar_mix = encode(model, x_mix)  # (B, k) each
     kl = kl_to_prior(mu_mix, logvar_mix).mean()
     recon = (x_mix - decode(model, z_mix)).square().flatten(1).sum(1).mean()
-    latent = (z_mix - mu_mix).square().sum(1).mean()
+    target = mu_mix if target_noise is None else mu_mix + (0.5 * logvar_mix).exp() * target_noise  # (B, k)
+    latent = (z_mix - target).square().sum(1).mean()
     return MixupTerms(kl, recon, latent)
 
 

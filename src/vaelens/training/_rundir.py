@@ -3,9 +3,10 @@
 A run directory holds:
     config.json          the TrainConfig (model and data set included)
     model.E.safetensors  the model weights after the last checkpointed epoch E
+    epoch-N.safetensors  the model weights after epoch N, for each N of ``save_epochs``
     optim.E.safetensors  the optimiser's tensors, for resuming
-    state.json           epochs done, the weight files' names and SHA-256, optimiser
-                         hyper-parameters, final metrics
+    state.json           epochs done, the weight files' names and SHA-256 (the kept epochs'
+                         under ``epoch_files``), optimiser hyper-parameters, final metrics
     metrics.csv          one row per epoch
 
 A checkpoint commits with one atomic rename, that of state.json: the new weights are first written
@@ -38,7 +39,8 @@ CONFIG, MODEL, OPTIM, STATE, METRICS = (
     "state.json",
     "metrics.csv",
 )
-_WEIGHTS = re.compile(r"^(model|optim)(\.\d+)?\.safetensors$")
+_WEIGHTS = re.compile(r"^((model|optim)(\.\d+)?|epoch-\d+)\.safetensors$")
+EPOCH_FILES = "epoch_files"  # state.json: {"N": {"file": "epoch-N.safetensors", "sha256": ...}}
 
 
 LOCK = ".lock"  # held (flock) by the one process that trains in the directory
@@ -92,6 +94,30 @@ def model_file(run_dir: str | Path) -> Path:
     return Path(run_dir) / weight_files(state)[0]
 
 
+def epoch_file(run_dir: str | Path, epoch: int) -> tuple[Path, str]:
+    """The weights file kept for ``epoch`` (``--save-epochs``) and its recorded SHA-256.
+
+    The last checkpointed epoch is always available, from the run's own weights.
+    """
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    if state is None:
+        raise VaelensError(f"{run_dir} has no finished epoch yet (no {STATE}); train it first")
+    kept = state.get(EPOCH_FILES, {})
+    if str(epoch) in kept:
+        entry = kept[str(epoch)]
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise VaelensError(f"{run_dir / STATE} garbles the entry of epoch {epoch}; restore it or re-run training")
+        return run_dir / entry["file"], checksum(entry, "sha256", run_dir)
+    if epoch == state["epoch"]:
+        return run_dir / weight_files(state)[0], checksum(state, "model_sha256", run_dir)
+    available = sorted({int(k) for k in kept} | {int(state["epoch"])})
+    raise VaelensError(
+        f"{run_dir} kept no weights of epoch {epoch}; it has epochs {', '.join(map(str, available))} "
+        "(train with --save-epochs to keep others)"
+    )
+
+
 def checksum(state: dict[str, Any], key: str, run_dir: Path) -> str:
     """A SHA-256 that state.json must hold; weights are never loaded unchecked."""
     value = state.get(key)
@@ -104,16 +130,31 @@ def checksum(state: dict[str, Any], key: str, run_dir: Path) -> str:
 
 
 def commit_checkpoint(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, final: dict[str, float]
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    final: dict[str, float],
+    kept: dict[str, dict[str, str]] | None = None,
+    keep_epoch: bool = False,
 ) -> dict[str, Any]:
-    """Write a checkpoint of epoch ``epoch`` and commit it with one rename; return the new state."""
+    """Write a checkpoint of epoch ``epoch`` and commit it with one rename; return the new state.
+
+    ``kept`` are the epoch files earlier checkpoints kept (carried into the new state);
+    ``keep_epoch`` also keeps this epoch's weights as ``epoch-E.safetensors``.
+    """
     model_name, optim_name = f"model.{epoch}.safetensors", f"optim.{epoch}.safetensors"
     model_sha = save_tensors(run_dir / model_name, model.state_dict(), durable=True)
     optim_sha, groups = save_optimizer(run_dir / optim_name, optimizer, durable=True)
+    kept = dict(kept or {})
+    if keep_epoch:
+        name = f"epoch-{epoch}.safetensors"
+        kept[str(epoch)] = {"file": name, "sha256": save_tensors(run_dir / name, model.state_dict(), durable=True)}
     fault_point("checkpoint:weights-written")
     state = {
         "vaelens_version": __version__, "epoch": epoch, "model_file": model_name, "model_sha256": model_sha,
         "optim_file": optim_name, "optim_sha256": optim_sha, "param_groups": groups, "final": final,
+        EPOCH_FILES: kept,
     }  # fmt: skip
     write_json(run_dir / STATE, state, durable=True)  # the commit point
     fault_point("checkpoint:committed")
@@ -125,6 +166,8 @@ def remove_uncommitted(run_dir: Path, state: dict[str, Any] | None) -> None:
     """Delete temporary files and weight files that the committed state does not name."""
     removed = remove_stale_temps(run_dir)
     keep = set(weight_files(state)) if state is not None else set()
+    if state is not None:
+        keep |= {str(entry.get("file")) for entry in state.get(EPOCH_FILES, {}).values() if isinstance(entry, dict)}
     for p in run_dir.iterdir():
         if _WEIGHTS.match(p.name) and p.name not in keep:
             p.unlink(missing_ok=True)

@@ -2,9 +2,10 @@
 
 Checkpoints (weights, optimiser, state) are written atomically at epoch ends, at most every
 ``checkpoint_every`` seconds and always after the last epoch, so a run started again continues from
-its last checkpointed epoch. Shuffling, the reparameterisation noise and the mixup draws of epoch e
-come from three generators with distinct seeds derived from (seed, e, stream), which makes a resumed
-run identical to an uninterrupted one.
+its last checkpointed epoch; the epochs of ``save_epochs`` always end with one, which also keeps
+their weights. Shuffling, the reparameterisation noise, the mixup draws and the adversarial
+attack's starts of epoch e come from generators with distinct seeds derived from (seed, e, stream),
+which makes a resumed run identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from vaelens._protocol import encode, prepare_inputs, resolve_device
 from vaelens._tensors import load_optimizer, load_state_dict_checked, load_tensors
 from vaelens.data import TensorImageDataset, load_dataset
 from vaelens.models import build_model
+from vaelens.training._adversarial import adversarial_terms
 from vaelens.training._config import TrainConfig
 from vaelens.training._loss import elbo_pass, reconstruct
 from vaelens.training._mixup import draw_mixing, mixup_terms
 from vaelens.training._rundir import (
     CONFIG,
+    EPOCH_FILES,
     LOCK,
     METRICS,
     checksum,
@@ -46,8 +49,9 @@ from vaelens.training._rundir import (
 
 METRIC_FIELDS = [
     "epoch", "loss", "recon", "kl", "mix_kl", "mix_recon", "mix_latent",
-    "beta", "lr", "test_recon", "test_mse", "seconds",
+    "adv_recon", "adv_kl", "adv_damage", "beta", "lr", "test_recon", "test_mse", "seconds",
 ]  # fmt: skip
+_EXTRA_TERMS = ("mix_kl", "mix_recon", "mix_latent", "adv_recon", "adv_kl", "adv_damage")
 
 
 @dataclass
@@ -65,6 +69,7 @@ class EpochStreams(NamedTuple):
     shuffle: torch.Generator  # on the CPU: the order of the training set
     noise: torch.Generator  # on the model's device: the reparameterisation noise
     mixup: torch.Generator  # on the CPU: mixing weights and partners
+    adversarial: torch.Generator  # on the model's device: the noise of the adversarial ELBO
 
 
 def stream_seed(seed: int, epoch: int, stream: str) -> int:
@@ -79,7 +84,7 @@ def epoch_streams(seed: int, epoch: int, device: torch.device) -> EpochStreams:
         return torch.Generator(device=on).manual_seed(stream_seed(seed, epoch, stream))
 
     cpu = torch.device("cpu")
-    return EpochStreams(gen("shuffle", cpu), gen("noise", device), gen("mixup", cpu))
+    return EpochStreams(gen("shuffle", cpu), gen("noise", device), gen("mixup", cpu), gen("adversarial", device))
 
 
 def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator, shuffle: bool):
@@ -130,6 +135,9 @@ def _read_metrics(path: Path, epochs_done: int) -> list[dict[str, float]]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         rows = [{k: int(float(v)) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    for row in rows:  # a run written before the adversarial terms existed
+        for k in _EXTRA_TERMS:
+            row.setdefault(k, 0.0)
     return rows[:epochs_done]
 
 
@@ -205,8 +213,9 @@ def _train(
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start = 0
+    start, kept = 0, cast(dict[str, dict[str, str]], {})
     if state is not None:
+        kept = dict(state.get(EPOCH_FILES, {}))
         start = int(state["epoch"])
         model_name, optim_name = weight_files(state)
         tensors = load_tensors(out / model_name, checksum(state, "model_sha256", out))
@@ -231,7 +240,7 @@ def _train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 streams = epoch_streams(config.seed, epoch, device)
-                sums, seen = torch.zeros(6), 0
+                sums, seen = torch.zeros(len(_EXTRA_TERMS) + 3), 0
                 for i, x in enumerate(_batches(train_set, config.batch_size, streams.shuffle, shuffle=True)):
                     x = prepare_inputs(model, x, "training images", check=epoch == start)  # each batch checked once
                     step = epoch * steps_per_epoch + i
@@ -240,19 +249,30 @@ def _train(
                         (len(x), config.model.latent_dim), generator=streams.noise, device=device, dtype=x.dtype
                     )
                     terms, z = elbo_pass(model, x, beta, noise, likelihood)
-                    loss, parts = terms.loss, [*terms]
+                    loss, extra = terms.loss, [torch.zeros(())] * len(_EXTRA_TERMS)
                     if config.mixup is not None:
                         m = config.mixup
-                        mixed = mixup_terms(model, x, z, *draw_mixing(m, len(x), streams.mixup, device))
+                        mixing = draw_mixing(m, len(x), streams.mixup, device)
+                        target_noise = None
+                        if m.latent_target == "sample":
+                            target_noise = torch.randn(z.shape, generator=streams.mixup, dtype=z.dtype).to(device)
+                        mixed = mixup_terms(model, x, z, *mixing, target_noise)
                         loss = (
                             loss
                             + m.weight_kl * mixed.kl
                             + m.weight_recon * mixed.recon
                             + m.weight_latent * mixed.latent
                         )
-                        parts = [loss, terms.recon, terms.kl, *mixed]
-                    else:
-                        parts += [torch.zeros(())] * 3
+                        extra[:3] = mixed
+                    elif config.adversarial is not None:
+                        adv_noise = torch.randn(
+                            noise.shape, generator=streams.adversarial, device=device, dtype=x.dtype
+                        )
+                        attack_seed = stream_seed(config.seed, epoch, f"adversarial/{i}")
+                        adv = adversarial_terms(model, x, config.adversarial, beta, adv_noise, likelihood, attack_seed)
+                        loss = loss + config.adversarial.weight * adv.loss
+                        extra[3:] = [adv.recon, adv.kl, adv.damage]
+                    parts = [loss, terms.recon, terms.kl, *extra]
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -260,7 +280,7 @@ def _train(
                     seen += len(x)
                     ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.2f}")
                 ticker.flush()
-                loss, recon, kl, mix_kl, mix_recon, mix_latent = (sums / seen).tolist()
+                loss, recon, kl, *extra_means = (sums / seen).tolist()
                 if not math.isfinite(loss):
                     raise VaelensError(f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta")
                 test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood)
@@ -271,9 +291,7 @@ def _train(
                         "loss": loss,
                         "recon": recon,
                         "kl": kl,
-                        "mix_kl": mix_kl,
-                        "mix_recon": mix_recon,
-                        "mix_latent": mix_latent,
+                        **dict(zip(_EXTRA_TERMS, extra_means, strict=True)),
                         "beta": beta,
                         "lr": lr,
                         "test_recon": test_recon,
@@ -284,8 +302,9 @@ def _train(
                 write_csv(out / METRICS, metrics, METRIC_FIELDS)
                 fault_point("train:epoch-end")
                 now = time.monotonic()
-                if epoch + 1 == config.epochs or now - last_checkpoint >= checkpoint_every:
-                    commit_checkpoint(out, model, optimizer, epoch + 1, metrics[-1])
+                keep = epoch + 1 in config.save_epochs
+                if epoch + 1 == config.epochs or keep or now - last_checkpoint >= checkpoint_every:
+                    kept = commit_checkpoint(out, model, optimizer, epoch + 1, metrics[-1], kept, keep)[EPOCH_FILES]
                     last_checkpoint = now
     except KeyboardInterrupt:
         state = read_state(out)
