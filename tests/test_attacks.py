@@ -141,6 +141,15 @@ def test_damage_of_nothing_is_nothing():
     assert set(d.summary()["kl"]) == {"mean", "median", "std", "q05", "q25", "q75", "q95"}
 
 
+@pytest.mark.parametrize("shape", [(9, 9), (10, 40), (40, 33), (47, 64)])
+def test_ms_ssim_takes_any_image_size(shape):
+    from vaelens.attacks._damage import ms_ssim
+
+    a = torch.rand(2, 3, *shape, dtype=torch.float64)
+    torch.testing.assert_close(ms_ssim(a, a), torch.ones(2, dtype=torch.float64))
+    assert (ms_ssim(a, torch.rand_like(a)) < 0.9).all()
+
+
 def test_damage_on_flat_inputs_has_nan_ms_ssim_only():
     class Flat(torch.nn.Module):
         def __init__(self):

@@ -64,6 +64,8 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     side, kernel = min(a.shape[-2:]), 3
     scales = max(1, min(5, int(math.floor(math.log2((side - 1) / (kernel - 1)))) + 1 if side > kernel else 1))
+    while scales > 1 and side // (scales - 1) ** 2 <= kernel - 1:  # torchmetrics' bound: 40 px take 4 scales, not 5
+        scales -= 1
     betas = _MS_SSIM_BETAS[:scales]
     betas = tuple(beta / sum(betas) for beta in betas)
     return multiscale_structural_similarity_index_measure(
