@@ -10,7 +10,7 @@ settles on targeted problems; this schedule does both.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -22,6 +22,8 @@ from vaelens.attacks._pgd import ascent_step, check_steps, first_direction
 
 MOMENTUM = 0.75  # alpha of the paper: weight of the new gradient step against the last move
 RHO = 0.75  # the share of steps since the last checkpoint that must improve the objective
+Transform = Callable[[torch.Tensor], torch.Tensor]
+"""A random transform of a batch, (B, *s) -> (B, *s): a fresh draw at every call."""
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -44,21 +46,36 @@ def auto_pgd(
     steps: int,
     maximize: bool,
     seed: int | None = 0,
+    transform: Transform | None = None,
+    samples: int = 1,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Auto-PGD from x + delta on D(., ref). Returns the best point per sample (B, *s), its
-    objective (B,) and the final step sizes (B,)."""
+    objective (B,) and the final step sizes (B,).
+
+    ``transform`` (expectation over transformation, docs/method.md section 9): the objective is
+    the mean of D(transform(x + delta), ref) over ``samples`` calls, each a fresh random draw of
+    the callable, (B, *s) -> (B, *s) and differentiable (or straight-through). The best point is
+    then chosen by that noisy estimate. ``mask`` (broadcastable to x, values in [0, 1]) multiplies
+    the perturbation: where it is 0 the input is never changed.
+    """
     sign = 1.0 if maximize else -1.0
     view = (-1, *[1] * (x.dim() - 1))
 
     def proj(xa: torch.Tensor) -> torch.Tensor:
-        return (x + project(xa - x, eps, norm)).clamp(0, 1)
+        delta = project(xa - x, eps, norm)
+        return (x + (delta if mask is None else delta * mask)).clamp(0, 1)
 
     def value_and_grad(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xa = xa.detach().requires_grad_(True)
         with torch.enable_grad():
-            value = sign * divergence(model, xa, ref, objective)  # (B,)
+            if transform is None:
+                value = sign * divergence(model, xa, ref, objective)  # (B,)
+            else:
+                draws = [divergence(model, transform(xa), ref, objective) for _ in range(samples)]
+                value = sign * torch.stack(draws).mean(0)  # (B,)
             grad = torch.autograd.grad(value.sum(), xa)[0]
-        return value.detach(), grad
+        return value.detach(), grad if mask is None else grad * mask
 
     x_prev = proj(x + delta)
     f_prev, g = value_and_grad(x_prev)

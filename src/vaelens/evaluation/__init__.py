@@ -1,6 +1,7 @@
-"""Evaluating a VAE on a batch of inputs: audits, attack sweeps, the eigen-direction probe and
-reconstruction quality (docs/method.md sections 2-5). Pure functions over (model, x): nothing here
-knows of run directories; the ``write_*`` functions write their results into a directory given.
+"""Evaluating a VAE on a batch of inputs: audits, attack sweeps, the eigen-direction probe,
+reconstruction quality (docs/method.md sections 2-5) and image protection (section 9). Pure
+functions over (model, x): nothing here knows of run directories; the ``write_*`` functions write
+their results into a directory given.
 """
 
 from vaelens.evaluation._attacks import (
@@ -16,18 +17,40 @@ from vaelens.evaluation._attacks import (
 )
 from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
 from vaelens.evaluation._probe import ProbeResult, eigen_probe
+from vaelens.evaluation._protect import (
+    ProtectConfig,
+    Protection,
+    TransformCheck,
+    fit_model,
+    held_counts,
+    holds,
+    image_channels,
+    protect,
+    protect_image,
+    protect_output,
+    read_image,
+    read_images,
+    write_protection,
+)
 from vaelens.evaluation._quality import Quality, reconstruction_quality
+from vaelens.evaluation._transforms import EVALUATED, ROBUST, RandomTransform, evaluation_transforms
 
 __all__ = [
+    "EVALUATED",
     "METHODS",
     "Method",
+    "ROBUST",
     "SUMMARY_STATS",
     "AttackSpec",
     "AttackSweepResult",
     "AuditConfig",
     "AuditResult",
     "ProbeResult",
+    "ProtectConfig",
+    "Protection",
     "Quality",
+    "RandomTransform",
+    "TransformCheck",
     "attack_output",
     "attack_sweep",
     "audit_output",
@@ -35,7 +58,18 @@ __all__ = [
     "auddc",
     "choose_targets",
     "eigen_probe",
+    "evaluation_transforms",
+    "fit_model",
+    "held_counts",
+    "holds",
+    "image_channels",
+    "protect",
+    "protect_image",
+    "protect_output",
+    "read_image",
+    "read_images",
     "reconstruction_quality",
     "write_attack_report",
     "write_audit",
+    "write_protection",
 ]
