@@ -16,6 +16,7 @@ RANKS = {
     "base": 0,
     "data": 1,
     "models": 1,
+    "adapters": 1,
     "geometry": 2,
     "attacks": 3,
     "training": 4,

@@ -4,13 +4,13 @@ Implements Khan and Storkey, AISTATS 2023, as described in the project's docs/me
 public API is what this module re-exports; each name has one home in a subpackage.
 """
 
-from vaelens import data
+from vaelens import adapters, data
 from vaelens._errors import Interrupted, VaelensError
 from vaelens._protocol import Posterior
 from vaelens._version import __version__
 from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
 from vaelens.evaluation import eigen_probe
-from vaelens.experiments import load
+from vaelens.experiments import load, load_model
 from vaelens.geometry import (
     PullbackMetric,
     Scores,
@@ -21,6 +21,8 @@ from vaelens.geometry import (
 from vaelens.training import TrainConfig, train
 
 __all__ = [
+    "adapters",
+    "load_model",
     "PGD",
     "Damage",
     "EigenAttack",

@@ -72,8 +72,18 @@ def model_input_shape(model: torch.nn.Module) -> tuple[int, ...] | None:
     return tuple(shape) if shape is not None else None
 
 
-def check_images(x: torch.Tensor, name: str = "x", shape: tuple[int, ...] | None = None) -> None:
-    """Check a batch of inputs where it enters: a float tensor (B, *shape), finite, in [0, 1]."""
+def check_images(
+    x: torch.Tensor,
+    name: str = "x",
+    shape: tuple[int, ...] | None = None,
+    channels: int | None = None,
+    size_multiple: int = 1,
+) -> None:
+    """Check a batch of inputs where it enters: a float tensor (B, *shape), finite, in [0, 1].
+
+    Models that take images of any size (adapters) declare ``channels`` and ``size_multiple``
+    instead of a fixed shape: (B, channels, H, W) with H and W multiples of ``size_multiple``.
+    """
     if not isinstance(x, torch.Tensor):
         raise VaelensError(f"{name} must be a torch.Tensor of shape (B, ...); got {type(x).__name__}")
     if not x.is_floating_point():
@@ -87,12 +97,38 @@ def check_images(x: torch.Tensor, name: str = "x", shape: tuple[int, ...] | None
             f"{name} has per-sample shape {tuple(x.shape[1:])} but the model expects "
             f"{tuple(shape)}; reshape or resize the inputs"
         )
+    if shape is None and (channels is not None or size_multiple > 1):
+        if x.dim() != 4 or (channels is not None and x.shape[1] != channels):
+            raise VaelensError(
+                f"{name} has shape {tuple(x.shape)} but the model takes images (B, {channels or 'C'}, H, W); "
+                "reshape the inputs or pass --channels"
+            )
+        if x.shape[2] % size_multiple or x.shape[3] % size_multiple:
+            raise VaelensError(
+                f"{name} is {x.shape[2]} x {x.shape[3]} but the model needs H and W divisible by {size_multiple}; "
+                f"resize or pad the images (e.g. --image-size {max(1, x.shape[2] // size_multiple) * size_multiple})"
+            )
     if not torch.isfinite(x).all():
         raise VaelensError(f"{name} contains NaN or Inf; clean the inputs first")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise VaelensError(
             f"{name} has values in [{x.min().item():.3g}, {x.max().item():.3g}] but must lie in "
             "[0, 1]; rescale it (e.g. divide 8-bit images by 255)"
+        )
+
+
+def is_deterministic(model: torch.nn.Module) -> bool:
+    """Whether the model's encoder has no posterior variance (an adapter of an AE, TAESD, ...)."""
+    return bool(getattr(model, "deterministic", False))
+
+
+def require_variance(model: torch.nn.Module, what: str) -> None:
+    """Refuse, in one line, something that needs the posterior variance on a deterministic encoder."""
+    if is_deterministic(model):
+        name = getattr(model, "name", type(model).__name__)
+        raise VaelensError(
+            f"{name} has a deterministic encoder (no posterior variance), so {what} is undefined for it; "
+            "use the mean or output kind, or the latent or recon objective"
         )
 
 
@@ -112,7 +148,8 @@ def prepare_inputs(model: torch.nn.Module, x: torch.Tensor, name: str = "x", che
     skips the value checks (finite, in [0, 1]) for data that has already passed them.
     """
     if check:
-        check_images(x, name, model_input_shape(model))
+        check_images(x, name, model_input_shape(model), getattr(model, "input_channels", None),
+                     getattr(model, "size_multiple", 1))  # fmt: skip
     dtype, device = model_dtype_device(model)
     return x.detach().to(device=device, dtype=dtype)
 

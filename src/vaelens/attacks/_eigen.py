@@ -17,7 +17,7 @@ from vaelens._errors import VaelensError
 from vaelens._protocol import Kind, Norm, Objective
 from vaelens.attacks._base import Attack, best_of
 from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
-from vaelens.geometry import KINDS, pullback_metric
+from vaelens.geometry import KINDS, METHODS, Method, pullback_metric
 
 
 class EigenAttack(Attack):
@@ -32,6 +32,8 @@ class EigenAttack(Attack):
         objective: what picks among candidates; default the objective the kind models
             (fisher: kl, mean: latent, stochastic: stochastic, output kinds: recon).
         chunk_size: bounds memory of the Jacobians.
+        method: "auto", "exact" or "lanczos": how the eigenvectors are found (``PullbackMetric.eigen``).
+        iters: Lanczos iterations.
 
     Called as ``attack(x)`` with x (B, *input_shape) in [0, 1]; returns x_adv of the same shape.
 
@@ -52,19 +54,24 @@ class EigenAttack(Attack):
         directions: int = 1,
         objective: Objective | None = None,
         chunk_size: int | None = None,
+        method: Method = "auto",
+        iters: int = 30,
     ) -> None:
         super().__init__(model, eps, norm, seed=None)
+        if method not in METHODS:
+            raise VaelensError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if kind not in KINDS:
             raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
         if not isinstance(directions, int) or directions < 1:
             raise VaelensError(f"directions must be a positive integer; got {directions!r}")
         self.kind, self.directions, self.chunk_size = kind, directions, chunk_size
+        self.method, self.iters = method, iters
         self.objective = check_objective(objective or KIND_OBJECTIVE[kind])
 
     def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
         metric = pullback_metric(self.model, x, self.kind, self.chunk_size)
         k = min(self.directions, metric.rank_bound)
-        vectors = metric.eigen(k).require_vectors()  # (B, k, *s), unit L2 norm
+        vectors = metric.eigen(k, self.method, max(self.iters, k)).require_vectors()  # (B, k, *s), unit L2 norm
         steps = vectors.sign() if self.norm == "linf" else vectors
         ref = Reference.of(self.model, x)
 

@@ -9,7 +9,7 @@ import torch
 
 from vaelens._divergences import gaussian_kl, symmetric_kl
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, Objective, check_finite, decode, encode
+from vaelens._protocol import Kind, Objective, check_finite, decode, encode, require_variance
 
 OBJECTIVES: tuple[Objective, ...] = ("kl", "kl_reverse", "skl", "latent", "recon", "stochastic")
 # The objective each metric kind is the second-order model of (docs/method.md section 3).
@@ -54,6 +54,8 @@ def divergence(model: torch.nn.Module, x_adv: torch.Tensor, ref: Reference, obje
     stochastic: ||mu(x_adv) - mu||^2 + ||sigma(x_adv) - sigma||^2, the expected squared shift of a
     sampled code z = mu + sigma * eps under shared noise.
     """
+    if objective not in ("latent", "recon"):
+        require_variance(model, f"the {objective} objective")
     mu, logvar = encode(model, x_adv)
     if objective == "kl":
         return gaussian_kl(mu, logvar, ref.mu, ref.logvar)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Norm, Objective
+from vaelens._protocol import Kind, Norm, Objective, is_deterministic
 from vaelens.attacks._base import Attack, best_of, norms, project, random_direction, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective, divergence
 from vaelens.geometry import pullback_metric
@@ -35,7 +35,8 @@ def first_direction(model: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor,
         return grad
     grad = grad.clone()
     xs = x[zero].detach()
-    spec = pullback_metric(model, xs, "fisher").eigen(1)
+    kind: Kind = "mean" if is_deterministic(model) else "fisher"  # a deterministic encoder has no fisher metric
+    spec = pullback_metric(model, xs, kind).eigen(1)
     v = spec.require_vectors()[:, 0].to(grad)  # (Z, *s)
     flat = spec.values[:, 0] == 0
     if bool(flat.any()):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,9 +23,13 @@ from vaelens._protocol import Kind, prepare_inputs
 from vaelens.evaluation._plots import eigen_directions, histograms, probe_curves
 from vaelens.evaluation._probe import SCALES, ProbeResult, Scale, eigen_probe
 from vaelens.geometry import (
+    DEFAULT_MEMORY_BUDGET_GB,
     KINDS,
+    METHODS,
     NORMALIZATIONS,
+    Method,
     Normalization,
+    PullbackMetric,
     Scores,
     Spectrum,
     pullback_metric,
@@ -49,6 +54,13 @@ class AuditConfig:
         probe_directions: top directions probed.
         probe_scale: "lambda" (as released) or "unit".
         seed: seeds the probe's random direction.
+        method: "auto", "exact" or "lanczos" (``PullbackMetric.eigen``): "auto" is exact unless the
+            exact path would exceed ``memory_budget_gb``. With Lanczos the scores are computed from
+            the top ``iters`` eigenvalues only (exact for the spectral radius; trace, entropy and
+            effective rank then cover that part of the spectrum), one ``chunk_size`` (default 1)
+            of inputs at a time.
+        iters: Lanczos iterations (eigenvalues kept per input).
+        memory_budget_gb: the memory the exact path may use.
     """
 
     kinds: tuple[Kind, ...] = ("stochastic",)
@@ -60,6 +72,9 @@ class AuditConfig:
     probe_directions: int = 5
     probe_scale: Scale = "lambda"
     seed: int = 0
+    method: Method = "auto"
+    iters: int = 30
+    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -74,6 +89,12 @@ class AuditConfig:
             raise VaelensError(f"normalize must be one of {NORMALIZATIONS}; got {self.normalize!r}")
         if self.probe_scale not in SCALES:
             raise VaelensError(f"probe_scale must be one of {SCALES}; got {self.probe_scale!r}")
+        if self.method not in METHODS:
+            raise VaelensError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.iters < 1 or not self.memory_budget_gb > 0:
+            raise VaelensError(
+                f"iters must be >= 1 and memory_budget_gb > 0; got {self.iters} and {self.memory_budget_gb}"
+            )
         if self.probe_directions < 1 or self.probe_n < 0 or self.n_show < 0:
             raise VaelensError("probe_directions must be >= 1 and probe_n, n_show >= 0")
 
@@ -139,14 +160,20 @@ def audit(
         for start in range(0, len(x), config.batch_size):
             xb = prepare_inputs(model, x[start : start + config.batch_size])
             for kind in config.kinds:
-                metric = pullback_metric(model, xb, kind, config.chunk_size)
-                parts[kind].append(robustness_scores(metric.eigenvalues(), config.normalize))
+                metric = pullback_metric(model, xb, kind, config.chunk_size, config.memory_budget_gb)
+                method = metric.resolve_method(config.method)
+                if method == "lanczos":
+                    parts[kind].append(_lanczos_scores(metric, config, bar, start, len(x)))
+                else:
+                    parts[kind].append(robustness_scores(metric.eigenvalues(method="exact"), config.normalize))
                 if start == 0:  # eigenvectors only for the inputs drawn or probed, from the cached factor
                     probed = probe_n if kind == probe_kind and probe_n <= len(xb) else 0
                     rows = max(config.n_show, probed)
                     if rows:
                         r = min(metric.rank_bound, max(SHOWN_DIRECTIONS, config.probe_directions))
-                        spec = metric[:rows].eigen(r)
+                        if method == "lanczos":
+                            r = min(r, config.iters)
+                        spec = metric[:rows].eigen(r, method, max(config.iters, r), config.seed)
                         values, vectors = spec.values, spec.require_vectors()  # (rows, r), (rows, r, *s)
                         if config.n_show:
                             n = config.n_show
@@ -181,6 +208,20 @@ def audit(
         shown,
         probe,
     )
+
+
+def _lanczos_scores(metric: PullbackMetric, config: AuditConfig, bar: Any, start: int, total: int) -> Scores:
+    """Scores from the top Lanczos eigenvalues, a chunk of inputs at a time, with progress per chunk."""
+    step = config.chunk_size or 1
+    r = min(metric.rank_bound, config.iters)
+    task = Ticker(bar, f"lanczos {metric.kind}", len(metric), interval=0.0)
+    parts = []
+    for i in range(0, len(metric), step):
+        values = metric[i : i + step].lanczos(r, config.iters, config.seed, vectors=False).values
+        parts.append(robustness_scores(values, config.normalize))
+        task.tick(f"image {start + min(i + step, len(metric))}/{total}", min(step, len(metric) - i))
+    task.flush()
+    return Scores.concat(parts)
 
 
 def audit_output(config: AuditConfig, meta: dict | None = None) -> dict:

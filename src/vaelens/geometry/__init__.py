@@ -9,11 +9,24 @@ from vaelens.geometry._jacobian import (
     decoder_jacobian,
     encoder_jacobians,
 )
-from vaelens.geometry._metric import KINDS, PullbackMetric, Spectrum, pullback_metric
+from vaelens.geometry._metric import (
+    DEFAULT_MEMORY_BUDGET_GB,
+    KINDS,
+    METHODS,
+    LanczosNotice,
+    Method,
+    PullbackMetric,
+    Spectrum,
+    pullback_metric,
+)
 from vaelens.geometry._scores import NORMALIZATIONS, Normalization, Scores, robustness_scores
 
 __all__ = [
+    "DEFAULT_MEMORY_BUDGET_GB",
     "KINDS",
+    "METHODS",
+    "LanczosNotice",
+    "Method",
     "NORMALIZATIONS",
     "Normalization",
     "EncoderJacobians",

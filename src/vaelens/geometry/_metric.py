@@ -18,12 +18,14 @@ never form L either: G v = J^T W J v costs one JVP and one VJP.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, check_finite, prepare_inputs
+from vaelens._protocol import Kind, check_finite, prepare_inputs, require_variance
 from vaelens.geometry._jacobian import (
     DecoderLinearization,
     EncoderLinearization,
@@ -32,6 +34,15 @@ from vaelens.geometry._jacobian import (
 )
 
 KINDS: tuple[Kind, ...] = ("mean", "stochastic", "fisher", "output", "output-stochastic")
+Method = Literal["auto", "exact", "lanczos"]
+METHODS: tuple[Method, ...] = ("auto", "exact", "lanczos")
+DEFAULT_MEMORY_BUDGET_GB = 2.0  # what the exact path may use before "auto" switches to Lanczos
+_EXACT_OVERHEAD = 3  # the factor, the Gram product's workspace and the batched Jacobian's buffers
+_noted: set[tuple[str, tuple[int, ...], str]] = set()
+
+
+class LanczosNotice(UserWarning):
+    """``method="auto"`` chose Lanczos because the exact path would exceed the memory budget."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +95,23 @@ class PullbackMetric:
     ``eigenvalues`` or ``dense`` and then cached; ``matvec`` and ``lanczos`` never form it.
     """
 
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, kind: Kind, chunk_size: int | None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        kind: Kind,
+        chunk_size: int | None,
+        memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+    ) -> None:
         if kind not in KINDS:
             raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if kind not in ("mean", "output"):
+            require_variance(model, f"the {kind} metric")
         if chunk_size is not None and chunk_size < 1:
             raise VaelensError(f"chunk_size must be a positive integer or None; got {chunk_size}")
-        self.model, self.kind, self.chunk_size = model, kind, chunk_size
+        if not memory_budget_gb > 0:
+            raise VaelensError(f"memory_budget_gb must be > 0; got {memory_budget_gb!r}")
+        self.model, self.kind, self.chunk_size, self.memory_budget_gb = model, kind, chunk_size, memory_budget_gb
         self.x = prepare_inputs(model, x)
         self.input_shape = tuple(self.x.shape[1:])
         self.dim = math.prod(self.input_shape)
@@ -109,7 +131,7 @@ class PullbackMetric:
         """
         if not isinstance(rows, slice):
             raise VaelensError(f"index a PullbackMetric with a slice such as metric[:4]; got {type(rows).__name__}")
-        sub = PullbackMetric(self.model, self.x[rows], self.kind, self.chunk_size)
+        sub = PullbackMetric(self.model, self.x[rows], self.kind, self.chunk_size, self.memory_budget_gb)
         if self._factor is not None:
             sub._factor = self._factor[rows]
         return sub
@@ -164,21 +186,61 @@ class PullbackMetric:
         f = self.factor()
         return f @ f.transpose(1, 2)  # (B, m, m)
 
+    # -- choosing the method ----------------------------------------------------------------
+    def exact_bytes(self) -> int:
+        """What the exact path needs, roughly: the (B, m, d) factor and its working copies."""
+        return _EXACT_OVERHEAD * len(self.x) * self.rank_bound * self.dim * self.x.element_size()
+
+    def resolve_method(self, method: Method) -> Literal["exact", "lanczos"]:
+        """The method ``method`` stands for: "auto" is exact when the factor is already computed or
+        fits the memory budget, else Lanczos, which it says once per model and input shape."""
+        if method not in METHODS:
+            raise VaelensError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if method != "auto":
+            return method
+        if self._factor is not None or self.exact_bytes() <= self.memory_budget_gb * 2**30:
+            return "exact"
+        key = (type(self.model).__name__, self.input_shape, self.kind)
+        if key not in _noted:
+            _noted.add(key)
+            warnings.warn(
+                f"the exact {self.kind} spectrum at inputs {self.input_shape} would need about "
+                f"{self.exact_bytes() / 2**30:.1f} GiB (budget {self.memory_budget_gb:g} GiB); using Lanczos "
+                "for the top eigenpairs (method='exact' to insist, or raise memory_budget_gb)",
+                LanczosNotice,
+                stacklevel=3,
+            )
+        return "lanczos"
+
     # -- exact spectrum ---------------------------------------------------------------------
-    def eigenvalues(self, r: int | None = None) -> torch.Tensor:
-        """The r largest eigenvalues (default: all rank_bound of them), (B, r), descending, >= 0."""
+    def eigenvalues(
+        self, r: int | None = None, method: Method = "auto", iters: int = 30, seed: int = 0
+    ) -> torch.Tensor:
+        """The r largest eigenvalues, (B, r), descending, >= 0.
+
+        Arguments:
+            r: how many (default: all rank_bound of them exactly; with Lanczos, min(rank_bound, iters)).
+            method: "exact" (the m x m problem), "lanczos" (matrix-free, top eigenvalues only) or
+                "auto" (exact unless it would exceed ``memory_budget_gb``).
+            iters, seed: Lanczos' Krylov dimension and start vectors.
+        """
+        if self.resolve_method(method) == "lanczos":
+            return self.lanczos(r or min(self.rank_bound, iters), iters, seed, vectors=False).values
         gram = self._gram()  # before _check_r, which then reads the latent size off the factor
         r = self._check_r(r)
         values = torch.linalg.eigvalsh(gram).flip(-1)[:, :r]
         return values.clamp_min(0)
 
-    def eigen(self, r: int | None = None) -> Spectrum:
-        """The r largest eigenpairs (default: all rank_bound of them), exactly, via the m x m problem.
+    def eigen(self, r: int | None = None, method: Method = "auto", iters: int = 30, seed: int = 0) -> Spectrum:
+        """The r largest eigenpairs (default: all rank_bound of them), exactly via the m x m problem,
+        or by Lanczos (``method``, ``iters`` and ``seed`` as for ``eigenvalues``).
 
         Eigenvectors of eigenvalues that are 0 to working precision are not meaningful. Building
         the (B, r, d) eigenvectors is the costly part: ask only for the rows and pairs you need
         (``metric[:4].eigen(5)``).
         """
+        if self.resolve_method(method) == "lanczos":
+            return self.lanczos(r or min(self.rank_bound, iters), iters, seed)
         f = self.factor()
         r = self._check_r(r)
         w, u = torch.linalg.eigh(f @ f.transpose(1, 2))  # ascending
@@ -225,19 +287,30 @@ class PullbackMetric:
             self._diag_a = jg.square().sum(1)  # (B, k)
         return enc.vjp(aa, self._diag_a * b)
 
-    def lanczos(self, r: int = 1, iters: int = 30, seed: int = 0) -> Spectrum:
+    def lanczos(self, r: int = 1, iters: int = 30, seed: int = 0, vectors: bool = True) -> Spectrum:
         """The top-r eigenpairs by batched Lanczos with full reorthogonalisation, matrix-free.
 
         Arguments:
             r: eigenpairs to return.
             iters: Krylov dimension (capped at d); more iterations, more accuracy.
             seed: seeds the random start vectors.
+            vectors: also build the eigenvectors (default True).
+
+        Algorithmic note: each iteration costs one JVP and one VJP through the encoder (through the
+        decoder too for the output kinds) and keeps one d-vector per sample, so memory is
+        O(B * iters * d) beyond one forward pass. ``chunk_size`` samples run at a time.
         """
         if not isinstance(iters, int) or iters < 1:
             raise VaelensError(f"iters must be a positive integer; got {iters}")
         iters = min(iters, self.dim)
         if not isinstance(r, int) or r < 1 or r > iters:
             raise VaelensError(f"r={r} must lie in 1..iters ({iters}); raise iters or lower r")
+        step = self.chunk_size or len(self.x)
+        if step < len(self.x):  # one chunk at a time bounds the memory of the JVP/VJP passes
+            parts = [self[i : i + step].lanczos(r, iters, seed, vectors) for i in range(0, len(self.x), step)]
+            values = torch.cat([p.values for p in parts])
+            vecs = torch.cat([p.require_vectors() for p in parts]) if vectors else None
+            return Spectrum(values, vecs, self.kind)
         b, d, x = len(self.x), self.dim, self.x
         gen = torch.Generator(device=x.device).manual_seed(seed)
         q = torch.randn(b, d, generator=gen, device=x.device, dtype=x.dtype)
@@ -272,13 +345,19 @@ class PullbackMetric:
         t = torch.diag_embed(alphas) + torch.diag_embed(betas[:, :-1], 1) + torch.diag_embed(betas[:, :-1], -1)
         theta, s = torch.linalg.eigh(t)
         theta, s = theta.flip(-1)[:, :r], _canonical_sign(s.flip(-1)[:, :, :r])  # (B, r), (B, n, r)
+        if not vectors:
+            return Spectrum(theta.clamp_min(0), None, self.kind)
         v = s.transpose(1, 2) @ basis  # (B, r, d)
         v = (v / v.norm(dim=-1, keepdim=True)).reshape(b, r, *self.input_shape)
         return Spectrum(theta.clamp_min(0), v, self.kind)
 
 
 def pullback_metric(
-    model: torch.nn.Module, x: torch.Tensor, kind: Kind = "stochastic", chunk_size: int | None = None
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    kind: Kind = "stochastic",
+    chunk_size: int | None = None,
+    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
 ) -> PullbackMetric:
     """The pullback metric G(x) of a VAE's encoder (or encoder and decoder) at a batch of inputs.
 
@@ -286,9 +365,11 @@ def pullback_metric(
         model: any module with ``encode(x) -> (mu, logvar)`` and ``decode(z)``.
         x: (B, *input_shape) inputs in [0, 1].
         kind: "mean", "stochastic", "fisher", "output" or "output-stochastic" (docs/method.md section 3).
-        chunk_size: samples differentiated at once when forming Jacobians (None: all); bounds memory.
+        chunk_size: samples differentiated at once when forming Jacobians, and samples per Lanczos
+            run (None: all); bounds memory.
+        memory_budget_gb: what the exact path may use before ``method="auto"`` picks Lanczos.
 
     Returns:
         A lazy ``PullbackMetric`` with ``eigen``, ``eigenvalues``, ``matvec``, ``lanczos``, ``dense``.
     """
-    return PullbackMetric(model, x, kind, chunk_size)
+    return PullbackMetric(model, x, kind, chunk_size, memory_budget_gb)

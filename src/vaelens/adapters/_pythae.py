@@ -1,0 +1,146 @@
+"""pythae's model zoo as vaelens VAEs (docs/method.md section 1).
+
+pythae's encoders return a ``ModelOutput`` with ``embedding`` and, for Gaussian posteriors,
+``log_covariance`` (the diagonal log-variance); decoders return ``reconstruction``. Which models
+fit the protocol:
+
+- Gaussian (every kind): VAE, BetaVAE, IWAE, CIWAE, MIWAE, PIWAE, VAMP, MSSSIM_VAE, INFOVAE_MMD,
+  DisentangledBetaVAE, FactorVAE, BetaTCVAE, VAEGAN, Adversarial_AE; HVAE and RHVAE with a warning
+  (their posterior is refined by a Hamiltonian flow after the Gaussian encoder vaelens reads).
+- Deterministic ("mean" and "output" kinds, "latent" and "recon" objectives): AE, WAE_MMD, RAE_L2,
+  RAE_GP, VQVAE (the continuous code before quantisation; decoding quantises it as pythae does).
+- Refused: VAE_IAF and VAE_LinNF (normalising flows), PoincareVAE (a hyperbolic posterior) and
+  SVAE (von Mises-Fisher): their posterior is not the diagonal Gaussian the metric assumes.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelens._errors import VaelensError
+from vaelens.adapters._base import AdaptedVAE, float32_for_derivatives, require_extra
+
+REFUSED = {
+    "VAE_IAF": "an inverse autoregressive flow",
+    "VAE_LinNF": "a linear normalising flow",
+    "PoincareVAE": "a wrapped normal on the Poincare ball",
+    "SVAE": "a von Mises-Fisher distribution on the sphere",
+}
+FLOW_REFINED = ("HVAE", "RHVAE")
+PICKLED = ("encoder.pkl", "decoder.pkl", "metric.pkl")
+
+
+class FlowPosteriorWarning(UserWarning):
+    """The pythae model refines its Gaussian posterior; vaelens reads the Gaussian before refinement."""
+
+
+class _Pythae(AdaptedVAE):
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.inner.encoder(x)
+        return out["embedding"], (None if self.deterministic else out["log_covariance"])
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.name == "VQVAE":  # quantise as VQVAE.forward does (straight-through, so derivatives pass)
+            flat = z.dim() == 2
+            e = z.reshape(len(z), 1, 1, -1) if flat else z
+            q = self.inner.quantizer(e.permute(0, 2, 3, 1), uses_ddp=False).quantized_vector
+            z = q.reshape(len(z), -1) if flat else q
+        return self.inner.decoder(z)["reconstruction"]
+
+
+def from_pythae(model: Any) -> AdaptedVAE:
+    """A pythae model as a vaelens VAE on images in [0, 1] of the model's ``input_dim``.
+
+    See the module's docstring for which models are Gaussian, deterministic or refused.
+
+    Examples::
+
+        >>> model = pythae.models.BetaVAE(pythae.models.BetaVAEConfig(input_dim=(1, 28, 28), latent_dim=16))
+        >>> vae = vaelens.adapters.from_pythae(model)
+        >>> vaelens.pullback_metric(vae, x, "stochastic").eigenvalues().shape   # x: (B, 1, 28, 28)
+        torch.Size([B, 32])
+    """
+    require_extra("pythae")
+    name = getattr(model, "model_name", type(model).__name__)
+    if name in REFUSED:
+        raise VaelensError(
+            f"pythae {name} has {REFUSED[name]} as its posterior, not the diagonal Gaussian vaelens' "
+            "metric and divergences assume; it is not supported"
+        )
+    if not hasattr(model, "encoder") or not hasattr(model, "decoder") or not hasattr(model, "model_config"):
+        raise VaelensError(f"from_pythae takes a pythae model (with encoder, decoder, model_config); got {name}")
+    shape = tuple(int(s) for s in model.model_config.input_dim)
+    probe = torch.zeros(1, *shape, dtype=next(model.parameters()).dtype, device=next(model.parameters()).device)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            keys = set(model.encoder(probe).keys())
+    finally:
+        model.train(was)
+    if "embedding" not in keys:
+        raise VaelensError(f"pythae {name}'s encoder returns {sorted(keys)}, not an embedding; it is not supported")
+    if name in FLOW_REFINED:
+        warnings.warn(
+            f"pythae {name} refines its posterior with a Hamiltonian flow; vaelens measures the Gaussian "
+            "encoder before the flow",
+            FlowPosteriorWarning,
+            stacklevel=2,
+        )
+    return _Pythae(
+        float32_for_derivatives(model),
+        input_range=(0.0, 1.0),
+        channels=shape[0] if len(shape) == 3 else None,
+        input_shape=shape,
+        deterministic="log_covariance" not in keys,
+        name=name,
+    )
+
+
+def load_pythae(folder: str | Path, allow_pickle: bool = False) -> torch.nn.Module:
+    """Read a pythae model written by ``model.save(folder)``, offline.
+
+    A model with pythae's default networks is rebuilt from ``model_config.json`` and its weights
+    read with ``torch.load(weights_only=True)``, which cannot run code. Custom networks are stored as
+    cloudpickle files (encoder.pkl, decoder.pkl): loading those executes whatever code they hold,
+    so they are refused unless ``allow_pickle=True``.
+    """
+    pythae = require_extra("pythae")
+    folder = Path(folder)
+    config_path = folder / "model_config.json"
+    if not config_path.is_file():
+        raise VaelensError(f"{folder} holds no model_config.json; give a folder written by a pythae model's .save()")
+    pickled = [name for name in PICKLED if (folder / name).exists()]
+    if pickled:
+        if not allow_pickle:
+            raise VaelensError(
+                f"{folder} stores custom networks as pickles ({', '.join(pickled)}); loading them runs any code "
+                "they hold. Only if you trust their source, pass --allow-pickle (API: allow_pickle=True)"
+            )
+        return pythae.models.AutoModel.load_from_folder(str(folder))
+    try:
+        config = json.loads(config_path.read_text())
+        model_name = config.pop("name").removesuffix("Config").removesuffix("_Config")
+    except (ValueError, KeyError, AttributeError) as e:
+        raise VaelensError(f"{config_path} is not a pythae model config ({e}); re-save the model") from None
+    cls = getattr(pythae.models, model_name, None)
+    config_cls = getattr(pythae.models, f"{model_name}Config", None) or getattr(
+        pythae.models, f"{model_name}_Config", None
+    )
+    if cls is None or config_cls is None:
+        raise VaelensError(f"{config_path} names an unknown pythae model {model_name!r}")
+    config.pop("uses_default_encoder", None)
+    config.pop("uses_default_decoder", None)
+    try:
+        model = cls(config_cls(**config))
+        weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(weights["model_state_dict"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+        msg = " ".join(str(e).split())[:160]
+        raise VaelensError(f"cannot load the pythae model in {folder} ({msg}); re-save it with model.save()") from None
+    return model.eval()

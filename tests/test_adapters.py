@@ -1,0 +1,399 @@
+"""Third-party VAEs through vaelens.adapters and ``--model SPEC``: diffusers, pythae, MONAI, wrap.
+
+Every adapter is checked against brute-force Jacobians (torch.autograd.functional.jacobian of the
+flattened (mu, sigma) map, float64) on a small input, for the mean and stochastic kinds; Lanczos
+with and without forward-mode AD against the exact spectrum; the user's model unchanged after
+every call; pickled folders refused; and the CLI end to end on folders saved here.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vaelens
+from vaelens import VaelensError
+from vaelens.adapters import UpcastNote, adapt, from_diffusers, from_monai, from_pythae, load_pythae, wrap
+from vaelens.experiments import load_model
+from vaelens.geometry import LanczosNotice, pullback_metric
+
+diffusers = pytest.importorskip("diffusers")
+pythae_models = pytest.importorskip("pythae.models")
+monai_nets = pytest.importorskip("monai.networks.nets")
+
+
+# -- tiny random models built from configs ---------------------------------------------------------
+def tiny_kl(blocks=(32, 32, 64, 64)) -> torch.nn.Module:
+    """A Stable-Diffusion-style AutoencoderKL with attention in its mid blocks (default processor)."""
+    torch.manual_seed(0)
+    return diffusers.AutoencoderKL(
+        block_out_channels=blocks,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=64,
+    ).eval()
+
+
+def tiny_monai() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return monai_nets.AutoencoderKL(
+        spatial_dims=2, in_channels=3, out_channels=3, channels=(8, 16), latent_channels=2,
+        num_res_blocks=1, attention_levels=(False, True), norm_num_groups=8,
+    ).eval()  # fmt: skip
+
+
+def tiny_pythae(name: str, conv: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config_cls = getattr(pythae_models, f"{name}Config", None) or getattr(pythae_models, f"{name}_Config")
+    config = config_cls(input_dim=(1, 28, 28), latent_dim=4)
+    if conv:
+        from pythae.models.nn.benchmarks.mnist import Decoder_ResNet_AE_MNIST, Encoder_ResNet_VAE_MNIST
+
+        model = getattr(pythae_models, name)(
+            config, encoder=Encoder_ResNet_VAE_MNIST(config), decoder=Decoder_ResNet_AE_MNIST(config)
+        )
+    else:
+        model = getattr(pythae_models, name)(config)
+    return model.eval()
+
+
+def brute_force_eigenvalues(vae: torch.nn.Module, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Eigenvalues of J^T J with J from torch.autograd.functional.jacobian, sample by sample."""
+    out = []
+    for xi in x.double():
+
+        def f(flat: torch.Tensor, shape=xi.shape) -> torch.Tensor:
+            mu, logvar = vae.encode(flat.view(1, *shape))
+            rows = [mu[0]] if kind == "mean" else [mu[0], (0.5 * logvar[0]).exp()]
+            return torch.cat(rows)
+
+        jac = torch.autograd.functional.jacobian(f, xi.flatten())  # (m, d)
+        out.append(torch.linalg.eigvalsh(jac @ jac.T).flip(0))
+    return torch.stack(out)
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """What must not change: weights, modes, requires_grad flags and attention processors."""
+    procs = getattr(model, "attn_processors", {})
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "modes": [m.training for m in model.modules()],
+        "grads": [p.requires_grad for p in model.parameters()],
+        "procs": {k: type(v) for k, v in procs.items()},
+        "dtype": next(model.parameters()).dtype,
+    }
+
+
+def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert after["modes"] == before["modes"] and after["grads"] == before["grads"]
+    assert after["procs"] == before["procs"] and after["dtype"] == before["dtype"]
+    for k, v in before["state"].items():
+        assert torch.equal(after["state"][k], v), k
+
+
+CASES = {
+    "diffusers": (lambda: from_diffusers(tiny_kl().double()), (2, 3, 16, 16)),
+    "monai": (lambda: from_monai(tiny_monai().double()), (2, 3, 8, 8)),
+    "pythae-vae": (lambda: from_pythae(tiny_pythae("VAE").double()), (2, 1, 28, 28)),
+    "pythae-betavae-conv": (lambda: from_pythae(tiny_pythae("BetaVAE", conv=True).double()), (2, 1, 28, 28)),
+    "pythae-iwae": (lambda: from_pythae(tiny_pythae("IWAE").double()), (2, 1, 28, 28)),
+    "pythae-vamp": (lambda: from_pythae(tiny_pythae("VAMP").double()), (2, 1, 28, 28)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("kind", ["mean", "stochastic"])
+def test_adapter_eigenvalues_match_brute_force(case, kind):
+    make, shape = CASES[case]
+    vae = make()
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))  # float32 into a float64 model
+    exact = pullback_metric(vae, x, kind).eigenvalues(method="exact")
+    brute = brute_force_eigenvalues(vae, x, kind)[:, : exact.shape[1]]
+    torch.testing.assert_close(exact, brute.clamp_min(0), rtol=1e-7, atol=1e-9 * brute.max().item())
+
+
+@pytest.mark.parametrize("forward_ad", [True, False])
+def test_lanczos_with_and_without_forward_ad_matches_exact(forward_ad, monkeypatch):
+    vae = from_diffusers(tiny_kl().double())
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    if not forward_ad:  # as on a model whose attention kernel has no forward-mode AD: double VJP
+
+        def no_jvp(*args, **kwargs):
+            raise NotImplementedError("Trying to use forward AD with _scaled_dot_product_flash_attention_for_cpu")
+
+        monkeypatch.setattr(vaelens.geometry._jacobian, "jvp", no_jvp)
+    metric = pullback_metric(vae, x, "stochastic")
+    top = metric.lanczos(3, iters=32).values
+    exact = pullback_metric(vae, x, "stochastic").eigenvalues(3, method="exact")
+    torch.testing.assert_close(top, exact, rtol=1e-6, atol=1e-9)
+
+
+def test_default_attention_processor_kept_and_fused_kernel_never_breaks():
+    """The model keeps its default (fused SDPA) processor; derivatives still work through it."""
+    kl = tiny_kl()
+    before = snapshot(kl)
+    vae = from_diffusers(kl)
+    x = torch.rand(1, 3, 16, 16)
+    metric = pullback_metric(vae, x, "mean")
+    assert metric.lanczos(1, iters=8).values.shape == (1, 1)
+    assert metric.eigenvalues(method="exact").shape == (1, 16)
+    vaelens.PGD(vae, eps=0.5, objective="kl", steps=2)(x)
+    vaelens.attack_damage(vae, x, x)
+    assert_unchanged(kl, before)
+    assert all("2_0" in type(p).__name__ for p in kl.attn_processors.values())
+
+
+@pytest.mark.parametrize("case", ["diffusers", "monai", "pythae-vae"])
+def test_user_model_unchanged_after_every_call(case):
+    make, shape = CASES[case]
+    vae = make()
+    inner = vae.inner
+    inner.train()  # a model left in training mode must come back in training mode
+    inner.requires_grad_(True)
+    before = snapshot(inner)
+    x = torch.rand(*shape)
+    for kind in ("mean", "stochastic", "fisher", "output"):
+        pullback_metric(vae, x, kind).eigen(2)
+    vaelens.EigenAttack(vae, eps=0.5)(x)
+    vaelens.PGD(vae, eps=0.5, steps=2)(x)
+    vaelens.attacks.APGD(vae, eps=0.5, steps=3)(x)
+    vaelens.attack_damage(vae, x, x.flip(0))
+    assert_unchanged(inner, before)
+    assert all(p.grad is None for p in inner.parameters())
+
+
+def test_adapter_maps_ranges_and_flattens_latents():
+    kl = tiny_kl()
+    vae = from_diffusers(kl)
+    x = torch.rand(2, 3, 16, 24)  # any size divisible by 8
+    mu, logvar = vae.encode(x)
+    assert mu.shape == logvar.shape == (2, 4 * 2 * 3)
+    direct = kl.encode(2 * x - 1).latent_dist
+    torch.testing.assert_close(mu, direct.mean.flatten(1))
+    torch.testing.assert_close(logvar, direct.logvar.flatten(1))
+    recon = vae.decode(mu)
+    torch.testing.assert_close(recon, (kl.decode(direct.mean).sample + 1) / 2)
+    assert vae.size_multiple == 8 and vae.input_channels == 3
+
+
+def test_sizes_not_divisible_by_8_and_wrong_channels_get_one_line_errors():
+    vae = from_diffusers(tiny_kl())
+    with pytest.raises(VaelensError, match="divisible by 8"):
+        pullback_metric(vae, torch.rand(1, 3, 20, 20), "mean").eigenvalues()
+    with pytest.raises(VaelensError, match=r"\(B, 3, H, W\)"):
+        vaelens.PGD(vae, eps=1.0)(torch.rand(1, 1, 16, 16))
+
+
+def test_tiny_autoencoder_is_mean_only_with_a_clear_error():
+    torch.manual_seed(0)
+    tiny = diffusers.AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
+    ).eval()  # fmt: skip
+    vae = from_diffusers(tiny)
+    x = torch.rand(1, 3, 16, 16)
+    assert vae.deterministic
+    assert pullback_metric(vae, x, "mean").eigenvalues().shape == (1, 16)
+    assert pullback_metric(vae, x, "output").eigenvalues().shape == (1, 16)
+    for kind in ("stochastic", "fisher", "output-stochastic"):
+        with pytest.raises(VaelensError, match="deterministic encoder"):
+            pullback_metric(vae, x, kind)
+    with pytest.raises(VaelensError, match="deterministic encoder"):
+        vaelens.PGD(vae, eps=0.5, objective="kl", steps=2)(x)
+    assert vaelens.PGD(vae, eps=0.5, objective="latent", steps=2)(x).shape == x.shape
+
+
+def test_pythae_deterministic_and_refused_models():
+    ae = from_pythae(tiny_pythae("AE"))
+    x = torch.rand(2, 1, 28, 28)
+    assert ae.deterministic and pullback_metric(ae, x, "mean").eigenvalues().shape == (2, 4)
+    with pytest.raises(VaelensError, match="deterministic"):
+        pullback_metric(ae, x, "fisher")
+    vq = from_pythae(tiny_pythae("VQVAE"))
+    assert vq.deterministic and vq.decode(vq.encode(x)[0]).shape == x.shape
+    for name in ("SVAE", "PoincareVAE", "VAE_IAF"):
+        with pytest.raises(VaelensError, match="not the diagonal Gaussian"):
+            from_pythae(tiny_pythae(name))
+    with pytest.warns(vaelens.adapters.FlowPosteriorWarning):
+        from_pythae(tiny_pythae("HVAE"))
+
+
+def test_monai_sigma_becomes_logvar():
+    net = tiny_monai()
+    vae = from_monai(net)
+    x = torch.rand(2, 3, 8, 8)
+    mu, logvar = vae.encode(x)
+    z_mu, z_sigma = net.encode(x)
+    torch.testing.assert_close(logvar, 2 * z_sigma.log().flatten(1))
+    assert adapt(net).__class__ is vae.__class__  # MONAI is adapted, not taken for a protocol module
+
+
+def test_wrap_any_encode_decode_pair():
+    lin = torch.nn.Linear(12, 4, dtype=torch.float64)
+    dec = torch.nn.Linear(2, 12, dtype=torch.float64)
+
+    def encode(x):
+        h = lin(x.flatten(1))
+        return h[:, :2], h[:, 2:]
+
+    vae = wrap(encode, lambda z: dec(z).view(-1, 3, 2, 2), input_range=(-1, 1), module=torch.nn.ModuleList([lin, dec]))
+    x = torch.rand(3, 3, 2, 2)  # float32 into float64 weights
+    values = pullback_metric(vae, x, "mean").eigenvalues()
+    w = 2 * lin.weight[:2].detach()  # d mu / dx: the range map doubles the slope
+    torch.testing.assert_close(values[0], torch.linalg.eigvalsh(w @ w.T).flip(0))
+    with pytest.raises(VaelensError, match="deterministic=True"):
+        wrap(lambda x: lin(x.flatten(1)), dec).encode(x.double())
+
+
+def test_half_precision_model_is_upcast_on_a_copy():
+    kl = tiny_kl().to(torch.bfloat16)
+    with pytest.warns(UpcastNote, match="float32 copy"):
+        vae = from_diffusers(kl)
+    assert next(kl.parameters()).dtype == torch.bfloat16 and next(vae.parameters()).dtype == torch.float32
+    assert torch.isfinite(pullback_metric(vae, torch.rand(1, 3, 16, 16), "mean").eigenvalues()).all()
+
+
+def test_auto_method_switches_to_lanczos_over_budget_and_says_so():
+    vae = from_diffusers(tiny_kl().double())
+    x = torch.rand(1, 3, 16, 16)
+    metric = pullback_metric(vae, x, "mean", memory_budget_gb=1e-6)
+    vaelens.geometry._metric._noted.clear()
+    with pytest.warns(LanczosNotice, match="using Lanczos"):
+        values = metric.eigenvalues(4, iters=16)
+    torch.testing.assert_close(values, pullback_metric(vae, x, "mean").eigenvalues(4), rtol=1e-6, atol=1e-9)
+    assert pullback_metric(vae, x, "mean").resolve_method("auto") == "exact"
+    with pytest.raises(VaelensError, match="unknown method"):
+        metric.eigenvalues(method="fast")
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "diffusers":
+            raise ImportError("No module named 'diffusers'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(VaelensError, match=r"pip install 'vaelens\[diffusers\]'"):
+        vaelens.adapters.require_extra("diffusers")
+
+
+# -- loading from folders, and the CLI --------------------------------------------------------------
+def test_pythae_custom_networks_refused_without_allow_pickle(tmp_path):
+    model = tiny_pythae("VAE", conv=True)
+    model.save(str(tmp_path / "conv"))
+    with pytest.raises(VaelensError, match="--allow-pickle"):
+        load_pythae(tmp_path / "conv")
+    with pytest.raises(VaelensError, match="runs any code"):
+        load_model(f"pythae:{tmp_path / 'conv'}")
+    loaded = load_model(f"pythae:{tmp_path / 'conv'}", allow_pickle=True)
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded.encode(x)[0], from_pythae(model).encode(x)[0])
+
+
+def test_pythae_default_networks_load_without_pickle(tmp_path, monkeypatch):
+    model = tiny_pythae("BetaVAE")
+    model.save(str(tmp_path / "beta"))
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickled something")
+
+    monkeypatch.setattr(pickle, "load", refuse)  # weights_only loading uses its own unpickler
+    loaded = load_model(f"pythae:{tmp_path / 'beta'}")
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded.encode(x)[1], from_pythae(model).encode(x)[1])
+
+
+def test_diffusers_folder_pipeline_subfolder_and_bin_refusal(tmp_path):
+    kl = tiny_kl((16, 16))
+    kl.save_pretrained(tmp_path / "pipe" / "vae")
+    vae = load_model(f"diffusers:{tmp_path / 'pipe'}")
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(vae.encode(x)[0], from_diffusers(kl).encode(x)[0])
+    kl.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    with pytest.raises(VaelensError, match="--allow-pickle"):
+        load_model(f"diffusers:{tmp_path / 'bin'}")
+    with pytest.raises(VaelensError, match="no config.json"):
+        load_model(f"diffusers:{tmp_path}")
+
+
+def _photos(folder, n=4, size=20):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_cli_audit_and_attack_on_a_diffusers_folder(run_cli, tmp_path):
+    tiny_kl((16, 16, 16)).save_pretrained(tmp_path / "sd")
+    photos = _photos(tmp_path / "photos", n=12)
+    spec = f"diffusers:{tmp_path / 'sd'}"
+    code, out, err = run_cli(
+        "audit", "--model", spec, "--dataset", f"folder:{photos}", "--image-size", "16", "--method", "lanczos",
+        "--iters", "6", "--n", "2", "--split", "train", "--kind", "mean,stochastic", "--probe-n", "1",
+        "--out", tmp_path / "audit", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "audit" / "scores.csv").is_file() and (tmp_path / "audit" / "eigen_directions.png").is_file()
+    rows = (tmp_path / "audit" / "scores.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2
+    code, out, err = run_cli(
+        "attack", "--model", spec, "--dataset", f"folder:{photos}", "--image-size", "16", "--method", "pgd",
+        "--objective", "latent", "--eps", "0.5", "--steps", "3", "--n", "2", "--out", tmp_path / "attack", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "attack" / "damage.csv").is_file()
+    code, out, err = run_cli(
+        "audit", "--model", spec, "--dataset", f"folder:{photos}", "--image-size", "10", "--out", tmp_path / "c"
+    )
+    assert code == 2 and "divisible by 4" in err and "Traceback" not in err
+
+
+def test_cli_on_a_pythae_folder_and_pickle_refusal(run_cli, tmp_path):
+    tiny_pythae("VAE").save(str(tmp_path / "vae"))
+    code, out, err = run_cli(
+        "audit", "--model", f"pythae:{tmp_path / 'vae'}", "--n", "8", "--kind", "stochastic,fisher",
+        "--out", tmp_path / "audit", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "mnist-5k" in out  # the offline set whose shape the model takes
+    tiny_pythae("VAE", conv=True).save(str(tmp_path / "conv"))
+    code, out, err = run_cli("attack", "--model", f"pythae:{tmp_path / 'conv'}", "--n", "4", "--out", tmp_path / "a")
+    assert code == 2 and "--allow-pickle" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli("audit", "--out", tmp_path / "b")
+    assert code == 2 and "exactly one" in err
+
+
+def test_cli_python_factory(run_cli, tmp_path):
+    (tmp_path / "factory.py").write_text(
+        "import torch\nfrom monai.networks.nets import AutoencoderKL\n"
+        "def make():\n    torch.manual_seed(0)\n"
+        "    return AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=2,"
+        " num_res_blocks=1, attention_levels=(False, False), norm_num_groups=4)\n"
+    )
+    code, out, err = run_cli(
+        "audit", "--model", f"python:{tmp_path / 'factory.py'}:make", "--dataset", "digits", "--n", "4",
+        "--kind", "stochastic", "--probe-n", "0", "--out", tmp_path / "audit", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run_cli("audit", "--model", f"python:{tmp_path / 'factory.py'}:nope", "--dataset", "digits")
+    assert code == 2 and "no function 'nope'" in err
+
+
+def test_load_model_keeps_runs_working(digits_run):
+    model = load_model(str(digits_run))
+    assert math.prod(model.input_shape) == 64
+    assert copy.deepcopy(model) is not model
