@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, cast
+from typing import Annotated, Any, NamedTuple, NoReturn, ParamSpec, cast
 
 import typer
 from rich.console import Console
@@ -25,14 +25,22 @@ from vaelens.evaluation import (
     SUMMARY_STATS,
     AttackSpec,
     AuditConfig,
+    ProtectConfig,
     attack_output,
     attack_sweep,
     audit_output,
     choose_targets,
+    held_counts,
+    image_channels,
+    protect_output,
+    read_image,
+    read_images,
     write_attack_report,
     write_audit,
+    write_protection,
 )
 from vaelens.evaluation import audit as run_audit
+from vaelens.evaluation import protect as run_protect
 from vaelens.experiments import (
     COMPARE_COLUMNS,
     DatasetMismatchWarning,
@@ -40,7 +48,9 @@ from vaelens.experiments import (
     SweepConfig,
     compare_output,
     compare_runs,
-    load_run_inputs,
+    is_run_spec,
+    load_model,
+    load_model_inputs,
     output_dir,
     run_demo,
     run_info,
@@ -164,7 +174,7 @@ def train(
     image_size: Annotated[int, typer.Option(help="Side of folder: images.")] = 64,
     image_channels: Annotated[int, typer.Option(help="1 or 3, for folder: images.")] = 3,
     defence: Annotated[
-        str, typer.Option(help="none, mixup (docs/method.md s. 6) or adversarial (PGD training, s. 6.1).")
+        str, typer.Option(help="none, mixup (docs/method.md s. 6) or adversarial (PGD training, s. 6.4).")
     ] = "none",
     mixup: Annotated[bool, typer.Option("--mixup", help="Alias of --defence mixup.")] = False,
     mixup_alpha: Annotated[float, typer.Option(help="a of the Beta(a, a) mixing weight.")] = 0.5,
@@ -254,17 +264,46 @@ def info(
 
 
 OVERWRITE = typer.Option("--overwrite", help="Replace what another command or config wrote into --out.")
+MODEL_HELP = (
+    "Any VAE instead of a run: diffusers:DIR (save_pretrained folder, or a pipeline with vae/), pythae:DIR "
+    "(model.save folder) or python:MODULE:FUNCTION (imports and runs that code of yours)."
+)
+PICKLE_HELP = (
+    "Allow pickled model files (pythae custom networks, diffusers .bin weights). Unpickling runs any code "
+    "the file holds: only for files you trust."
+)
 
 
-def _audit_run(run: Path, config: AuditConfig, dataset: str | None, split: str, n: int, out: Path, device: str,
-               quiet: bool, overwrite: bool) -> None:  # fmt: skip
-    """Audit a run directory's model on the first n inputs of a split; write files, print a table."""
-    model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
-    meta = {"run": str(run), "dataset": name, "split": split}
+class Source(NamedTuple):
+    """Where a command's model comes from: the spec, and the directory default outputs go below."""
+
+    spec: str
+    meta: dict[str, str]
+
+    def out(self, name: str) -> Path:
+        return output_dir(self.spec, name) if is_run_spec(self.spec) else Path(f"vaelens-{name}")
+
+
+def _source(run: str | None, model: str | None) -> Source:
+    if (run is None) == (model is None):
+        raise VaelensError("give a run directory (RUN or RUN@N) or --model SPEC, exactly one of them")
+    if model is not None:
+        return Source(model, {"model": model})
+    assert run is not None
+    return Source(run, {"run": run})
+
+
+def _audit_run(source: Source, config: AuditConfig, dataset: str | None, split: str, n: int, out: Path, device: str,
+               quiet: bool, overwrite: bool, image_size: int | None = None, channels: int | None = None,
+               allow_pickle: bool = False) -> None:  # fmt: skip
+    """Audit a model on the first n inputs of a split; write files, print a table."""
+    spec = source.spec
+    model, name, x, labels = load_model_inputs(spec, dataset, split, n, device, image_size, channels, allow_pickle)
+    meta = {**source.meta, "dataset": name, "split": split}
     claim_output(out, "audit", audit_output(config, meta), overwrite)  # refuse before computing
     result = run_audit(model, x, labels, config, progress=not quiet)
     paths = write_audit(result, out, meta, overwrite)
-    table = Table(title=f"local robustness of {run} on {len(x)} {name} {split} inputs")
+    table = Table(title=f"local robustness of {spec} on {len(x)} {name} {split} inputs")
     table.add_column("kind", no_wrap=True)
     table.add_column("score", no_wrap=True)
     for col in SUMMARY_STATS:
@@ -278,7 +317,10 @@ def _audit_run(run: Path, config: AuditConfig, dataset: str | None, split: str, 
 
 @command
 def audit(
-    run: Annotated[Path, typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")],
+    run: Annotated[
+        str | None, typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set to audit (default: the run's own).")] = None,
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
     n: Annotated[int, typer.Option(help="Inputs to audit (the first n of the split).")] = 1000,
@@ -294,6 +336,16 @@ def audit(
     out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/audit).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
+    method: Annotated[
+        str, typer.Option(help="auto (exact unless over --memory-gb), exact, or lanczos (top eigenvalues only).")
+    ] = "auto",
+    iters: Annotated[int, typer.Option(help="Lanczos iterations (eigenvalues kept per input).")] = 30,
+    memory_gb: Annotated[
+        float, typer.Option(help="Memory the exact spectrum may use (auto then picks Lanczos).")
+    ] = 2.0,
+    image_size: Annotated[int | None, typer.Option(help="Side of folder: images (default: the model's).")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 or 3, for folder: images (default: the model's).")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -307,13 +359,21 @@ def audit(
         probe_n=probe_n,
         probe_scale=cast(Any, probe_scale),
         seed=seed,
+        method=cast(Any, method),
+        iters=iters,
+        memory_budget_gb=memory_gb,
     )
-    _audit_run(run, config, dataset, split, n, out or output_dir(run, "audit"), device, quiet, overwrite)
+    source = _source(run, model)
+    _audit_run(source, config, dataset, split, n, out or source.out("audit"), device, quiet, overwrite, image_size,
+               channels, allow_pickle)  # fmt: skip
 
 
 @command
 def attack(
-    run: Annotated[Path, typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")],
+    run: Annotated[
+        str | None, typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
     method: Annotated[str, typer.Option(help="eigen, pgd, apgd (Auto-PGD, no step size to tune) or random.")] = "pgd",
     objective: Annotated[
         str | None,
@@ -339,6 +399,9 @@ def attack(
     out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/attack-METHOD).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
+    image_size: Annotated[int | None, typer.Option(help="Side of folder: images (default: the model's).")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 or 3, for folder: images (default: the model's).")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -347,12 +410,13 @@ def attack(
     spec = AttackSpec(cast(Any, method), cast(Any, norm), cast(Any, objective), steps, restarts, cast(Any, kind),
                       directions, targeted, seed)  # fmt: skip
     budgets = _float_list(eps, "--eps")
-    model, name, x, labels = load_run_inputs(run, dataset, split, n, device)
-    meta = {"run": str(run), "dataset": name, "split": split}
-    out = claim_output(out or output_dir(run, spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
+    source = _source(run, model)
+    vae, name, x, labels = load_model_inputs(source.spec, dataset, split, n, device, image_size, channels, allow_pickle)
+    meta = {**source.meta, "dataset": name, "split": split}
+    out = claim_output(out or source.out(spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
     x_target = choose_targets(x, seed) if targeted else None
-    result = attack_sweep(model, x, budgets, spec, x_target, batch_size, progress=not quiet)
-    paths = write_attack_report(result, model, out, labels, meta, overwrite)
+    result = attack_sweep(vae, x, budgets, spec, x_target, batch_size, progress=not quiet)
+    paths = write_attack_report(result, vae, out, labels, meta, overwrite)
     what = kind if method == "eigen" else spec.objective
     table = Table(title=f"{method} attack ({norm}, {what}{', targeted' if targeted else ''}) on {len(x)} inputs")
     table.add_column("eps", justify="right", no_wrap=True)
@@ -423,6 +487,17 @@ def sweep(
     model: Annotated[str | None, typer.Option(help="mlp, conv, or both: mlp,conv.")] = None,
     betas: Annotated[str | None, typer.Option(help="logspace:-2:1:50 or a list such as 0.5,2.")] = None,
     mixup: Annotated[str | None, typer.Option(help="off, on or both.")] = None,
+    defences: Annotated[
+        str | None, typer.Option(help="Defences, comma-separated: none, mixup, adversarial (instead of --mixup).")
+    ] = None,
+    mixup_betas: Annotated[str | None, typer.Option(help="Betas of the defended runs (default: all).")] = None,
+    eval_epochs: Annotated[
+        str | None, typer.Option(help="Also evaluate each run at these earlier epochs, e.g. 5,10,20,50.")
+    ] = None,
+    cosine_t_max: Annotated[int | None, typer.Option(help="Cosine period in epochs (released: 200).")] = None,
+    mixup_target: Annotated[str | None, typer.Option(help="Mixup latent target: mean or sample.")] = None,
+    adv_eps: Annotated[float | None, typer.Option(help="L2 budget of adversarial training's PGD.")] = None,
+    adv_steps: Annotated[int | None, typer.Option(help="PGD steps of adversarial training.")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", "--seed", help="Seed(s), comma-separated.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     latent_dim: Annotated[int | None, typer.Option()] = None,
@@ -448,6 +523,13 @@ def sweep(
         "models": model and [m.strip() for m in model.split(",") if m.strip()],
         "betas": betas,
         "mixup": mixup,
+        "defences": defences and [d.strip() for d in defences.split(",") if d.strip()],
+        "mixup_betas": mixup_betas and _float_list(mixup_betas, "--mixup-betas"),
+        "eval_epochs": eval_epochs and list(_int_list(eval_epochs, "--eval-epochs")),
+        "cosine_t_max": cosine_t_max,
+        "mixup_target": mixup_target,
+        "adv_eps": adv_eps,
+        "adv_steps": adv_steps,
         "seeds": seeds and list(_int_list(seeds, "--seeds")),
         "epochs": epochs,
         "latent_dim": latent_dim,
@@ -481,6 +563,65 @@ def report(
     """Write report.html (self-contained, figures embedded), the figures as PNG and trend.csv for a sweep."""
     path = write_report(sweep_dir)
     console.print(f"report written to {path}")
+
+
+@command
+def protect(
+    model: Annotated[
+        str, typer.Option("--model", help="The VAE: a run (RUN or RUN@N), diffusers:DIR, pythae:DIR or python:MOD:FN.")
+    ],
+    images: Annotated[Path, typer.Option(help="Directory of the images to protect (PNG, JPEG, ...).")],
+    out: Annotated[Path, typer.Option(help="Where the protected PNGs, protect.csv and summary.json go.")],
+    target: Annotated[
+        Path | None, typer.Option(help="Target image, resized to each image (default: flat gray).")
+    ] = None,
+    mask: Annotated[
+        Path | None, typer.Option(help="Mask of the images' size: white pixels may change, black ones stay.")
+    ] = None,
+    eps: Annotated[float, typer.Option(help="L-inf budget in 8-bit units (8 means 8/255).")] = 8.0,
+    steps: Annotated[int, typer.Option(help="Auto-PGD steps per image.")] = 200,
+    robust: Annotated[
+        str, typer.Option(help="Transforms to withstand, comma-separated: jpeg,resize,blur,noise (EOT).")
+    ] = "",
+    eot_samples: Annotated[int, typer.Option(help="Random transforms averaged per step with --robust.")] = 4,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Check each protection after five transforms.")
+    ] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    overwrite: Annotated[bool, OVERWRITE] = False,
+) -> None:
+    """Protect images against editing through a VAE (PhotoGuard's encoder attack): write copies,
+    at their own size, whose codes are pulled towards a target's, and check what survives."""
+    kinds = tuple(cast(Any, k.strip()) for k in robust.split(",") if k.strip())  # names checked by the config
+    config = ProtectConfig(eps=eps, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate, seed=seed)
+    vae = load_model(model, device, allow_pickle)
+    channels = image_channels(vae)
+    pictures = read_images(images, channels)
+    goal = read_image(target, channels) if target is not None else None
+    keep = read_image(mask, 1)[0] >= 128 if mask is not None else None  # (H, W)
+    meta = {"model": model, "images": str(images), "target": target and str(target), "mask": mask and str(mask)}
+    claim_output(out, "protect", protect_output(config, meta), overwrite)  # refuse before computing
+    results = run_protect(vae, pictures, config, goal, keep, progress=not quiet)
+    paths = write_protection(results, out, config, meta, overwrite)
+    table = Table(title=f"protection of {len(results)} images (eps {eps:g}/255)")
+    for column in ("image", "size", "distance before", "after", "recon PSNR", "perturbation PSNR"):
+        table.add_column(column, justify="left" if column == "image" else "right", no_wrap=True)
+    transforms = list(next(iter(results.values())).checks)
+    for t in transforms:
+        table.add_column(t, justify="center", no_wrap=True)
+    for name, p in results.items():
+        held = ["held" if p.checks[t].held else "[red]failed[/red]" for t in transforms]
+        size = f"{p.image.shape[-1]}x{p.image.shape[-2]}"
+        table.add_row(name, size, f"{p.distance_before:.4g}", f"{p.distance_after:.4g}", f"{p.recon_psnr:.1f}",
+                      f"{p.perturbation_psnr:.1f}", *held)  # fmt: skip
+    console.print(table)
+    if transforms:
+        counts = held_counts(results)
+        console.print("held after: " + ", ".join(f"{t} {counts[t]}/{len(results)}" for t in transforms))
+    console.print(f"wrote {len(paths)} files to {out}")
 
 
 @command

@@ -14,6 +14,7 @@ from vaelens.experiments._compare import (
 )
 from vaelens.experiments._demo import DemoResult, run_demo
 from vaelens.experiments._executors import EXECUTORS, SweepResult, run_sweep
+from vaelens.experiments._models import LOADERS, is_run_spec, load_model, load_model_inputs
 from vaelens.experiments._presets import PRESETS
 from vaelens.experiments._ray import RayOptions
 from vaelens.experiments._report import trend_points, write_report
@@ -24,6 +25,7 @@ from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, parse_be
 __all__ = [
     "COMPARE_COLUMNS",
     "EXECUTORS",
+    "LOADERS",
     "RayOptions",
     "SweepOutcome",
     "PRESETS",
@@ -43,7 +45,10 @@ __all__ = [
     "compare_output",
     "compare_runs",
     "damage_column",
+    "is_run_spec",
     "load",
+    "load_model",
+    "load_model_inputs",
     "load_run_inputs",
     "output_dir",
     "parse_run_ref",
