@@ -281,3 +281,78 @@ def test_outputs_and_summary(model, tmp_path):
     assert marker["complete"] and marker["command"] == "protect"
     with pytest.raises(VaelensError, match="another config"):
         write_protection(results, out, ProtectConfig(eps=4, **FAST))
+
+
+MODEL_FILE = """
+import torch
+from torch import nn
+
+
+class PatchVAE(nn.Module):
+    size_multiple = 8
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.Conv2d(3, 4, 8, stride=8)
+        self.dec = nn.ConvTranspose2d(2, 3, 8, stride=8)
+        self.grid = (1, 1)
+
+    def encode(self, x):
+        h = torch.tanh(self.enc(x))
+        self.grid = tuple(h.shape[-2:])
+        return h[:, :2].flatten(1), h[:, 2:].flatten(1)
+
+    def decode(self, z):
+        return torch.sigmoid(self.dec(z.view(len(z), 2, *self.grid)))
+
+
+def make():
+    return PatchVAE()
+"""
+
+
+def test_cli_end_to_end(run_cli, tmp_path):
+    (tmp_path / "tinyvae.py").write_text(MODEL_FILE)
+    spec = f"python:{tmp_path / 'tinyvae.py'}:make"
+    images = tmp_path / "images"
+    images.mkdir()
+    originals = {"a.png": image(16, 24), "b.jpg": image(13, 20, seed=1)}
+    for name, pixels in originals.items():
+        _protect.write_png(images / name, pixels)  # b.jpg holds PNG bytes: Pillow reads it by content
+    out = tmp_path / "out"
+    args = ["protect", "--model", spec, "--images", images, "--out", out, "--steps", "10", "--eot-samples", "2"]
+    code, stdout, stderr = run_cli(*args, "--robust", "jpeg,blur", "--quiet")
+    assert code == 0, stderr
+    assert "held after: jpeg" in stdout and "vae" in stdout
+    for name, pixels in originals.items():
+        written = read_image(out / _protect.output_name(name))
+        assert written.shape == pixels.shape and (written.int() - pixels.int()).abs().max() <= 8
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["protect"]["robust"] == ["jpeg", "blur"] and summary["n"] == 2
+    code, _, stderr = run_cli(*args, "--eps", "4", "--quiet")
+    assert code == 2 and "--overwrite" in stderr  # another config's output is not replaced silently
+    code, _, stderr = run_cli(*args, "--no-evaluate", "--quiet", "--overwrite")
+    assert code == 0 and "held" not in json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--robust", "jpeg,crop"], "choose from jpeg, resize, blur, noise"),
+        (["--eps", "0"], "8-bit units"),
+        (["--images", "missing"], "not a directory"),
+        (["--mask", "mask.png"], "the mask is 8x8"),
+        (["--target", "nothing.png"], "does not exist"),
+    ],
+)
+def test_cli_bad_inputs_are_one_line(run_cli, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tinyvae.py").write_text(MODEL_FILE)
+    (tmp_path / "images").mkdir()
+    _protect.write_png(tmp_path / "images" / "a.png", image(16, 16))
+    _protect.write_png(tmp_path / "mask.png", image(8, 8, 1))
+    args = ["protect", "--model", "python:tinyvae.py:make", "--images", "images", "--out", "out", "--quiet"]
+    code, _, stderr = run_cli(*args, *extra)
+    assert code == 2 and message in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
