@@ -397,3 +397,17 @@ def test_load_model_keeps_runs_working(digits_run):
     model = load_model(str(digits_run))
     assert math.prod(model.input_shape) == 64
     assert copy.deepcopy(model) is not model
+
+
+def test_cli_compare_a_run_with_a_third_party_model(run_cli, mnist_run, tmp_path):
+    tiny_pythae("VAE").save(str(tmp_path / "vae"))
+    code, out, err = run_cli(
+        "compare", mnist_run, "--model", f"pythae:{tmp_path / 'vae'}", "--n", "16", "--steps", "2",
+        "--out", tmp_path / "cmp", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[2].startswith("pythae:vae,")
+    tiny_pythae("AE").save(str(tmp_path / "ae"))
+    code, out, err = run_cli("compare", "--model", f"pythae:{tmp_path / 'ae'}", "--out", tmp_path / "cmp2")
+    assert code == 2 and "deterministic encoder" in err

@@ -448,21 +448,31 @@ def attack(
 
 @command
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    runs: Annotated[list[str] | None, typer.Argument(help="Run directories (RUN or RUN@N).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help=f"{MODEL_HELP} Repeat for several.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vaelens-compare"),
     n: Annotated[int, typer.Option(help="Test inputs (the first n of the first run's test split).")] = 500,
     eps: Annotated[float, typer.Option(help="L2 budget of EigenAttack and PGD.")] = 1.0,
     steps: Annotated[int, typer.Option(help="PGD steps.")] = 50,
     batch_size: Annotated[int, typer.Option()] = 250,
     seed: Annotated[int, typer.Option()] = 0,
+    dataset: Annotated[str | None, typer.Option(help="Data set (default: the first run's own).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of folder: images (default: the model's).")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 or 3, for folder: images (default: the model's).")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
     """Compare runs on robustness (rho(G), attack damage) against reconstruction; mixup vs the beta curve."""
+    runs = [*(runs or []), *(model or [])]
+    if not runs:
+        raise VaelensError("give the run directories to compare, or models with --model SPEC")
     claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DatasetMismatchWarning)
-        comp = compare_runs(runs, n, eps, steps, batch_size, seed, progress=not quiet)
+        comp = compare_runs(
+            runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels, allow_pickle
+        )
     for w in caught:
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
     paths = write_comparison(comp, out, overwrite)

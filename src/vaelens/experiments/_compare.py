@@ -14,18 +14,22 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple, cast
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
 from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
+from vaelens._protocol import is_deterministic, model_input_shape
 from vaelens.data import load_dataset, sample_shape, take
 from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, reconstruction_quality
 from vaelens.experiments._analysis import against_curve, position_phrase
-from vaelens.experiments._runs import load
+from vaelens.experiments._models import default_dataset, is_run_spec, load_model
+from vaelens.experiments._runs import parse_run_ref
 from vaelens.experiments._schema import strongest_of
 from vaelens.training import read_config
 
@@ -94,6 +98,38 @@ def compare_output(runs: Sequence[str | Path], n: int, eps: float, pgd_steps: in
     return {"runs": [str(r) for r in runs], "n": n, "eps": eps, "pgd_steps": pgd_steps, "seed": seed}
 
 
+class _Entry(NamedTuple):
+    """What a comparison needs of one model: its name, training settings (NaN beta for a model
+    vaelens did not train) and the data set and likelihood its reconstruction is scored with."""
+
+    spec: str
+    name: str
+    beta: float
+    mixup: bool
+    dataset: str
+    likelihood: str
+    shape: tuple[int, ...] | None
+
+
+def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_Entry, torch.nn.Module | None]:
+    spec = str(spec)
+    if is_run_spec(spec):
+        run_dir, _ = parse_run_ref(spec)
+        c = read_config(run_dir)
+        name = Path(spec).name
+        return _Entry(spec, name, c.beta, c.mixup is not None, c.dataset, c.model.likelihood, c.model.input_shape), None
+    model = load_model(spec, "cpu", allow_pickle)
+    if is_deterministic(model):
+        raise VaelensError(
+            f"{spec} has a deterministic encoder: compare measures KL damage and the stochastic metric, which it "
+            "has neither of; use vaelens audit --kind mean and vaelens attack --objective latent"
+        )
+    shape = model_input_shape(model)
+    prefix, rest = spec.split(":", 1)
+    name = f"{prefix}:{Path(rest.rstrip('/')).name or rest}"  # short enough for a table and a figure legend
+    return _Entry(spec, name, float("nan"), False, dataset or default_dataset(model), "gaussian", shape), model
+
+
 def compare_runs(
     runs: Sequence[str | Path],
     n: int = 500,
@@ -102,42 +138,59 @@ def compare_runs(
     batch_size: int = 250,
     seed: int = 0,
     progress: bool = True,
+    dataset: str | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    allow_pickle: bool = False,
 ) -> Comparison:
-    """Evaluate every run on the first n test inputs of the first run's data set.
+    """Evaluate every run or model on the same first n test inputs.
 
     Arguments:
-        runs: run directories.
+        runs: run directories (``RUN`` or ``RUN@N``) or model specs (``diffusers:DIR``, ...: see
+            ``load_model``). A model vaelens did not train has no beta and is not part of the beta
+            curve; its reconstruction is scored as Gaussian (MSE).
         n: test inputs.
         eps: L2 budget of the attacks.
         pgd_steps: PGD steps (kl objective).
         batch_size: inputs per batch.
+        dataset, image_size, channels: the data (default: the first run's data set, or for a model
+            the offline set whose shape it takes).
+        allow_pickle: allow pickled model files (see ``load_model``).
     """
     if not runs:
         raise VaelensError("give at least one run to compare")
     if n < 1 or not (math.isfinite(eps) and eps > 0):
         raise VaelensError(f"n must be >= 1 and eps > 0; got n={n}, eps={eps}")
-    configs = [read_config(r) for r in runs]
-    datasets = sorted({c.dataset for c in configs})
-    if len(datasets) > 1:
+    loaded = [_entry(r, dataset, allow_pickle) for r in runs]
+    entries = [e for e, _ in loaded]
+    datasets = sorted({e.dataset for e in entries})
+    if len(datasets) > 1 and dataset is None:
         warnings.warn(
             f"the runs were trained on different data sets ({', '.join(datasets)}); all are evaluated on "
-            f"{configs[0].dataset}, so their numbers are not comparable as a like-for-like test",
+            f"{entries[0].dataset}, so their numbers are not comparable as a like-for-like test",
             DatasetMismatchWarning,
             stacklevel=2,
         )
-    first = configs[0]
-    data = load_dataset(first.dataset, "test", first.data_root, first.image_size, first.image_channels)
+    first = entries[0]
+    name = dataset or first.dataset
+    if is_run_spec(first.spec):
+        c = read_config(parse_run_ref(first.spec)[0])
+        data = load_dataset(name, "test", c.data_root, image_size or c.image_size, channels or c.image_channels)
+    else:
+        shape = first.shape
+        size = image_size or (shape[-1] if shape else 64)
+        data = load_dataset(name, "test", None, size, channels or (shape[0] if shape else 3))
     shape = sample_shape(data)
-    for run, c in zip(runs, configs, strict=True):
-        if tuple(c.model.input_shape) != shape:
-            raise VaelensError(f"{run} takes inputs of shape {c.model.input_shape}, not {shape}; it cannot be compared")
+    for e in entries:
+        if e.shape is not None and tuple(e.shape) != shape:
+            raise VaelensError(f"{e.spec} takes inputs of shape {e.shape}, not {shape}; it cannot be compared")
     x = take(data, n)[0]
     rows = []
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, "comparing", len(runs), interval=0.0)
-        for run, config in zip(runs, configs, strict=True):
-            model = load(run)
-            mse, nll, elbo, active = reconstruction_quality(model, x, config.model.likelihood, seed)
+        for entry, held in loaded:
+            model = held if held is not None else load_model(entry.spec)
+            mse, nll, elbo, active = reconstruction_quality(model, x, cast(Any, entry.likelihood), seed)
             scores = audit(
                 model,
                 x,
@@ -165,7 +218,7 @@ def compare_runs(
             median = {kind: s.summary() for kind, s in scores.items()}  # numpy's median, as everywhere
             rows.append(
                 RunRow(
-                    name=Path(run).name, beta=config.beta, mixup=config.mixup is not None, dataset=config.dataset,
+                    name=entry.name, beta=entry.beta, mixup=entry.mixup, dataset=name,
                     test_mse=mse, test_recon=nll, elbo=elbo, active_units=active,
                     rho_median=float(np.median(rho)), rho_mean=float(rho.mean()),
                     entropy_median=median["stochastic"]["von_neumann_entropy"]["median"],
@@ -177,14 +230,14 @@ def compare_runs(
                     rho=rho,
                 )
             )  # fmt: skip
-            ticker.tick(Path(run).name)
+            ticker.tick(entry.name)
         ticker.flush()
     return Comparison(rows, eps, len(x), verdict(rows), compare_output(runs, n, eps, pgd_steps, seed))
 
 
 def verdict(rows: list[RunRow]) -> list[str]:
     """Plain-language sentences, computed from the numbers, placing mixup runs against the beta curve."""
-    curve = [r for r in rows if not r.mixup]
+    curve = [r for r in rows if not r.mixup and math.isfinite(r.beta)]  # models vaelens did not train have no beta
     mixed = [r for r in rows if r.mixup]
     if not mixed:
         return ["No mixup run was given, so there is nothing to place against the beta curve."]

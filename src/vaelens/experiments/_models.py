@@ -135,7 +135,8 @@ def load_model(spec: str, device: str | torch.device = "cpu", allow_pickle: bool
     return model.to(resolve_device(device)).eval()
 
 
-def _default_dataset(model: torch.nn.Module) -> str:
+def default_dataset(model: torch.nn.Module) -> str:
+    """The offline data set whose image shape the model takes, or a one-line error."""
     shape = model_input_shape(model)
     for name in OFFLINE:
         if shape is not None and tuple(sample_shape(load_dataset(name, "test"))) == shape:
@@ -166,7 +167,7 @@ def load_model_inputs(
     if not isinstance(n, int) or n < 1:
         raise VaelensError(f"n (inputs to evaluate, --n) must be >= 1; got {n}")
     model = load_model(spec, device, allow_pickle)
-    name = dataset or _default_dataset(model)
+    name = dataset or default_dataset(model)
     shape = model_input_shape(model)
     size = image_size or (shape[-1] if shape else 64)
     chans = channels or (shape[0] if shape else getattr(model, "input_channels", None) or 3)
