@@ -356,3 +356,22 @@ def test_cli_bad_inputs_are_one_line(run_cli, tmp_path, monkeypatch, extra, mess
     code, _, stderr = run_cli(*args, *extra)
     assert code == 2 and message in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # importing diffusers takes seconds
+def test_diffusers_autoencoder_at_a_size_it_cannot_take():
+    diffusers = pytest.importorskip("diffusers")
+    from vaelens.adapters import from_diffusers
+
+    torch.manual_seed(0)
+    blocks = ("DownEncoderBlock2D", "DownEncoderBlock2D")
+    ups = ("UpDecoderBlock2D", "UpDecoderBlock2D")
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(8, 16), down_block_types=blocks, up_block_types=ups, layers_per_block=1,
+        latent_channels=2, norm_num_groups=4,
+    )  # fmt: skip
+    model = from_diffusers(vae)  # takes H, W divisible by 2
+    x = image(15, 21)
+    p = protect_image(model, x, ProtectConfig(steps=8, robust=("jpeg",), eot_samples=1))
+    assert p.image.shape == x.shape and (p.image.int() - x.int()).abs().max() <= 8
+    assert p.distance_after < p.distance_before and set(p.checks) == set(EVALUATED)
