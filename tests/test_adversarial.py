@@ -1,4 +1,4 @@
-"""Adversarial training (docs/method.md section 6.1): the loss holds the adversarial ELBO, and
+"""Adversarial training (docs/method.md section 6.4): the loss holds the adversarial ELBO, and
 gradients reach the parameters only through that term, never through the attack."""
 
 import csv

@@ -16,13 +16,14 @@ from vaelens.experiments._analysis import (
     spearman,
     trend_sentences,
 )
+from vaelens.experiments._schema import DAMAGE_MEASURES
 
 EPS = (0.5, 1.0)
 
 
 def row(beta, seed=0, mixup=False, rho=1.0, mse=0.05, entropy=1.0, dataset="mnist-5k", model="mlp", kl=1.0):
     methods = ("eigen", "pgd", "apgd", "random", "strongest")
-    damage = {(m, q, e): kl * e for m in methods for q in ("kl", "recon_shift") for e in EPS}
+    damage = {(m, q, e): kl * e for m in methods for q in DAMAGE_MEASURES for e in EPS}
     return ResultRow(
         run=f"{dataset}_{model}_b{beta}_{'mix' if mixup else ''}{seed}", dataset=dataset, model=model, beta=beta,
         mixup=mixup, seed=seed, epochs=1, test_recon=1.0, test_mse=mse, test_elbo=-1.0, train_kl=1.0,

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-from vaelens._divergences import gaussian_kl, symmetric_kl
+from vaelens._divergences import gaussian_kl, gaussian_kl_parts, symmetric_kl
 from vaelens._errors import VaelensError
 from vaelens._protocol import decode, encode, frozen, prepare_inputs
 from vaelens._records import PerSample
@@ -24,6 +24,8 @@ class Damage(PerSample):
 
     Arguments:
         kl: KL(q(z|x_adv) || q(z|x)).
+        kl_mean, kl_var: its mean-shift (Mahalanobis) and variance (log-det and trace) parts,
+            which sum to ``kl`` (docs/method.md section 2.3).
         skl: symmetric KL.
         latent_l2: ||mu(x_adv) - mu(x)||_2.
         recon_shift: MSE between g(mu(x)) and g(mu(x_adv)).
@@ -37,6 +39,8 @@ class Damage(PerSample):
     """
 
     kl: torch.Tensor
+    kl_mean: torch.Tensor
+    kl_var: torch.Tensor
     skl: torch.Tensor
     latent_l2: torch.Tensor
     recon_shift: torch.Tensor
@@ -100,8 +104,11 @@ def attack_damage(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor) 
     mse = lambda p, q: (p - q).square().flatten(1).mean(1)  # noqa: E731
     log_prior = lambda m: -0.5 * m.square().sum(1)  # noqa: E731 - constants cancel in the drop
     delta = x_adv - x
+    parts = gaussian_kl_parts(mu_a, logvar_a, mu, logvar)
     return Damage(
         kl=gaussian_kl(mu_a, logvar_a, mu, logvar).cpu(),
+        kl_mean=parts.mean.cpu(),
+        kl_var=parts.variance.cpu(),
         skl=symmetric_kl(mu_a, logvar_a, mu, logvar).cpu(),
         latent_l2=(mu_a - mu).norm(dim=1).cpu(),
         recon_shift=mse(recon_a, recon).cpu(),

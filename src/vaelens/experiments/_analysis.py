@@ -10,7 +10,7 @@ of seeds.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +51,8 @@ class TrendPoint:
     entropy_median: float
     test_mse: float
     runs: tuple[ResultRow, ...]
+    defence: str = "none"
+    epochs: int = 0
 
     def record(self) -> dict[str, object]:
         """The row of trend.csv."""
@@ -58,28 +60,32 @@ class TrendPoint:
 
 
 def aggregate(rows: Iterable[ResultRow]) -> list[TrendPoint]:
-    """Group runs by (dataset, model, beta, mixup) and take medians over seeds; sorted by beta."""
-    groups: dict[tuple[str, str, float, bool], list[ResultRow]] = {}
+    """Group runs by (dataset, model, beta, defence, epochs) and take medians over seeds; sorted by beta."""
+    groups: dict[tuple[str, str, float, str, int], list[ResultRow]] = {}
     for r in rows:
-        groups.setdefault((r.dataset, r.model, r.beta, r.mixup), []).append(r)
+        groups.setdefault((r.dataset, r.model, r.beta, r.defence, r.epochs), []).append(r)
     points = []
-    for (dataset, model, beta, mixup), runs in groups.items():
+    for (dataset, model, beta, defence, epochs), runs in groups.items():
         rho = np.array([r.rho_median for r in runs])
         points.append(
             TrendPoint(
-                dataset, model, beta, mixup, len(runs), float(np.median(rho)), float(rho.min()), float(rho.max()),
-                float(np.median([r.entropy_median for r in runs])), float(np.median([r.test_mse for r in runs])),
-                tuple(sorted(runs, key=lambda r: r.seed)),
+                dataset, model, beta, defence == "mixup", len(runs), float(np.median(rho)), float(rho.min()),
+                float(rho.max()), float(np.median([r.entropy_median for r in runs])),
+                float(np.median([r.test_mse for r in runs])), tuple(sorted(runs, key=lambda r: r.seed)), defence,
+                epochs,
             )
         )  # fmt: skip
-    return sorted(points, key=lambda p: (p.dataset, p.model, p.mixup, p.beta))
+    return sorted(points, key=lambda p: (p.dataset, p.model, p.epochs, p.defence != "none", p.defence, p.beta))
 
 
 def beta_curves(points: Iterable[TrendPoint]) -> dict[tuple[str, str], list[TrendPoint]]:
-    """The points without mixup, per (dataset, model), sorted by beta: the reference curves."""
+    """The points without a defence, per (dataset, model), sorted by beta: the reference curves.
+
+    The points must share one training length (the report passes those of the last epoch).
+    """
     out: dict[tuple[str, str], list[TrendPoint]] = {}
     for p in points:
-        if not p.mixup:
+        if p.defence == "none":
             out.setdefault((p.dataset, p.model), []).append(p)
     return {k: sorted(v, key=lambda p: p.beta) for k, v in out.items()}
 
@@ -135,14 +141,22 @@ class CurvePosition:
         return self.actual < self.expected
 
 
-def against_curve(curve_x: Sequence[float], curve_y: Sequence[float], x: float, y: float) -> CurvePosition:
-    """The position of (x, y) against the curve through (curve_x, curve_y); y values must be > 0."""
+def against_curve(
+    curve_x: Sequence[float], curve_y: Sequence[float], x: float, y: float, log_x: bool = False
+) -> CurvePosition:
+    """The position of (x, y) against the curve through (curve_x, curve_y); y values must be > 0.
+
+    ``log_x`` interpolates in log x as well (log-log, the frontier's convention); x values must then be > 0.
+    """
     xs = np.asarray(curve_x, dtype=float)
     ys = np.log(np.maximum(np.asarray(curve_y, dtype=float), 1e-300))
     order = np.argsort(xs)
     xs, ys = xs[order], ys[order]
-    expected = float(np.exp(np.interp(x, xs, ys)))
-    return CurvePosition(y, expected, y / expected if expected > 0 else float("inf"), not (xs[0] <= x <= xs[-1]))
+    at = x
+    if log_x:
+        xs, at = np.log(np.maximum(xs, 1e-300)), math.log(max(x, 1e-300))
+    expected = float(np.exp(np.interp(at, xs, ys)))
+    return CurvePosition(y, expected, y / expected if expected > 0 else float("inf"), not (xs[0] <= at <= xs[-1]))
 
 
 def position_phrase(pos: CurvePosition) -> str:
@@ -172,7 +186,8 @@ def mixup_sentences(points: Sequence[TrendPoint]) -> list[str]:
             else f"{sum(per_seed)} of {len(per_seed)} seeds lie below"
         )
         out.append(
-            f"{m.dataset}/{m.model} beta {m.beta:g} with mixup: median rho(G) {m.rho_median:.4g} at reconstruction "
+            f"After {m.epochs} epochs, {m.dataset}/{m.model} beta {m.beta:g} with mixup: median rho(G) "
+            f"{m.rho_median:.4g} at reconstruction "
             f"MSE {m.test_mse:.4g} lies {position_phrase(pos)}; {agree}."
         )
     return out
@@ -234,3 +249,201 @@ def score_validity(
         damages.append(float(np.median(s[target])))
     across = {n: spearman(medians[n], damages) for n in names}
     return Validity(names, runs, within, across, attack)
+
+
+# -- the robustness-reconstruction frontier (docs/method.md section 6.5) ------------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A y of the frontier plane: its name, what it reads from a run, and whether lower is more robust."""
+
+    name: str
+    of: Callable[[ResultRow], float]
+
+
+@dataclass(frozen=True)
+class FrontierVerdict:
+    """One defended configuration against the beta curve of its training length, on one measure.
+
+    ``ratios`` holds, per seed, the run's value over the beta curve's at the run's reconstruction
+    error (below 1: beyond the frontier, more robust than beta buys at that error); the curve is
+    the seed medians of the undefended runs, interpolated in log-log. ``extrapolated`` counts seeds
+    whose error lies outside the curve's range, where the curve's end value stands in.
+    """
+
+    dataset: str
+    model: str
+    defence: str
+    beta: float
+    epochs: int
+    measure: str
+    ratios: tuple[float, ...]
+    extrapolated: int
+
+    @property
+    def ratio(self) -> float:
+        """The median over seeds."""
+        return float(np.median(self.ratios))
+
+    @property
+    def beyond(self) -> bool:
+        """Beyond the frontier: every seed below the curve."""
+        return all(r < 1 for r in self.ratios)
+
+    @property
+    def behind(self) -> bool:
+        """Behind it: every seed above the curve."""
+        return all(r > 1 for r in self.ratios)
+
+    @property
+    def label(self) -> str:
+        return f"{self.defence} (beta {self.beta:g})"
+
+    def verdict(self) -> str:
+        return "beyond" if self.beyond else ("behind" if self.behind else "on (seeds disagree)")
+
+    def sentence(self) -> str:
+        n = len(self.ratios)
+        spread = f"seeds {min(self.ratios):.3g}-{max(self.ratios):.3g}" if n > 1 else "1 seed"
+        where = {
+            "beyond": f"beyond the beta frontier (all {n} seeds below it)",
+            "behind": f"behind the beta frontier (all {n} seeds above it)",
+        }.get(self.verdict(), f"not beyond the beta frontier ({sum(r < 1 for r in self.ratios)} of {n} seeds below)")
+        flag = f"; {self.extrapolated} of {n} seeds extrapolated" if self.extrapolated else ""
+        return (
+            f"After {self.epochs} epochs, {self.label} on {self.measure}: {self.ratio:.3g}x the beta curve at equal "
+            f"reconstruction error ({spread}), {where}{flag}."
+        )
+
+
+def frontier(rows: Iterable[ResultRow], measure: Measure) -> list[FrontierVerdict]:
+    """Every defended configuration against the beta curve of its (dataset, model, training length).
+
+    Arguments:
+        rows: runs of one or several sweeps; those with defence "none" make the curves.
+        measure: the y of the plane (x is the test reconstruction MSE).
+
+    Returns:
+        One verdict per (dataset, model, defence, beta, epochs) with a curve of at least two betas.
+    """
+    rows = list(rows)
+    points = aggregate(rows)
+    curves: dict[tuple[str, str, int], list[TrendPoint]] = {}
+    for p in points:
+        if p.defence == "none":
+            curves.setdefault((p.dataset, p.model, p.epochs), []).append(p)
+    out = []
+    for p in points:
+        curve = curves.get((p.dataset, p.model, p.epochs), [])
+        if p.defence == "none" or len(curve) < 2:
+            continue
+        xs = [c.test_mse for c in curve]
+        ys = [float(np.median([measure.of(r) for r in c.runs])) for c in curve]
+        positions = [against_curve(xs, ys, r.test_mse, measure.of(r), log_x=True) for r in p.runs]
+        out.append(
+            FrontierVerdict(
+                p.dataset, p.model, p.defence, p.beta, p.epochs, measure.name,
+                tuple(pos.ratio for pos in positions), sum(pos.extrapolated for pos in positions),
+            )
+        )  # fmt: skip
+    return out
+
+
+def length_sentence(verdicts: Sequence[FrontierVerdict]) -> str:
+    """What the verdicts of one configuration and measure say across training lengths, with the
+    epoch where the verdict flips, if it does."""
+    vs = sorted(verdicts, key=lambda v: v.epochs)
+    first = vs[0]
+    trail = ", ".join(f"{v.epochs}: {v.ratio:.3g}x ({v.verdict()})" for v in vs)
+    head = f"{first.dataset}/{first.model} {first.label} on {first.measure}, ratio to the beta curve by epoch: {trail}."
+    outside = [v.epochs for v in vs if v.extrapolated]
+    if outside:
+        head += f" Extrapolated (reconstruction error outside the beta runs' range) at epochs {outside}."
+    flips = [(a, b) for a, b in zip(vs, vs[1:], strict=False) if a.verdict() != b.verdict()]
+    if not flips:
+        return f"{head} The verdict holds at every training length measured ({vs[0].epochs}-{vs[-1].epochs} epochs)."
+    a, b = flips[0]
+    return (
+        f"{head} The verdict changes between epochs {a.epochs} and {b.epochs} ({a.verdict()} -> {b.verdict()}); "
+        f"a verdict on {first.defence} holds only for the training length it was measured at."
+    )
+
+
+def tracking(
+    rows: Iterable[ResultRow], scores: dict[str, Callable[[ResultRow], float]],
+    damages: dict[str, Callable[[ResultRow], float]],
+) -> dict[tuple[str, str], float]:  # fmt: skip
+    """Spearman correlation over configurations (seed medians) of each local score with each damage.
+
+    A score "tracks" a damage across defences when the configurations it ranks as fragile are those
+    an attack damages most.
+    """
+    points = aggregate(rows)
+    median = lambda f, p: float(np.median([f(r) for r in p.runs]))  # noqa: E731
+    return {
+        (s, d): spearman([median(fs, p) for p in points], [median(fd, p) for p in points])
+        for s, fs in scores.items()
+        for d, fd in damages.items()
+    }
+
+
+def tracking_sentence(corr: dict[tuple[str, str], float], n: int) -> str:
+    """Which score tracks each damage best (largest Spearman) over ``n`` configurations."""
+    parts = []
+    for d in dict.fromkeys(d for _, d in corr):
+        pairs = {s: c for (s, dd), c in corr.items() if dd == d and not math.isnan(c)}
+        if pairs:
+            best = max(pairs, key=lambda k: pairs[k])
+            parts.append(f"{d} is tracked best by {best} (Spearman {pairs[best]:+.2f})")
+    if not parts:
+        return f"Too few configurations ({n}) to rank the scores."
+    return f"Across {n} configurations (medians over seeds): " + "; ".join(parts) + "."
+
+
+@dataclass(frozen=True)
+class KLSplit:
+    """The KL damage of a defended configuration and of the undefended run at its beta, each as
+    (total, mean-shift part, variance part): seed medians."""
+
+    label: str
+    epochs: int
+    defended: tuple[float, float, float]
+    plain: tuple[float, float, float]
+
+    def sentence(self) -> str:
+        (t, m, v), (t0, m0, v0) = self.defended, self.plain
+        ratio = lambda a, b: a / b if b > 0 else float("inf")  # noqa: E731
+        share = lambda a, b: 100 * a / b if b > 0 else float("nan")  # noqa: E731
+        moved = (
+            "mean-shift"
+            if abs(math.log(max(ratio(m, m0), 1e-300))) >= abs(math.log(max(ratio(v, v0), 1e-300)))
+            else "variance"
+        )
+        return (
+            f"After {self.epochs} epochs, {self.label} changes the KL damage {ratio(t, t0):.3g}x against no defence "
+            f"({t:.4g} vs {t0:.4g}): its mean-shift part {ratio(m, m0):.3g}x ({m:.4g} vs {m0:.4g}), its variance part "
+            f"{ratio(v, v0):.3g}x ({v:.4g} vs {v0:.4g}); the variance part is {share(v, t):.0f}% of the damage "
+            f"against {share(v0, t0):.0f}%, so the defence acts mostly on the {moved} part."
+        )
+
+
+def kl_split(
+    rows: Iterable[ResultRow], total: Callable[[ResultRow], float], mean: Callable[[ResultRow], float],
+    variance: Callable[[ResultRow], float],
+) -> list[KLSplit]:  # fmt: skip
+    """Each defended configuration's KL damage split, beside the undefended run of the same beta and length."""
+    points = aggregate(rows)
+    plain = {(p.dataset, p.model, p.beta, p.epochs): p for p in points if p.defence == "none"}
+    med = lambda f, p: float(np.median([f(r) for r in p.runs]))  # noqa: E731
+    out = []
+    for p in points:
+        ref = plain.get((p.dataset, p.model, p.beta, p.epochs))
+        if p.defence != "none" and ref is not None:
+            out.append(
+                KLSplit(
+                    f"{p.defence} (beta {p.beta:g})", p.epochs, (med(total, p), med(mean, p), med(variance, p)),
+                    (med(total, ref), med(mean, ref), med(variance, ref)),
+                )
+            )  # fmt: skip
+    return out

@@ -13,13 +13,13 @@ from vaelens._progress import Ticker, progress_bar
 from vaelens.experiments._local import run_local
 from vaelens.experiments._ray import RayOptions, run_ray
 from vaelens.experiments._schema import ResultRow
-from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, is_finished
+from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, epoch_rows, is_finished
 
 
 @dataclass
 class SweepResult:
-    """What ``run_sweep`` returns: the sweep directory, one ``ResultRow`` per finished unit in grid
-    order, and how each unit ended."""
+    """What ``run_sweep`` returns: the sweep directory, one ``ResultRow`` per finished unit and
+    evaluated epoch (its ``eval_epochs``, then its last) in grid order, and how each unit ended."""
 
     root: Path
     rows: list[ResultRow] = field(default_factory=list)
@@ -97,6 +97,9 @@ def run_sweep(
                 f"interrupted: {finished} of {len(units)} runs of the sweep in {root} are finished and saved, "
                 "unfinished training is checkpointed; run the same command again to resume"
             ) from None
+    if sweep.eval_epochs:
+        by_unit = {u.name: u for u in units}
+        rows = [r for final in rows for r in (*epoch_rows(sweep, root, by_unit[final.run]), final)]
     write_results(root, rows, sweep.eps)
     return SweepResult(root, rows, outcome)
 

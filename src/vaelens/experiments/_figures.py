@@ -83,7 +83,7 @@ def mixup_plane(points: Sequence[TrendPoint], damage: Sequence[tuple[float, floa
     ax_r, ax_d = fig.subplots(1, 2)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, p in enumerate(points):
-        if not p.mixup:
+        if p.defence == "none":
             groups.setdefault((p.dataset, p.model), []).append(i)
     for (dataset, model), idx in groups.items():
         idx = sorted(idx, key=lambda i: points[i].test_mse)
@@ -129,4 +129,52 @@ def validity(v: Validity, eps: float) -> Figure:
             if not np.isnan(v.within[i, j]):
                 ax.text(j, i, f"{v.within[i, j]:.2f}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, label=f"Spearman with strongest-attack KL at eps {eps:g}")
+    return fig
+
+
+Band = tuple[list[int], list[float], list[float], list[float]]  # epochs, seed median, seed min, seed max
+
+
+def against_epochs(panels: dict[str, dict[str, Band]]) -> Figure:
+    """Each measure against the training length, one line per configuration with its seed band.
+
+    ``panels[measure][configuration]`` is (epochs, median, min, max) over seeds.
+    """
+    fig = Figure(figsize=(3.6 * len(panels), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (measure, lines) in zip(axes, panels.items(), strict=True):
+        for label, (epochs, mid, lo, hi) in lines.items():
+            style = "s-" if label.startswith(("mixup", "adversarial")) else "o-"
+            (line,) = ax.plot(epochs, mid, style, label=label, markersize=4)
+            ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.set(xscale="log", yscale="log", xlabel="epochs", title=measure)
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("median over seeds, band: seed range")
+    axes[0].legend(fontsize=6)
+    return fig
+
+
+Plane = tuple[list[float], list[float], list[float], dict[str, tuple[list[float], list[float]]]]
+# the beta curve (betas, its x and its y: seed medians), and per defended configuration its seeds' (x, y)
+
+
+def frontier_planes(planes: dict[int, dict[str, Plane]]) -> Figure:
+    """The robustness-reconstruction plane: ``planes[epochs][measure]`` is one panel, the beta curve
+    as a line and each seed of each defence as a marker."""
+    rows, cols = len(planes), max(len(v) for v in planes.values())
+    fig = Figure(figsize=(3.6 * cols, 3.3 * rows))
+    axes = np.atleast_2d(fig.subplots(rows, cols))
+    markers = {"mixup": ("s", "tab:red"), "adversarial": ("^", "tab:green")}
+    for i, (epochs, panels) in enumerate(planes.items()):
+        for j, (measure, (betas, xs, ys, defended)) in enumerate(panels.items()):
+            ax = axes[i, j]
+            ax.plot(xs, ys, "o-", color="tab:blue", label="beta curve")
+            for b, x, y in zip(betas, xs, ys, strict=True):
+                ax.annotate(f"{b:g}", (x, y), fontsize=6)
+            for label, (dx, dy) in defended.items():
+                marker, color = markers.get(label.split(" ")[0], ("D", "tab:purple"))
+                ax.plot(dx, dy, marker, color=color, linestyle="none", label=label)
+            ax.set(xscale="log", yscale="log", xlabel="test reconstruction MSE", title=f"{measure}, {epochs} epochs")
+            ax.title.set_fontsize(8)
+        axes[i, 0].legend(fontsize=6)
     return fig

@@ -19,12 +19,18 @@ from vaelens._io import read_json, remove_stale_temps, save_figure, write_csv, w
 from vaelens.experiments import _figures
 from vaelens.experiments._analysis import (
     TREND_COLUMNS,
+    Measure,
     TrendPoint,
     aggregate,
     beta_curves,
+    frontier,
+    kl_split,
+    length_sentence,
     mixup_sentences,
     probe_picks,
     score_validity,
+    tracking,
+    tracking_sentence,
     trend_sentences,
 )
 from vaelens.experiments._html import FigureRef, Page, Section, Table, render
@@ -56,8 +62,21 @@ VALIDITY_SCORES = {
     "entropy S": "entropy_stochastic",
     "trace": "trace_stochastic",
 }
-RESULT_TABLE = ("run", "beta", "mixup", "seed", "test_mse", "test_elbo", "active_units", "rho_median", "rho_mean",
-                "entropy_median", "rho_fisher_median")  # fmt: skip
+RESULT_TABLE = ("run", "beta", "defence", "epochs", "seed", "test_mse", "test_elbo", "active_units", "rho_median",
+                "rho_mean", "entropy_median", "rho_fisher_median")  # fmt: skip
+
+
+FRONTIER = "Defences on the robustness-reconstruction frontier"
+
+
+def frontier_measures(eps: float) -> list[Measure]:
+    """The y axes of the frontier plane (docs/method.md section 6.5), the first being the headline."""
+    return [
+        Measure(f"PGD KL damage (eps {eps:g})", lambda r: r.damage_at("pgd", "kl", eps)),
+        Measure(f"PGD recon shift (eps {eps:g})", lambda r: r.damage_at("pgd", "recon_shift", eps)),
+        Measure("median rho(G) stochastic", lambda r: r.rho_median),
+        Measure("median rho(G) output", lambda r: r.rho_output_median),
+    ]
 
 
 def _cell(v: object) -> str:
@@ -75,9 +94,13 @@ class _Report:
             raise VaelensError(f"{root} has no results.csv; run `vaelens sweep --out {root}` first")
         self.sweep = read_json(root / "sweep.json")
         self.eps = [float(e) for e in self.sweep["eps"]]
-        self.rows = [ResultRow.from_record(r, self.eps) for r in read_csv(root / "results.csv")]
-        if not self.rows:
+        self.all_rows = [ResultRow.from_record(r, self.eps) for r in read_csv(root / "results.csv")]
+        if not self.all_rows:
             raise VaelensError(f"{root}/results.csv holds no finished runs")
+        # the sections on beta trends, mixup, damage and validity read the last epoch; the frontier
+        # section reads every evaluated epoch (eval_epochs)
+        self.final = max(r.epochs for r in self.all_rows)
+        self.rows = [r for r in self.all_rows if r.epochs == self.final]
         self.points = aggregate(self.rows)
         self.curves = beta_curves(self.points)
         self.out = root / "report"
@@ -154,10 +177,10 @@ class _Report:
 
     def damage(self) -> None:
         section = "Attack damage against eps"
-        shown = sorted(self.points, key=lambda p: (p.mixup, p.beta))[:8]
+        shown = sorted(self.points, key=lambda p: (p.defence != "none", p.beta))[:8]
         curves: dict[str, dict[str, list[float]]] = {
             method: {
-                f"{p.dataset}/{p.model} beta {p.beta:.3g}{' mixup' if p.mixup else ''}": [
+                f"{p.dataset}/{p.model} beta {p.beta:.3g}{'' if p.defence == 'none' else ' ' + p.defence}": [
                     float(np.median([r.damage_at(method, "kl", e) for r in p.runs])) for e in self.eps
                 ]
                 for p in shown
@@ -175,6 +198,93 @@ class _Report:
                 self.section("Adversarial examples").figures.append(
                     FigureRef(f"PGD adversarials and reconstructions, {r.run}.", grid)
                 )
+
+    def defences(self) -> None:
+        section = self.section(FRONTIER)
+        if all(r.defence == "none" for r in self.all_rows):
+            section.paragraphs.append("The sweep has no defended runs (use --defences none,mixup,adversarial).")
+            return
+        measures = frontier_measures(max(self.eps))
+        table = []
+        for m in measures:
+            groups: dict[tuple, list] = {}
+            for v in frontier(self.all_rows, m):
+                groups.setdefault((v.dataset, v.model, v.defence, v.beta), []).append(v)
+                spread = f"{min(v.ratios):.3g}-{max(v.ratios):.3g}"
+                table.append([v.label, str(v.epochs), m.name, f"{v.ratio:.3g}", spread, v.verdict(),
+                              str(v.extrapolated)])  # fmt: skip
+            for vs in groups.values():
+                section.paragraphs.append(length_sentence(vs) if len(vs) > 1 else vs[0].sentence())
+        section.tables.append(
+            Table(
+                ["defence", "epochs", "measure", "ratio to beta curve", "seed range", "verdict", "extrapolated"], table
+            )
+        )
+        eps = max(self.eps)
+        splits = kl_split(
+            self.all_rows, *(lambda r, q=q: r.damage_at("pgd", q, eps) for q in ("kl", "kl_mean", "kl_var"))
+        )
+        section.paragraphs += [s.sentence() for s in splits if s.epochs == self.final]
+        section.tables.append(
+            Table(
+                [
+                    "defence",
+                    "epochs",
+                    "PGD KL",
+                    "mean-shift part",
+                    "variance part",
+                    "no defence: KL",
+                    "mean",
+                    "variance",
+                ],
+                [[s.label, str(s.epochs), *(f"{v:.4g}" for v in (*s.defended, *s.plain))] for s in splits],
+            )
+        )
+        scores = {"rho stochastic": lambda r: r.rho_median, "rho fisher": lambda r: r.rho_fisher_median,
+                  "rho output": lambda r: r.rho_output_median}  # fmt: skip
+        damages = {f"PGD KL damage (eps {eps:g})": measures[0].of, f"PGD recon shift (eps {eps:g})": measures[1].of}
+        n = len(aggregate(self.rows))
+        section.paragraphs.append(
+            f"After {self.final} epochs: " + tracking_sentence(tracking(self.rows, scores, damages), n)
+        )
+        self._frontier_figures(measures)
+
+    def _frontier_figures(self, measures: list[Measure]) -> None:
+        points = aggregate(self.all_rows)
+        epochs = sorted({p.epochs for p in points})
+        label = lambda p: "no defence" if p.defence == "none" else p.defence  # noqa: E731
+        if len(epochs) > 1:
+            panels: dict[str, dict[str, _figures.Band]] = {}
+            for m in measures:
+                lines: dict[str, _figures.Band] = {}
+                for p in points:
+                    values = [m.of(r) for r in p.runs]
+                    epochs_, mid, lo, hi = lines.setdefault(f"{label(p)} beta {p.beta:g}", ([], [], [], []))
+                    epochs_.append(p.epochs)
+                    mid.append(float(np.median(values)))
+                    lo.append(min(values))
+                    hi.append(max(values))
+                panels[m.name] = lines
+            caption = "Each measure against the training length: median over seeds, bands spanning the seeds."
+            self.add(FRONTIER, "against_epochs", caption, _figures.against_epochs(panels))
+        shown = sorted({e for e in epochs if e in (20, self.final)} or {epochs[0], self.final})
+        planes: dict[int, dict[str, _figures.Plane]] = {}
+        for e in shown:
+            planes[e] = {}
+            for m in measures:
+                curve = sorted((p for p in points if p.epochs == e and p.defence == "none"), key=lambda p: p.test_mse)
+                defended = {
+                    f"{p.defence} beta {p.beta:g}": ([r.test_mse for r in p.runs], [m.of(r) for r in p.runs])
+                    for p in points
+                    if p.epochs == e and p.defence != "none"
+                }
+                ys = [float(np.median([m.of(r) for r in p.runs])) for p in curve]
+                planes[e][m.name] = ([p.beta for p in curve], [p.test_mse for p in curve], ys, defended)
+        caption = (
+            "The robustness-reconstruction plane: the beta curve (seed medians, labelled by beta) and every seed of "
+            "each defence; below the curve is beyond the frontier."
+        )
+        self.add(FRONTIER, "frontier", caption, _figures.frontier_planes(planes))
 
     def validity(self) -> None:
         section = self.section("Do the scores predict the damage?")
@@ -242,12 +352,14 @@ class _Report:
         remove_stale_temps(self.out)  # what a killed report left behind, and only that:
         remove_stale_temps(self.root, ("report.html",))  # a sweep may be writing beside it
         write_csv(self.out / "trend.csv", [p.record() for p in self.points], list(TREND_COLUMNS))
-        for step in (self.beta_trends, self.probe, self.histograms, self.mixup, self.damage, self.validity,
-                     self.reference):  # fmt: skip
+        for step in (self.beta_trends, self.probe, self.histograms, self.mixup, self.defences, self.damage,
+                     self.validity, self.reference):  # fmt: skip
             step()
+        headline = frontier_measures(max(self.eps))[0].name
         summary = [
             *self.section("Robustness against beta").paragraphs,
             *self.section("Mixup against beta").paragraphs,
+            *(p for p in self.section(FRONTIER).paragraphs if f" on {headline}" in p or "tracked best" in p),
         ]
         page = Page(
             title="vaelens sweep report",

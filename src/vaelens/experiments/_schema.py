@@ -24,7 +24,9 @@ ATTACK_METHODS: tuple[Method, ...] = ("eigen", "pgd", "apgd", "random")  # what 
 ENSEMBLE: tuple[Method, ...] = ("eigen", "pgd", "apgd")
 HEADLINE: Method = "strongest"
 REPORTED_METHODS: tuple[Method, ...] = (*ATTACK_METHODS, HEADLINE)
-DAMAGE_MEASURES = ("kl", "recon_shift")
+# the KL damage, its mean-shift and variance parts (they sum to it), and the reconstruction shift
+DAMAGE_MEASURES = ("kl", "recon_shift", "kl_mean", "kl_var")
+_SPLIT = ("kl_mean", "kl_var")  # absent from rows written before the split: read as NaN
 # samples.csv: column -> (metric kind, score) of the audit
 SCORE_COLUMNS = {
     "rho_stochastic": ("stochastic", "spectral_radius"),
@@ -99,9 +101,14 @@ class ResultRow:
     entropy_median: float
     rho_fisher_median: float
     rho_output_median: float
+    defence: str = "none"  # "none", "mixup" or "adversarial"
     damage: dict[tuple[str, str, float], float] = field(default_factory=dict)
 
     SCALARS: ClassVar[tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        if self.mixup and self.defence == "none":  # a row built before defences had names
+            object.__setattr__(self, "defence", "mixup")
 
     def damage_at(self, method: str, measure: str, eps: float) -> float:
         try:
@@ -132,6 +139,8 @@ class ResultRow:
         values: dict[str, Any] = {}
         try:
             for name in cls.SCALARS:
+                if name == "defence" and name not in record:  # a row written before adversarial training
+                    record = {**record, name: "mixup" if str(record["mixup"]) == "True" else "none"}
                 raw = record[name]
                 kind = kinds[name]
                 if kind == "bool":
@@ -142,7 +151,12 @@ class ResultRow:
                     values[name] = float(raw)
                 else:
                     values[name] = str(raw)
-            damage = {key: float(record[damage_column(*key)]) for key in _damage_keys(eps)}
+            damage = {
+                key: float(
+                    record[damage_column(*key)] if key[1] not in _SPLIT else record.get(damage_column(*key), "nan")
+                )
+                for key in _damage_keys(eps)
+            }
         except (KeyError, ValueError) as e:
             raise VaelensError(f"a result row lacks or garbles {e}; run the sweep again to rebuild it") from None
         return cls(**values, damage=damage)

@@ -1,7 +1,9 @@
-"""Resumable sweeps over data sets x models x betas x mixup x seeds (docs/method.md section 7).
+"""Resumable sweeps over data sets x models x betas x defences x seeds (docs/method.md sections 6 and 7).
 
-The unit of work is one run: train, then audit (spectra, scores, probe), then attack (eigen, PGD
-and random over the eps list). A unit is a pure function of its config and writes only inside its
+The unit of work is one run: train, then audit (spectra, scores, probe), then attack (eigen, PGD,
+APGD and random over the eps list). With ``eval_epochs`` the run keeps its weights at those epochs
+and each is evaluated the same way into ``runs/NAME@N`` (a ``RUN@N`` reference), before the
+final epoch into ``runs/NAME``. A unit is a pure function of its config and writes only inside its
 own directory, so any executor can run units in parallel; the local one runs them in turn or in a
 small process pool. Each stage is skipped when its output exists; ``result.json``, written last,
 marks a finished unit. ``results.csv`` is rebuilt from the finished units, so each run appears once.
@@ -13,10 +15,10 @@ import contextlib
 import dataclasses
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,6 +48,7 @@ from vaelens.evaluation import (
     write_audit,
 )
 from vaelens.experiments._presets import PRESETS
+from vaelens.experiments._runs import load
 from vaelens.experiments._schema import (
     ATTACK_METHODS,
     DAMAGE_MEASURES,
@@ -58,9 +61,13 @@ from vaelens.experiments._schema import (
     strongest_of,
 )
 from vaelens.models import ModelConfig
-from vaelens.training import MixupConfig, TrainConfig, input_shape_of, train
+from vaelens.training import DEFENCES, AdversarialConfig, MixupConfig, TrainConfig, input_shape_of, train
 
 MIXUP_CHOICES = ("off", "on", "both")
+# settings added after sweeps were first written: a sweep.json without them has them at these values
+_LATER_DEFAULTS: dict[str, Any] = {
+    "defences": None, "eval_epochs": [], "cosine_t_max": None, "mixup_target": "mean", "adv_eps": 1.0, "adv_steps": 5,
+}  # fmt: skip
 _NOT_IDENTITY = ("device",)  # a sweep started on a laptop may be finished on a cluster
 AUDIT_KINDS: tuple[Kind, ...] = ("stochastic", "fisher", "output")
 
@@ -102,9 +109,15 @@ class SweepConfig:
 
     Arguments:
         datasets, models, betas, seeds: the grid (models: "mlp" or "conv").
-        mixup: "off", "on" or "both".
-        mixup_betas: restrict mixup runs to these betas (None: every beta of the grid).
+        mixup: "off", "on" or "both" (the defences none and mixup; ignored when ``defences`` is set).
+        defences: the defences of the grid, from "none", "mixup" and "adversarial" (None: from ``mixup``).
+        mixup_betas: restrict defended runs to these betas (None: every beta of the grid).
         epochs, latent_dim, batch_size, lr: training settings of every run.
+        eval_epochs: also evaluate every run at these earlier epochs (one training per run).
+        cosine_t_max: period of the cosine schedule in epochs (None: ``epochs``; the released run
+            used 200 over 100 epochs).
+        mixup_target: the mixup latent target, "mean" or "sample" (docs/method.md section 6).
+        adv_eps, adv_steps: the inner PGD of adversarial training (L2 budget, steps).
         n: test inputs audited and attacked per run.
         eps: L2 attack budgets.
         pgd_steps: PGD steps.
@@ -128,9 +141,26 @@ class SweepConfig:
     pgd_steps: int = 50
     probe_n: int = 100
     device: str = "cpu"
+    defences: tuple[str, ...] | None = None
+    eval_epochs: tuple[int, ...] = ()
+    cosine_t_max: int | None = None
+    mixup_target: str = "mean"
+    adv_eps: float = 1.0
+    adv_steps: int = 5
 
     def __post_init__(self) -> None:
         check_fields(self)
+        object.__setattr__(self, "eval_epochs", tuple(sorted(set(self.eval_epochs) - {self.epochs})))
+        if any(not 1 <= e < self.epochs for e in self.eval_epochs):
+            raise VaelensError(f"eval_epochs must lie in 1..epochs ({self.epochs}); got {list(self.eval_epochs)}")
+        if self.defences is not None:
+            check_unique(self.defences, "defences")
+            bad = [d for d in self.defences if d not in DEFENCES]
+            if bad or not self.defences:
+                raise VaelensError(f"defences must be some of {', '.join(DEFENCES)}; got {list(self.defences)}")
+        # the training settings are checked where they are used, once, by the configs that hold them
+        MixupConfig(latent_target=cast(Any, self.mixup_target))
+        AdversarialConfig(self.adv_eps, self.adv_steps)
         object.__setattr__(self, "betas", tuple(parse_betas(list(self.betas))))
         if self.mixup_betas is not None:
             object.__setattr__(self, "mixup_betas", tuple(parse_betas(list(self.mixup_betas))))
@@ -162,8 +192,19 @@ class SweepConfig:
     @staticmethod
     def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
         """The identity of settings as written in a sweep.json (compared as written, not as parsed:
-        a file missing a setting is another sweep, not the default one)."""
-        return {k: v for k, v in settings.items() if k not in _NOT_IDENTITY}
+        a file missing a setting is another sweep, not the default one; only the settings added
+        later are dropped at their default, so older sweeps still resume)."""
+        return {
+            k: v
+            for k, v in settings.items()
+            if k not in _NOT_IDENTITY and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
+        }
+
+    def defence_list(self) -> tuple[str, ...]:
+        """The defences of the grid: ``defences``, or those ``mixup`` names."""
+        if self.defences is not None:
+            return self.defences
+        return {"off": ("none",), "on": ("mixup",), "both": ("none", "mixup")}[self.mixup]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
@@ -174,8 +215,8 @@ class SweepConfig:
         d = dict(d)
         if "betas" in d and isinstance(d["betas"], str):
             d["betas"] = parse_betas(d["betas"])
-        for key in ("datasets", "models", "seeds", "eps"):
-            if key in d and not isinstance(d[key], list | tuple):
+        for key in ("datasets", "models", "seeds", "eps", "eval_epochs", "defences"):
+            if key in d and d[key] is not None and not isinstance(d[key], list | tuple):
                 d[key] = [d[key]]
         try:
             return cls(**d)
@@ -222,15 +263,14 @@ class SweepConfig:
         return cls.from_dict(cls.read_file(path))
 
     def units(self) -> list[Unit]:
-        mixups = {"off": (False,), "on": (True,), "both": (False, True)}[self.mixup]
         return [
-            Unit(dataset, model, beta, mix, seed)
+            Unit(dataset, model, beta, defence == "mixup", seed, defence == "adversarial")
             for dataset in self.datasets
             for model in self.models
             for beta in self.betas
-            for mix in mixups
+            for defence in self.defence_list()
             for seed in self.seeds
-            if not (mix and self.mixup_betas is not None and beta not in self.mixup_betas)
+            if not (defence != "none" and self.mixup_betas is not None and beta not in self.mixup_betas)
         ]
 
 
@@ -243,11 +283,26 @@ class Unit:
     beta: float
     mixup: bool
     seed: int
+    adversarial: bool = False
+
+    @property
+    def defence(self) -> str:
+        return "mixup" if self.mixup else ("adversarial" if self.adversarial else "none")
 
     @property
     def name(self) -> str:
         safe = self.dataset.replace("/", "_").replace(":", "-")
-        return f"{safe}_{self.model}_beta{self.beta:.4g}{'_mixup' if self.mixup else ''}_seed{self.seed}"
+        suffix = {"none": "", "mixup": "_mixup", "adversarial": "_adv"}[self.defence]
+        return f"{safe}_{self.model}_beta{self.beta:.4g}{suffix}_seed{self.seed}"
+
+
+def epoch_rows(sweep: SweepConfig, root: str | Path, unit: Unit) -> list[ResultRow]:
+    """The rows of a finished unit's earlier evaluation epochs (``eval_epochs``), in order."""
+    runs = Path(root) / "runs"
+    return [
+        ResultRow.from_record(read_json(runs / f"{unit.name}@{e}" / "result.json"), sweep.eps)
+        for e in sweep.eval_epochs
+    ]
 
 
 @dataclass
@@ -314,12 +369,34 @@ def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, 
     model_config = ModelConfig(unit.model, input_shape_of(unit.dataset), sweep.latent_dim)
     config = TrainConfig(
         dataset=unit.dataset, model=model_config, beta=unit.beta, epochs=sweep.epochs, batch_size=sweep.batch_size,
-        lr=sweep.lr, seed=unit.seed, device=sweep.device, mixup=MixupConfig() if unit.mixup else None,
+        lr=sweep.lr, seed=unit.seed, device=sweep.device, cosine_t_max=sweep.cosine_t_max,
+        mixup=MixupConfig(latent_target=cast(Any, sweep.mixup_target)) if unit.mixup else None,
+        adversarial=AdversarialConfig(sweep.adv_eps, sweep.adv_steps) if unit.adversarial else None,
+        save_epochs=sweep.eval_epochs,
     )  # fmt: skip
     result = train(config, run_dir, progress=False)
-    model = result.model
     x, labels = take(load_dataset(unit.dataset, "test"), sweep.n)
-    meta = {"run": unit.name}
+    for epoch in sweep.eval_epochs:  # the earlier epochs first: the unit's own result.json is written last
+        at = run_dir.parent / f"{unit.name}@{epoch}"
+        if not (at / "result.json").exists():
+            stage(f"epoch {epoch}")
+            model = load(run_dir, sweep.device, epoch)
+            kl = next(float(m["kl"]) for m in result.metrics if m["epoch"] == epoch)
+            row = _evaluate(sweep, unit, config, at, model, x, labels, epoch, kl, stage)
+            write_json(at / "result.json", row.record())
+    final = read_json(run_dir / "state.json")["final"]
+    row = _evaluate(sweep, unit, config, run_dir, result.model, x, labels, sweep.epochs, final["kl"], stage)
+    write_json(done, row.record())
+    return row
+
+
+def _evaluate(
+    sweep: SweepConfig, unit: Unit, config: TrainConfig, run_dir: Path, model: torch.nn.Module, x: torch.Tensor,
+    labels: torch.Tensor, epoch: int, train_kl: float, stage: Callable[[str], None],
+) -> ResultRow:  # fmt: skip
+    """Audit and attack one model of a unit into ``run_dir``; its result row (not yet written)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"run": run_dir.name}
     audit_config = AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x)))
     if not is_complete(run_dir / "audit", "audit", audit_output(audit_config, meta)):
         stage("audit")
@@ -332,14 +409,13 @@ def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, 
             stage(f"attack {method}")
             swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
             write_attack_report(swept, model, run_dir / spec.dirname, labels, meta)
-    row = _collect(sweep, unit, config, run_dir, model, x)
-    write_json(done, row.record())
-    return row
+    return _collect(sweep, unit, config, run_dir, model, x, epoch, train_kl)
 
 
 def _collect(
-    sweep: SweepConfig, unit: Unit, config: TrainConfig, run_dir: Path, model: torch.nn.Module, x: torch.Tensor
-) -> ResultRow:
+    sweep: SweepConfig, unit: Unit, config: TrainConfig, run_dir: Path, model: torch.nn.Module, x: torch.Tensor,
+    epoch: int, train_kl: float,
+) -> ResultRow:  # fmt: skip
     """Per-sample arrays (samples.csv) and the run's result row, from the files its stages wrote."""
     scores = read_csv(run_dir / "audit" / "scores.csv")
     by_kind: dict[str, dict[str, np.ndarray]] = {}
@@ -360,21 +436,18 @@ def _collect(
                 samples[damage_column(method, measure, e)] = values
                 damage[(method, measure, e)] = float(values.mean())
     for e in sweep.eps:  # the headline: per input, the most damaging of the ensemble (Strongest)
-        kl, shift = strongest_of(
-            {m: samples[damage_column(m, "kl", e)] for m in ENSEMBLE},
-            {m: samples[damage_column(m, "recon_shift", e)] for m in ENSEMBLE},
-        )
-        for measure, values in (("kl", kl), ("recon_shift", shift)):
+        kls: dict[str, np.ndarray] = {m: samples[damage_column(m, "kl", e)] for m in ENSEMBLE}
+        for measure in DAMAGE_MEASURES:  # every measure of the member that won on KL
+            values = strongest_of(kls, {m: samples[damage_column(m, measure, e)] for m in ENSEMBLE})[1]
             samples[damage_column(HEADLINE, measure, e)] = values
             damage[(HEADLINE, measure, e)] = float(values.mean())
     write_csv(run_dir / "samples.csv", [{k: float(v[i]) for k, v in samples.items()} for i in range(n)], list(samples))
-    final = read_json(run_dir / "state.json")["final"]
     quality = reconstruction_quality(model, x, config.model.likelihood, unit.seed)
     rho = samples["rho_stochastic"]
     return ResultRow(
-        run=unit.name, dataset=unit.dataset, model=unit.model, beta=unit.beta, mixup=unit.mixup, seed=unit.seed,
-        epochs=sweep.epochs, test_recon=quality.nll, test_mse=quality.mse, test_elbo=quality.elbo,
-        train_kl=final["kl"], active_units=quality.active_units,
+        run=run_dir.name, dataset=unit.dataset, model=unit.model, beta=unit.beta, mixup=unit.mixup, seed=unit.seed,
+        epochs=epoch, test_recon=quality.nll, test_mse=quality.mse, test_elbo=quality.elbo,
+        train_kl=train_kl, active_units=quality.active_units, defence=unit.defence,
         rho_mean=float(rho.mean()), rho_median=float(np.median(rho)), rho_std=float(rho.std()),
         rho_q25=float(np.quantile(rho, 0.25)), rho_q75=float(np.quantile(rho, 0.75)),
         entropy_mean=float(samples["entropy_stochastic"].mean()),

@@ -1,4 +1,4 @@
-"""Training beta-VAEs, plain or with a defence (docs/method.md sections 1, 6, 6.1 and 7)."""
+"""Training beta-VAEs, plain or with a defence (docs/method.md sections 1, 6 and 7)."""
 
 from vaelens.training._adversarial import AdversarialConfig, AdversarialTerms, adversarial_terms
 from vaelens.training._config import DEFENCES, TrainConfig, input_shape_of

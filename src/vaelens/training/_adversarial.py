@@ -1,4 +1,4 @@
-"""Adversarial training as a defence (docs/method.md section 6.1).
+"""Adversarial training as a defence (docs/method.md section 6.4).
 
 Each batch x gets PGD-k adversarial inputs x_adv that maximise KL(q(z|x_adv) || q(z|x)) within
 the L2 ball of radius eps (the attack of docs/method.md section 2, run by ``vaelens.attacks.PGD``),

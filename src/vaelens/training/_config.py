@@ -39,7 +39,7 @@ class TrainConfig:
         data_root: cache directory for downloaded data sets (None = the default).
         image_size, image_channels: image size and channels for "folder:" data sets.
         mixup: mixup training (docs/method.md section 6), or None.
-        adversarial: adversarial training (docs/method.md section 6.1), or None. At most one of
+        adversarial: adversarial training (docs/method.md section 6.4), or None. At most one of
             mixup and adversarial is set; neither is plain beta-VAE training.
         save_epochs: epochs whose weights are kept as ``epoch-N.safetensors`` beside the final
             ones (each in 1..epochs), for evaluating one run at several training lengths.
