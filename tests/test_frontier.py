@@ -4,6 +4,7 @@ answers are known, the KL split of docs/method.md section 2.3, and sweeps over d
 from __future__ import annotations
 
 import csv
+import html
 import math
 
 import numpy as np
@@ -12,8 +13,9 @@ import torch
 
 import vaelens
 from vaelens._divergences import gaussian_kl, gaussian_kl_parts
-from vaelens.experiments import ResultRow, SweepConfig, run_sweep
+from vaelens.experiments import ResultRow, SweepConfig, run_sweep, write_report
 from vaelens.experiments._analysis import Measure, frontier, kl_split, length_sentence, tracking, tracking_sentence
+from vaelens.experiments._report import frontier_measures
 from vaelens.experiments._schema import DAMAGE_MEASURES, damage_column
 
 EPS = (1.0,)
@@ -136,11 +138,14 @@ def test_sweep_config_defences_and_epochs():
     assert SweepConfig(cosine_t_max=200).identity() != SweepConfig().identity()
 
 
-def test_sweep_evaluates_every_kept_epoch(tmp_path):
-    config = SweepConfig(datasets=("digits",), betas=(1.0,), defences=("adversarial",), epochs=2, eval_epochs=(1,),
-                         latent_dim=3, n=8, eps=(0.5,), pgd_steps=2, probe_n=0, adv_steps=2)  # fmt: skip
+def test_sweep_evaluates_every_kept_epoch_and_reports_the_frontier(tmp_path):
+    config = SweepConfig(datasets=("digits",), betas=(0.5, 1.0), defences=("none", "adversarial"),
+                         mixup_betas=(1.0,), epochs=2, eval_epochs=(1,), latent_dim=3, n=8, eps=(0.5,), pgd_steps=2,
+                         probe_n=0, adv_steps=2)  # fmt: skip
     result = run_sweep(config, tmp_path / "s", progress=False)
-    assert [(r.run, r.epochs, r.defence) for r in result.rows] == [
+    assert [(r.run, r.epochs, r.defence) for r in result.rows][2:] == [
+        ("digits_mlp_beta1_seed0@1", 1, "none"),
+        ("digits_mlp_beta1_seed0", 2, "none"),
         ("digits_mlp_beta1_adv_seed0@1", 1, "adversarial"),
         ("digits_mlp_beta1_adv_seed0", 2, "adversarial"),
     ]
@@ -154,7 +159,12 @@ def test_sweep_evaluates_every_kept_epoch(tmp_path):
     for method in ("pgd", "strongest"):
         kl, m, v = (np.array(samples[damage_column(method, q, 0.5)]) for q in ("kl", "kl_mean", "kl_var"))
         np.testing.assert_allclose(m + v, kl, rtol=1e-4, atol=1e-6)
-    first, last = result.rows
+    first, last = result.rows[-2:]
     assert first.test_mse != last.test_mse  # two different models were evaluated
     again = run_sweep(config, tmp_path / "s", progress=False)  # resumes: nothing to do, the same rows
     assert [r.record() for r in again.rows] == [r.record() for r in result.rows]
+    page = html.unescape(write_report(tmp_path / "s").read_text())
+    for measure in frontier_measures(0.5):  # the report prints what the analysis computes from its rows
+        assert length_sentence(frontier(result.rows, measure)) in page
+    assert (tmp_path / "s" / "report" / "frontier.png").is_file()
+    assert (tmp_path / "s" / "report" / "against_epochs.png").is_file()

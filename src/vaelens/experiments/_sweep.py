@@ -263,13 +263,14 @@ class SweepConfig:
         return cls.from_dict(cls.read_file(path))
 
     def units(self) -> list[Unit]:
+        """The grid, seed by seed: an interrupted sweep has whole replicates of the grid done."""
         return [
             Unit(dataset, model, beta, defence == "mixup", seed, defence == "adversarial")
+            for seed in self.seeds
             for dataset in self.datasets
             for model in self.models
             for beta in self.betas
             for defence in self.defence_list()
-            for seed in self.seeds
             if not (defence != "none" and self.mixup_betas is not None and beta not in self.mixup_betas)
         ]
 
