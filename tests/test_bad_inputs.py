@@ -71,7 +71,7 @@ CLI_CASES = [
     (["attack", "{run}", "--n", "0"], "must be >= 1"),
     (["attack", "{run}", "--batch-size", "0"], "batch_size"),
     (["attack", "{run}", "--targeted", "--n", "1"], "at least 2 inputs"),
-    (["compare"], "Missing argument"),
+    (["compare"], "give the run directories to compare"),
     (["compare", "{run}", "{missing}"], "does not exist"),
     (["compare", "{run}", "--eps", "0"], "eps > 0"),
     (["compare", "{run}", "--n", "0"], "n must be >= 1"),
