@@ -74,6 +74,7 @@ def frontier_measures(eps: float) -> list[Measure]:
     return [
         Measure(f"PGD KL damage (eps {eps:g})", lambda r: r.damage_at("pgd", "kl", eps)),
         Measure(f"PGD recon shift (eps {eps:g})", lambda r: r.damage_at("pgd", "recon_shift", eps)),
+        Measure(f"PGD KL mean-shift part (eps {eps:g})", lambda r: r.damage_at("pgd", "kl_mean", eps)),
         Measure("median rho(G) stochastic", lambda r: r.rho_median),
         Measure("median rho(G) output", lambda r: r.rho_output_median),
     ]
