@@ -95,7 +95,15 @@ def test_kl_split_sentence_names_the_part_that_moved():
     assert s.defended == (90.0, 20.0, 70.0) and s.plain == (50.0, 25.0, 25.0)
     text = s.sentence()
     assert "1.8x against no defence" in text and "mean-shift part 0.8x" in text and "variance part 2.8x" in text
-    assert "the variance part is 78% of the damage against 50%" in text and "mostly on the variance part" in text
+    assert "the variance part is 78% of the damage against 50%" in text and "mostly in the variance part" in text
+    # a small part that changes by a large factor does not carry the change: the absolute change decides
+    rows = curve() + [row(1, 26.0, 0.02, s, "adversarial", kl_mean=25.7, kl_var=0.3) for s in (0, 1)]
+    rows = [r if r.defence != "none" or r.beta != 1 else row(1, 48.0, 0.02, r.seed, kl_mean=47.0, kl_var=1.0)
+            for r in rows]  # fmt: skip
+    (s,) = kl_split(
+        rows, Y.of, lambda r: r.damage_at("pgd", "kl_mean", 1.0), lambda r: r.damage_at("pgd", "kl_var", 1.0)
+    )
+    assert "variance part 0.3x" in s.sentence() and "mostly in the mean-shift part" in s.sentence()
 
 
 def test_tracking_finds_the_score_that_ranks_configurations_like_the_damage():

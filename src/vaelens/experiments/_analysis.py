@@ -415,16 +415,12 @@ class KLSplit:
         (t, m, v), (t0, m0, v0) = self.defended, self.plain
         ratio = lambda a, b: a / b if b > 0 else float("inf")  # noqa: E731
         share = lambda a, b: 100 * a / b if b > 0 else float("nan")  # noqa: E731
-        moved = (
-            "mean-shift"
-            if abs(math.log(max(ratio(m, m0), 1e-300))) >= abs(math.log(max(ratio(v, v0), 1e-300)))
-            else "variance"
-        )
+        moved = "mean-shift" if abs(m - m0) >= abs(v - v0) else "variance"  # the part that carries the change
         return (
             f"After {self.epochs} epochs, {self.label} changes the KL damage {ratio(t, t0):.3g}x against no defence "
             f"({t:.4g} vs {t0:.4g}): its mean-shift part {ratio(m, m0):.3g}x ({m:.4g} vs {m0:.4g}), its variance part "
             f"{ratio(v, v0):.3g}x ({v:.4g} vs {v0:.4g}); the variance part is {share(v, t):.0f}% of the damage "
-            f"against {share(v0, t0):.0f}%, so the defence acts mostly on the {moved} part."
+            f"against {share(v0, t0):.0f}%, so the change in KL damage is mostly in the {moved} part."
         )
 
 
