@@ -41,6 +41,14 @@ def tiny_kl(blocks=(32, 32, 64, 64)) -> torch.nn.Module:
     ).eval()
 
 
+def tiny_asymmetric() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return diffusers.AsymmetricAutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2, down_block_out_channels=(16, 16),
+        up_block_types=("UpDecoderBlock2D",) * 2, up_block_out_channels=(16, 16), norm_num_groups=8,
+    ).eval()  # fmt: skip
+
+
 def tiny_monai() -> torch.nn.Module:
     torch.manual_seed(0)
     return monai_nets.AutoencoderKL(
@@ -101,6 +109,7 @@ def assert_unchanged(model: torch.nn.Module, before: dict) -> None:
 
 CASES = {
     "diffusers": (lambda: from_diffusers(tiny_kl().double()), (2, 3, 16, 16)),
+    "diffusers-asymmetric": (lambda: from_diffusers(tiny_asymmetric().double()), (2, 3, 8, 8)),
     "monai": (lambda: from_monai(tiny_monai().double()), (2, 3, 8, 8)),
     "pythae-vae": (lambda: from_pythae(tiny_pythae("VAE").double()), (2, 1, 28, 28)),
     "pythae-betavae-conv": (lambda: from_pythae(tiny_pythae("BetaVAE", conv=True).double()), (2, 1, 28, 28)),
