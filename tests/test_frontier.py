@@ -111,6 +111,8 @@ def test_tracking_finds_the_score_that_ranks_configurations_like_the_damage():
     corr = tracking(rows, {"good": lambda r: r.rho_median, "bad": lambda r: -r.rho_median}, {"kl": Y.of})
     assert corr[("good", "kl")] == pytest.approx(1.0) and corr[("bad", "kl")] == pytest.approx(-1.0)
     assert "kl is tracked best by good (Spearman +1.00)" in tracking_sentence(corr, 3)
+    tied = tracking(rows, {"a": lambda r: r.rho_median, "b": lambda r: 2 * r.rho_median}, {"kl": Y.of})
+    assert "kl is tracked best by a and b (Spearman +1.00)" in tracking_sentence(tied, 3)
 
 
 def test_kl_parts_sum_to_the_kl_and_separate_mean_from_variance():

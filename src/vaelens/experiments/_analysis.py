@@ -394,8 +394,9 @@ def tracking_sentence(corr: dict[tuple[str, str], float], n: int) -> str:
     for d in dict.fromkeys(d for _, d in corr):
         pairs = {s: c for (s, dd), c in corr.items() if dd == d and not math.isnan(c)}
         if pairs:
-            best = max(pairs, key=lambda k: pairs[k])
-            parts.append(f"{d} is tracked best by {best} (Spearman {pairs[best]:+.2f})")
+            top = max(pairs.values())
+            best = " and ".join(k for k, c in pairs.items() if math.isclose(c, top))  # ties are named together
+            parts.append(f"{d} is tracked best by {best} (Spearman {top:+.2f})")
     if not parts:
         return f"Too few configurations ({n}) to rank the scores."
     return f"Across {n} configurations (medians over seeds): " + "; ".join(parts) + "."
