@@ -99,7 +99,8 @@ def mixup_plane(points: Sequence[TrendPoint], damage: Sequence[tuple[float, floa
             _errorbar(ax_d, [p.test_mse], [mid], [lo], [hi], fmt="s", color="tab:red", markersize=8)
     ax_r.set(xlabel="test reconstruction MSE", ylabel=r"median $\rho(G)$", yscale="log")
     ax_d.set(xlabel="test reconstruction MSE", ylabel=f"strongest-attack KL damage, eps {eps:g}", yscale="log")
-    ax_r.legend(fontsize=7)
+    if groups:  # a sweep of defended runs only has no beta curve to label
+        ax_r.legend(fontsize=7)
     return fig
 
 
