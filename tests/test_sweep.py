@@ -280,7 +280,7 @@ def test_report_aggregates_seeds(tiny_sweep):
     with open(tiny_sweep / "report" / "trend.csv") as f:
         trend = list(csv.DictReader(f))
     assert list(trend[0]) == ["dataset", "model", "beta", "mixup", "n_seeds", "rho_median", "rho_median_min",
-                              "rho_median_max", "entropy_median", "test_mse"]  # fmt: skip
+                              "rho_median_max", "entropy_median", "test_mse", "defence", "epochs"]  # fmt: skip
     with open(tiny_sweep / "results.csv") as f:
         runs = list(csv.DictReader(f))
     assert len(trend) == 4 and len(runs) == 8 and {t["n_seeds"] for t in trend} == {"2"}

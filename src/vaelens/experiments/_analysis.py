@@ -20,7 +20,7 @@ from vaelens.experiments._schema import ResultRow
 
 TREND_COLUMNS = (
     "dataset", "model", "beta", "mixup", "n_seeds", "rho_median", "rho_median_min", "rho_median_max",
-    "entropy_median", "test_mse",
+    "entropy_median", "test_mse", "defence", "epochs",
 )  # fmt: skip
 
 
