@@ -8,9 +8,6 @@ every call; pickled folders refused; and the CLI end to end on folders saved her
 
 from __future__ import annotations
 
-import copy
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -259,7 +256,7 @@ def test_wrap_any_encode_decode_pair():
     w = 2 * lin.weight[:2].detach()  # d mu / dx: the range map doubles the slope
     torch.testing.assert_close(values[0], torch.linalg.eigvalsh(w @ w.T).flip(0))
     with pytest.raises(VaelensError, match="deterministic=True"):
-        wrap(lambda x: lin(x.flatten(1)), dec).encode(x.double())
+        wrap(lambda x: lin(x.flatten(1)), dec, module=lin).encode(x.double())
 
 
 def test_half_precision_model_is_upcast_on_a_copy():
@@ -404,8 +401,80 @@ def test_cli_python_factory(run_cli, tmp_path):
 
 def test_load_model_keeps_runs_working(digits_run):
     model = load_model(str(digits_run))
-    assert math.prod(model.input_shape) == 64
-    assert copy.deepcopy(model) is not model
+    x = torch.rand(2, 1, 8, 8)
+    assert model.input_shape == (1, 8, 8)
+    torch.testing.assert_close(model.encode(x)[0], vaelens.load(digits_run).encode(x)[0], rtol=0, atol=0)
+
+
+class _Counting(torch.nn.Module):
+    """A protocol VAE that records how many samples each encode call receives."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def encode(self, x):
+        self.sizes.append(len(x))
+        return self.inner.encode(x)
+
+    def decode(self, z):
+        return self.inner.decode(z)
+
+
+def test_lanczos_audit_holds_one_chunk_not_the_batch():
+    """The Lanczos path never linearises the whole batch: memory follows --chunk-size."""
+    from vaelens.evaluation import AuditConfig, audit
+
+    vae = _Counting(from_diffusers(tiny_kl((16, 16))))
+    x = torch.rand(6, 3, 8, 8)
+    config = AuditConfig(kinds=("mean",), batch_size=6, method="lanczos", iters=4, n_show=0, probe_n=0)
+    result = audit(vae, x, config=config, progress=False)
+    assert max(vae.sizes) == 1 and result.methods == {"mean": "lanczos"}
+
+
+def test_auto_chooses_one_method_per_kind_for_the_whole_audit():
+    """A short last batch fits the budget where full batches did not; it must not switch to exact."""
+    from vaelens.evaluation import AuditConfig, audit
+
+    vae = from_diffusers(tiny_kl((16, 16)).double())
+    x = torch.rand(4, 3, 8, 8)
+    one, three = (pullback_metric(vae, x[:b], "mean").exact_bytes() for b in (1, 3))
+    budget = (one + three) / 2 / 2**30
+    base = dict(kinds=("mean",), batch_size=3, iters=16, n_show=0, probe_n=0)
+    vaelens.geometry._metric._noted.clear()
+    with pytest.warns(LanczosNotice):
+        auto = audit(vae, x, config=AuditConfig(**base, method="auto", memory_budget_gb=budget), progress=False)
+    lanczos = audit(vae, x, config=AuditConfig(**base, method="lanczos"), progress=False)
+    assert auto.methods == {"mean": "lanczos"}
+    torch.testing.assert_close(auto.scores["mean"].trace, lanczos.scores["mean"].trace)
+
+
+def test_from_pythae_keeps_every_submodule_mode():
+    model = tiny_pythae("VAE")
+    model.train()
+    model.encoder.eval()  # a mixed state must survive adapting and every call
+    before = snapshot(model)
+    vae = from_pythae(model)
+    pullback_metric(vae, torch.rand(2, 1, 28, 28), "stochastic").eigenvalues()
+    assert_unchanged(model, before)
+
+
+def test_wrap_without_a_module_asks_for_one_and_subclasses_are_adapted():
+    m = torch.nn.Linear(4, 4)
+    with pytest.raises(VaelensError, match="pass module="):
+        wrap(lambda x: (m(x), m(x)), lambda z: z)
+
+    class BrainVAE(monai_nets.AutoencoderKL):  # a user's subclass, as a python: factory returns
+        pass
+
+    torch.manual_seed(0)
+    net = BrainVAE(
+        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=2, num_res_blocks=1,
+        attention_levels=(False, False), norm_num_groups=4,
+    )  # fmt: skip
+    vae = adapt(net)
+    x = torch.rand(1, 1, 8, 8)
+    torch.testing.assert_close(vae.encode(x)[1], 2 * net.encode(x)[1].log().flatten(1))
 
 
 def test_cli_compare_a_run_with_a_third_party_model(run_cli, mnist_run, tmp_path):

@@ -227,10 +227,27 @@ def test_robust_optimisation_draws_the_named_kinds(model, monkeypatch):
 
 
 def test_eot_objective_is_the_mean_over_draws(model):
+    from vaelens.attacks import Reference, divergence
+    from vaelens.attacks._apgd import auto_pgd
+
     x, xt = torch.rand(1, 3, 16, 16), torch.full((1, 3, 16, 16), 0.5)
     plain = TargetedAttack(model, 4 / 255, "linf", "latent", steps=5)(x, xt)
     same = TargetedAttack(model, 4 / 255, "linf", "latent", steps=5, transform=lambda t: t, samples=3)(x, xt)
     torch.testing.assert_close(plain, same)  # the identity transform leaves the attack as it was
+    # Draws alternate between the identity and "replace by the target", whose objective is 0: the EOT
+    # value is then exactly half the plain objective (a sum would give all of it, one draw all or 0).
+    calls = []
+
+    def alternate(t):
+        calls.append(1)
+        return t if len(calls) % 2 else xt.to(t).expand_as(t)
+
+    ref = Reference.of(model, xt)
+    best, value, _ = auto_pgd(model, x, ref, "latent", torch.zeros_like(x), 4 / 255, "linf", 5, False,
+                              transform=alternate, samples=2)  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(value, 0.5 * divergence(model, best, ref, "latent"))
+    assert len(calls) % 2 == 0 and len(calls) >= 2 * 5
 
 
 def test_config_refuses_bad_values():

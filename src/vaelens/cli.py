@@ -577,9 +577,7 @@ def report(
 
 @command
 def protect(
-    model: Annotated[
-        str, typer.Option("--model", help="The VAE: a run (RUN or RUN@N), diffusers:DIR, pythae:DIR or python:MOD:FN.")
-    ],
+    model: Annotated[str, typer.Option("--model", help=f"The VAE: a run (RUN or RUN@N). {MODEL_HELP}")],
     images: Annotated[Path, typer.Option(help="Directory of the images to protect (PNG, JPEG, ...).")],
     out: Annotated[Path, typer.Option(help="Where the protected PNGs, protect.csv and summary.json go.")],
     target: Annotated[
@@ -647,8 +645,13 @@ def demo(
     console.print(f"demo finished in {result.seconds:.0f} s; report: {result.report.resolve()}")
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def main() -> None:
     """Entry point: run the CLI. Every command's failures become one line (see ``_boundary``)."""
+    warnings.formatwarning = _one_line_warning  # notes from the library (Lanczos chosen, fp16 upcast)
     try:
         code = app(standalone_mode=False)
     except typer.Exit as e:

@@ -37,6 +37,11 @@ def require_extra(module: str) -> ModuleType:
         ) from None
 
 
+def class_names(model: Any) -> set[str]:
+    """The names of a model's class and its bases, so adapters accept users' subclasses."""
+    return {c.__name__ for c in type(model).__mro__}
+
+
 @contextlib.contextmanager
 def math_attention() -> Iterator[None]:
     """torch's math kernel for scaled-dot-product attention: slower than the fused kernels, but it
@@ -189,8 +194,8 @@ def wrap(
             shape; or just mu when ``deterministic``.
         decode: z of that latent shape -> the reconstruction's mean in ``input_range``.
         input_range: the range the model takes images in, e.g. (-1, 1).
-        module: the module holding the parameters (for device and dtype); default: found from
-            ``encode.__self__`` when it is a bound method, else none.
+        module: the module holding the parameters (for device and dtype); default: the module
+            ``encode`` or ``decode`` is a bound method of; required otherwise.
         channels, size_multiple, input_shape: the inputs the model accepts.
         deterministic: the encoder has no variance.
 
@@ -200,8 +205,13 @@ def wrap(
         >>> vaelens.pullback_metric(vae, x, "mean").eigenvalues()   # x: (B, 3, 64, 64) in [0, 1]
     """
     if module is None:
-        owner = getattr(encode, "__self__", None)
-        module = owner if isinstance(owner, torch.nn.Module) else torch.nn.Module()
+        owners = (getattr(f, "__self__", None) for f in (encode, decode))
+        module = next((o for o in owners if isinstance(o, torch.nn.Module)), None)
+        if module is None:
+            raise VaelensError(
+                "wrap could not find the module holding the parameters (encode and decode are not bound "
+                "methods of one); pass module=your_model so inputs reach it on its device and dtype"
+            )
     return _Wrapped(
         encode, decode, module, input_range=input_range, channels=channels, size_multiple=size_multiple,
         input_shape=input_shape, deterministic=deterministic, name=getattr(module, "__class__", type(module)).__name__,
@@ -219,14 +229,15 @@ def adapt(model: Any) -> torch.nn.Module:
     from vaelens.adapters._monai import from_monai
     from vaelens.adapters._pythae import from_pythae
 
-    origin = type(model).__module__.split(".")[0]
     table: dict[str, Callable[[Any], AdaptedVAE]] = {
         "diffusers": from_diffusers,
         "pythae": from_pythae,
         "monai": from_monai,
     }
-    if origin in table:
-        return table[origin](model)
+    for cls in type(model).__mro__:  # a user's subclass of a library's model counts as that library's
+        origin = cls.__module__.split(".")[0]
+        if origin in table:
+            return table[origin](model)
     if isinstance(model, torch.nn.Module) and hasattr(model, "encode") and hasattr(model, "decode"):
         return model
     raise VaelensError(

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens.adapters._base import AdaptedVAE, float32_for_derivatives, require_extra
+from vaelens.adapters._base import AdaptedVAE, class_names, float32_for_derivatives, require_extra
 
 GAUSSIAN = ("AutoencoderKL", "AsymmetricAutoencoderKL")
 DETERMINISTIC = ("AutoencoderTiny",)
@@ -58,8 +58,9 @@ def from_diffusers(vae: Any) -> AdaptedVAE:
         >>> model.encode(x)[0].shape                     # x: (2, 3, 256, 256) -> torch.Size([2, 4096])
     """
     require_extra("diffusers")
-    name = type(vae).__name__
-    if name not in GAUSSIAN + DETERMINISTIC:
+    known = [n for n in GAUSSIAN + DETERMINISTIC if n in class_names(vae)]
+    name = known[0] if known else type(vae).__name__
+    if not known:
         raise VaelensError(
             f"from_diffusers takes {', '.join(GAUSSIAN + DETERMINISTIC)}; got {name} (for another model "
             "use vaelens.adapters.wrap(encode, decode))"

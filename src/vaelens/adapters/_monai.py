@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens.adapters._base import AdaptedVAE, float32_for_derivatives, require_extra
+from vaelens.adapters._base import AdaptedVAE, class_names, float32_for_derivatives, require_extra
 
 
 class _Monai(AdaptedVAE):
@@ -38,7 +38,7 @@ def from_monai(model: Any, input_range: tuple[float, float] = (0.0, 1.0)) -> Ada
         >>> vaelens.pullback_metric(vaelens.adapters.from_monai(net), x, "stochastic").eigenvalues()
     """
     require_extra("monai")
-    if type(model).__name__ != "AutoencoderKL" or not hasattr(model, "encoder"):
+    if "AutoencoderKL" not in class_names(model) or not hasattr(model, "encoder"):
         raise VaelensError(f"from_monai takes monai.networks.nets.AutoencoderKL; got {type(model).__name__}")
     levels = len(getattr(model.encoder, "channels", (0,)))
     dims = getattr(model.encoder, "spatial_dims", 2)

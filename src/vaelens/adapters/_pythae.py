@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from vaelens._errors import VaelensError
+from vaelens._protocol import eval_mode
 from vaelens.adapters._base import AdaptedVAE, float32_for_derivatives, require_extra
 
 REFUSED = {
@@ -66,6 +67,8 @@ def from_pythae(model: Any) -> AdaptedVAE:
         torch.Size([B, 32])
     """
     require_extra("pythae")
+    if not any(c.__module__.split(".")[0] == "pythae" for c in type(model).__mro__):
+        raise VaelensError(f"from_pythae takes a pythae model; got {type(model).__name__}")
     name = getattr(model, "model_name", type(model).__name__)
     if name in REFUSED:
         raise VaelensError(
@@ -76,13 +79,8 @@ def from_pythae(model: Any) -> AdaptedVAE:
         raise VaelensError(f"from_pythae takes a pythae model (with encoder, decoder, model_config); got {name}")
     shape = tuple(int(s) for s in model.model_config.input_dim)
     probe = torch.zeros(1, *shape, dtype=next(model.parameters()).dtype, device=next(model.parameters()).device)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            keys = set(model.encoder(probe).keys())
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():  # every submodule's mode comes back as it was
+        keys = set(model.encoder(probe).keys())
     if "embedding" not in keys:
         raise VaelensError(f"pythae {name}'s encoder returns {sorted(keys)}, not an embedding; it is not supported")
     if name in FLOW_REFINED:

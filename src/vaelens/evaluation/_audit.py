@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -56,7 +56,7 @@ class AuditConfig:
         seed: seeds the probe's random direction.
         method: "auto", "exact" or "lanczos" (``PullbackMetric.eigen``): "auto" is exact unless the
             exact path would exceed ``memory_budget_gb``. With Lanczos the scores are computed from
-            the top ``iters`` eigenvalues only (exact for the spectral radius; trace, entropy and
+            the top ``iters`` eigenvalues only (the spectral radius to Lanczos tolerance; trace, entropy and
             effective rank then cover that part of the spectrum), one ``chunk_size`` (default 1)
             of inputs at a time.
         iters: Lanczos iterations (eigenvalues kept per input).
@@ -109,6 +109,7 @@ class AuditResult:
     shown_inputs: torch.Tensor
     shown: dict[Kind, Spectrum] = field(default_factory=dict)
     probe: ProbeResult | None = None
+    methods: dict[Kind, str] = field(default_factory=dict)  # how each kind's spectrum was computed
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """{kind: {score: {mean, median, std, q05, q25, q75, q95}}}."""
@@ -154,6 +155,7 @@ def audit(
     probe_kind = config.kinds[0]
     probe_n = min(config.probe_n, len(x))  # a probe of more inputs than there are probes them all
     probe_spectrum: Spectrum | None = None
+    methods: dict[Kind, Literal["exact", "lanczos"]] = {}
     n_batches = math.ceil(len(x) / config.batch_size)
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, "auditing", n_batches * len(config.kinds), interval=0.0)
@@ -161,7 +163,9 @@ def audit(
             xb = prepare_inputs(model, x[start : start + config.batch_size])
             for kind in config.kinds:
                 metric = pullback_metric(model, xb, kind, config.chunk_size, config.memory_budget_gb)
-                method = metric.resolve_method(config.method)
+                if kind not in methods:  # chosen once, at the first (largest) batch: one method per kind
+                    methods[kind] = metric.resolve_method(config.method)
+                method = methods[kind]
                 if method == "lanczos":
                     parts[kind].append(_lanczos_scores(metric, config, bar, start, len(x)))
                 else:
@@ -207,6 +211,7 @@ def audit(
         x[: config.n_show].detach().cpu(),
         shown,
         probe,
+        dict(methods),
     )
 
 
@@ -262,6 +267,7 @@ def write_audit(
         {
             "config": _config_dict(result.config),
             "n": len(result.labels),
+            "methods": result.methods,
             **(meta or {}),
             "summary": result.summary(),
         },

@@ -52,9 +52,10 @@ def _diffusers(path: str, allow_pickle: bool) -> torch.nn.Module:
             "save_pretrained, or a pipeline folder with a vae/ subfolder"
         )
     try:
-        name = json.loads(config_path.read_text()).get("_class_name", "")
+        config = json.loads(config_path.read_text())
     except ValueError as e:
         raise VaelensError(f"{config_path} is not valid JSON ({e}); re-save the model") from None
+    name = config.get("_class_name", "") if isinstance(config, dict) else ""
     if name not in DIFFUSERS_CLASSES:
         raise VaelensError(
             f"{config_path} is a {name or 'unnamed'} model; diffusers: takes {', '.join(DIFFUSERS_CLASSES)}"
@@ -97,12 +98,18 @@ def _python(target: str, allow_pickle: bool) -> torch.nn.Module:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-    except ImportError as e:
+    except (ImportError, SyntaxError) as e:
         raise VaelensError(f"python:{target}: cannot import {module_name} ({e}); check the module path") from None
     factory = getattr(module, function, None)
     if not callable(factory):
         raise VaelensError(f"python:{target}: {module_name} has no function {function!r}")
-    return factory()
+    try:
+        return factory()
+    except VaelensError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code may raise anything; name it in one line
+        msg = " ".join(str(e).split())[:200]
+        raise VaelensError(f"python:{target}: {function}() raised {type(e).__name__}: {msg}") from None
 
 
 LOADERS: dict[str, Callable[[str, bool], torch.nn.Module]] = {

@@ -81,6 +81,12 @@ def _call(model: torch.nn.Module, f: Callable, x: torch.Tensor) -> torch.Tensor:
         ) from None
 
 
+def latent_size(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """k, read off one sample's encoding (a wrong input shape fails here, in one line)."""
+    with eval_mode(model), torch.no_grad():
+        return int(_call(model, lambda xb: encode(model, xb).mu, x[:1]).shape[1])
+
+
 class Linearized(NamedTuple):
     """A batched map at x: its value (B, m) and per-sample Jacobians (B, m, *in)."""
 

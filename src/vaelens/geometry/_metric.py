@@ -31,6 +31,7 @@ from vaelens.geometry._jacobian import (
     EncoderLinearization,
     decoder_jacobian,
     encoder_jacobians,
+    latent_size,
 )
 
 KINDS: tuple[Kind, ...] = ("mean", "stochastic", "fisher", "output", "output-stochastic")
@@ -117,6 +118,7 @@ class PullbackMetric:
         self.dim = math.prod(self.input_shape)
         self._factor: torch.Tensor | None = None
         self._encoder_lin: EncoderLinearization | None = None
+        self._k: int | None = None  # the latent size, read off one sample
         self._decoder_lin: DecoderLinearization | None = None
         self._diag_a: torch.Tensor | None = None
 
@@ -134,6 +136,7 @@ class PullbackMetric:
         sub = PullbackMetric(self.model, self.x[rows], self.kind, self.chunk_size, self.memory_budget_gb)
         if self._factor is not None:
             sub._factor = self._factor[rows]
+        sub._k = self._k
         return sub
 
     # -- the thin factor --------------------------------------------------------------------
@@ -169,7 +172,11 @@ class PullbackMetric:
         if self._factor is not None:
             m = self._factor.shape[1]
             return m if self.kind in ("mean", "output") else m // 2
-        return self._encoder().k
+        if self._encoder_lin is not None:
+            return self._encoder_lin.k
+        if self._k is None:  # one sample, not the batch: Lanczos on chunks must not hold the batch's graph
+            self._k = latent_size(self.model, self.x)
+        return self._k
 
     def _check_r(self, r: int | None) -> int:
         bound = self.rank_bound
