@@ -52,6 +52,9 @@ def test_run_refs_parse_and_load(kept_run):
     assert output_dir(f"{run}@3", "audit") == run / "audit@3"
     inputs = load_run_inputs(f"{run}@3", n=5)
     assert _equal(inputs.model.state_dict(), vaelens.load(run, epoch=3).state_dict())
+    evaluation = kept_run / "r@3"  # a folder named like the reference that is not a run (a sweep's evaluation)
+    evaluation.mkdir(exist_ok=True)
+    assert parse_run_ref(evaluation) == (run, 3)
     for bad, match in ((f"{run}@x", "positive integer"), (f"{run}@0", "positive integer"), (f"{run}@2", "kept no")):
         with pytest.raises(vaelens.VaelensError, match=match):
             load_run_inputs(bad, n=5)

@@ -18,7 +18,7 @@ from vaelens._protocol import check_finite, resolve_device
 from vaelens._tensors import load_state_dict_checked, load_tensors
 from vaelens.data import load_dataset, take
 from vaelens.models import build_model
-from vaelens.training import STATE, checksum, epoch_file, read_config, read_state, weight_files
+from vaelens.training import CONFIG, STATE, checksum, epoch_file, read_config, read_state, weight_files
 
 _EPOCH_REF = re.compile(r"^(?P<run>.+)@(?P<epoch>[^@/]*)$")
 
@@ -26,7 +26,8 @@ _EPOCH_REF = re.compile(r"^(?P<run>.+)@(?P<epoch>[^@/]*)$")
 def parse_run_ref(text: str | Path) -> tuple[Path, int | None]:
     """A run reference ``RUN`` or ``RUN@N`` (the weights kept after epoch N) as (run directory, N or None).
 
-    A directory whose own name contains ``@`` is taken as it is when it exists.
+    A run directory whose own name contains ``@`` is taken as it is; a folder of that name that is not a
+    run (a sweep's evaluation of epoch N) does not hide the reference.
 
     Examples::
 
@@ -37,8 +38,13 @@ def parse_run_ref(text: str | Path) -> tuple[Path, int | None]:
     """
     text = str(text)
     match = _EPOCH_REF.match(text)
-    if match is None or Path(text).is_dir():
-        return Path(text), None
+    literal = Path(text)
+    # A folder named RUN@N that is itself a run is taken as it is; one that is not (a sweep's
+    # evaluation of RUN's epoch N, say) does not hide the reference to RUN's epoch N.
+    if match is None or (
+        literal.is_dir() and ((literal / CONFIG).is_file() or not (Path(match["run"]) / CONFIG).is_file())
+    ):
+        return literal, None
     epoch = match["epoch"]
     if not epoch.isdigit() or int(epoch) < 1:
         raise VaelensError(f"{text!r}: the epoch after @ must be a positive integer, as in runs/beta1@20")
