@@ -217,3 +217,14 @@ def test_compare_mismatched_shapes_is_an_error(three_runs, mnist_run, tmp_path):
     shutil.copytree(mnist_run, tmp_path / "m")
     with pytest.raises(vaelens.VaelensError, match="cannot be compared"), pytest.warns(DatasetMismatchWarning):
         compare_runs([three_runs / "b1", tmp_path / "m"], n=4, progress=False)
+
+
+def test_compare_judges_an_adversarial_run_instead_of_drawing_the_curve_with_it(three_runs, tmp_path):
+    from vaelens.training import AdversarialConfig
+
+    adv = tmp_path / "adv"
+    train(tiny_config(epochs=1, adversarial=AdversarialConfig(eps=0.5, steps=1)), adv, progress=False)
+    comp = compare_runs([three_runs / "b1", three_runs / "b4", adv], n=20, eps=0.5, pgd_steps=2, progress=False)
+    assert [r.defence for r in comp.rows] == ["none", "none", "adversarial"]
+    assert any(s.startswith("adv (beta 1, adversarial): median rho(G)") for s in comp.verdict)
+    assert not any("Against adv" in s for s in comp.verdict)  # never the undefended baseline of its beta

@@ -35,7 +35,7 @@ from vaelens.training import read_config
 
 # (printed header, RunRow field): the columns a comparison table shows, in order
 COMPARE_COLUMNS = (
-    ("run", "name"), ("beta", "beta"), ("mixup", "mixup"), ("recon MSE", "test_mse"), ("ELBO", "elbo"),
+    ("run", "name"), ("beta", "beta"), ("defence", "defence"), ("recon MSE", "test_mse"), ("ELBO", "elbo"),
     ("active", "active_units"), ("rho med", "rho_median"), ("rho mean", "rho_mean"),
     ("S med", "entropy_median"), ("fisher rho med", "fisher_rho_median"),
     ("output rho med", "output_rho_median"), ("eigen KL", "eigen_kl"), ("PGD KL", "pgd_kl"), ("APGD KL", "apgd_kl"),
@@ -54,6 +54,7 @@ class RunRow:
     name: str
     beta: float
     mixup: bool
+    defence: str  # none, mixup or adversarial: only 'none' runs draw the beta curve
     dataset: str
     test_mse: float
     test_recon: float
@@ -106,6 +107,7 @@ class _Entry(NamedTuple):
     name: str
     beta: float
     mixup: bool
+    defence: str
     dataset: str
     likelihood: str
     shape: tuple[int, ...] | None
@@ -117,7 +119,9 @@ def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_
         run_dir, _ = parse_run_ref(spec)
         c = read_config(run_dir)
         name = Path(spec).name
-        return _Entry(spec, name, c.beta, c.mixup is not None, c.dataset, c.model.likelihood, c.model.input_shape), None
+        entry = _Entry(spec, name, c.beta, c.mixup is not None, c.defence, c.dataset, c.model.likelihood,
+                       c.model.input_shape)  # fmt: skip
+        return entry, None
     model = load_model(spec, "cpu", allow_pickle)
     if is_deterministic(model):
         raise VaelensError(
@@ -127,7 +131,7 @@ def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_
     shape = model_input_shape(model)
     prefix, rest = spec.split(":", 1)
     name = f"{prefix}:{Path(rest.rstrip('/')).name or rest}"  # short enough for a table and a figure legend
-    return _Entry(spec, name, float("nan"), False, dataset or default_dataset(model), "gaussian", shape), model
+    return _Entry(spec, name, float("nan"), False, "none", dataset or default_dataset(model), "gaussian", shape), model
 
 
 def compare_runs(
@@ -218,7 +222,7 @@ def compare_runs(
             median = {kind: s.summary() for kind, s in scores.items()}  # numpy's median, as everywhere
             rows.append(
                 RunRow(
-                    name=entry.name, beta=entry.beta, mixup=entry.mixup, dataset=name,
+                    name=entry.name, beta=entry.beta, mixup=entry.mixup, defence=entry.defence, dataset=name,
                     test_mse=mse, test_recon=nll, elbo=elbo, active_units=active,
                     rho_median=float(np.median(rho)), rho_mean=float(rho.mean()),
                     entropy_median=median["stochastic"]["von_neumann_entropy"]["median"],
@@ -236,13 +240,17 @@ def compare_runs(
 
 
 def verdict(rows: list[RunRow]) -> list[str]:
-    """Plain-language sentences, computed from the numbers, placing mixup runs against the beta curve."""
-    curve = [r for r in rows if not r.mixup and math.isfinite(r.beta)]  # models vaelens did not train have no beta
-    mixed = [r for r in rows if r.mixup]
+    """Plain-language sentences, computed from the numbers, placing defended runs (mixup, adversarial
+    training) against the beta curve the undefended runs draw."""
+    curve = [r for r in rows if r.defence == "none" and math.isfinite(r.beta)]  # third-party models have no beta
+    mixed = [r for r in rows if r.defence != "none"]
     if not mixed:
-        return ["No mixup run was given, so there is nothing to place against the beta curve."]
+        return [
+            "No defended run (mixup or adversarial training) was given, so there is nothing to place against "
+            "the beta curve."
+        ]
     if len(curve) < 2:
-        return ["At least two runs without mixup are needed to draw a beta curve; none was judged."]
+        return ["At least two runs without a defence are needed to draw a beta curve; none was judged."]
     out = []
     for r in mixed:
         measures = (
@@ -259,14 +267,14 @@ def verdict(rows: list[RunRow]) -> list[str]:
                 [c.test_mse for c in curve], [getattr(c, attr) for c in curve], r.test_mse, getattr(r, attr)
             )
             out.append(
-                f"{r.name} (beta {r.beta:g}, mixup): {label} {pos.actual:.4g} at reconstruction error "
+                f"{r.name} (beta {r.beta:g}, {r.defence}): {label} {pos.actual:.4g} at reconstruction error "
                 f"{r.test_mse:.4g} lies {position_phrase(pos)}."
             )
         same_beta = [c for c in curve if c.beta == r.beta]
         if same_beta:
             c = same_beta[0]
             out.append(
-                f"Against {c.name} (same beta, no mixup): median rho(G) {r.rho_median:.4g} vs {c.rho_median:.4g}, "
+                f"Against {c.name} (same beta, no defence): median rho(G) {r.rho_median:.4g} vs {c.rho_median:.4g}, "
                 f"PGD KL {r.pgd_kl:.4g} vs {c.pgd_kl:.4g}, reconstruction MSE {r.test_mse:.4g} vs {c.test_mse:.4g}."
             )
     return out
@@ -307,7 +315,7 @@ def write_comparison(comp: Comparison, out: str | Path, overwrite: bool = False)
         (axes[0], "rho_median", r"median $\rho(G)$"),
         (axes[1], "strongest_kl", f"strongest-attack KL damage, eps {comp.eps:g}"),
     ):
-        curve = sorted((r for r in comp.rows if not r.mixup), key=lambda r: r.beta)
+        curve = sorted((r for r in comp.rows if r.defence == "none" and math.isfinite(r.beta)), key=lambda r: r.beta)
         if curve:
             ax.plot(
                 [r.test_mse for r in curve],
@@ -317,7 +325,7 @@ def write_comparison(comp: Comparison, out: str | Path, overwrite: bool = False)
                 label="beta runs",
             )
         for r in comp.rows:
-            marker = ("s", "tab:red") if r.mixup else ("o", "tab:blue")
+            marker = {"mixup": ("s", "tab:red"), "adversarial": ("^", "tab:green")}.get(r.defence, ("o", "tab:blue"))
             ax.plot(r.test_mse, getattr(r, attr), marker[0], color=marker[1], markersize=7)
             ax.annotate(
                 _label(r),
@@ -337,4 +345,4 @@ def write_comparison(comp: Comparison, out: str | Path, overwrite: bool = False)
 
 
 def _label(r: RunRow) -> str:
-    return f"{r.name} (beta {r.beta:g}{', mixup' if r.mixup else ''})"
+    return f"{r.name} (beta {r.beta:g}{'' if r.defence == 'none' else ', ' + r.defence})"
