@@ -251,7 +251,15 @@ class _Report:
         self._frontier_figures(measures)
 
     def _frontier_figures(self, measures: list[Measure]) -> None:
-        points = aggregate(self.all_rows)
+        everything = aggregate(self.all_rows)
+        groups = sorted({(p.dataset, p.model) for p in everything})
+        for dataset, model in groups:  # one set of figures per (dataset, model): a beta curve never mixes them
+            suffix = "" if len(groups) == 1 else f"_{dataset}_{model}".replace(":", "-").replace("/", "-")
+            where = "" if len(groups) == 1 else f" ({dataset}, {model})"
+            points = [p for p in everything if (p.dataset, p.model) == (dataset, model)]
+            self._frontier_group(measures, points, suffix, where)
+
+    def _frontier_group(self, measures: list[Measure], points: list[TrendPoint], suffix: str, where: str) -> None:
         epochs = sorted({p.epochs for p in points})
         label = lambda p: "no defence" if p.defence == "none" else p.defence  # noqa: E731
         if len(epochs) > 1:
@@ -266,8 +274,8 @@ class _Report:
                     lo.append(min(values))
                     hi.append(max(values))
                 panels[m.name] = lines
-            caption = "Each measure against the training length: median over seeds, bands spanning the seeds."
-            self.add(FRONTIER, "against_epochs", caption, _figures.against_epochs(panels))
+            caption = f"Each measure against the training length{where}: median over seeds, bands spanning the seeds."
+            self.add(FRONTIER, f"against_epochs{suffix}", caption, _figures.against_epochs(panels))
         shown = sorted({e for e in epochs if e in (20, self.final)} or {epochs[0], self.final})
         planes: dict[int, dict[str, _figures.Plane]] = {}
         for e in shown:
@@ -282,10 +290,10 @@ class _Report:
                 ys = [float(np.median([m.of(r) for r in p.runs])) for p in curve]
                 planes[e][m.name] = ([p.beta for p in curve], [p.test_mse for p in curve], ys, defended)
         caption = (
-            "The robustness-reconstruction plane: the beta curve (seed medians, labelled by beta) and every seed of "
-            "each defence; below the curve is beyond the frontier."
+            f"The robustness-reconstruction plane{where}: the beta curve (seed medians, labelled by beta) and every "
+            "seed of each defence; below the curve is beyond the frontier."
         )
-        self.add(FRONTIER, "frontier", caption, _figures.frontier_planes(planes))
+        self.add(FRONTIER, f"frontier{suffix}", caption, _figures.frontier_planes(planes))
 
     def validity(self) -> None:
         section = self.section("Do the scores predict the damage?")
