@@ -185,7 +185,7 @@ def test_verdict_follows_the_numbers(three_runs):
     mix.rho_median = 1e9
     assert "above (less robust than)" in verdict([b1, b4, mix])[0]
     assert "nothing to place" in verdict([b1, b4])[0]
-    assert "two runs without mixup" in verdict([b1, mix])[0]
+    assert "two runs without a defence" in verdict([b1, mix])[0]
 
 
 def test_compare_warns_on_different_datasets(three_runs, tmp_path):
