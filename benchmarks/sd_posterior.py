@@ -29,21 +29,13 @@ import numpy as np
 import sklearn.datasets
 import torch
 from PIL import Image
+from scale import SD_V1  # benchmarks/scale.py: this script runs from the same folder
 
 from vaelens import pullback_metric
 from vaelens.adapters import from_diffusers
 from vaelens.geometry import robustness_scores
 
-HALF_WIDTH_SD_V1 = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=4,
-    block_out_channels=(64, 128, 256, 256),
-    layers_per_block=2,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    norm_num_groups=32,
-)
+HALF_WIDTH_SD_V1 = {**SD_V1, "block_out_channels": (64, 128, 256, 256)}  # scale.py's config at half width
 
 
 def crops(n: int, size: int) -> torch.Tensor:

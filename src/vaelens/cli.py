@@ -268,10 +268,13 @@ MODEL_HELP = (
     "Any VAE instead of a run: diffusers:DIR (save_pretrained folder, or a pipeline with vae/), pythae:DIR "
     "(model.save folder) or python:MODULE:FUNCTION (imports and runs that code of yours)."
 )
-PICKLE_HELP = (
-    "Allow pickled model files (pythae custom networks, diffusers .bin weights). Unpickling runs any code "
-    "the file holds: only for files you trust."
+ALLOW_PICKLE = typer.Option(
+    "--allow-pickle",
+    help="Allow pickled model files (pythae custom networks, diffusers .bin weights). Unpickling runs any code "
+    "the file holds: only for files you trust.",
 )
+IMAGE_SIZE = typer.Option(help="Side of folder: images (default: the model's).")
+CHANNELS = typer.Option(help="1 or 3, for folder: images (default: the model's).")
 
 
 class Source(NamedTuple):
@@ -343,9 +346,9 @@ def audit(
     memory_gb: Annotated[
         float, typer.Option(help="Memory the exact spectrum may use (auto then picks Lanczos).")
     ] = 2.0,
-    image_size: Annotated[int | None, typer.Option(help="Side of folder: images (default: the model's).")] = None,
-    channels: Annotated[int | None, typer.Option(help="1 or 3, for folder: images (default: the model's).")] = None,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
+    image_size: Annotated[int | None, IMAGE_SIZE] = None,
+    channels: Annotated[int | None, CHANNELS] = None,
+    allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -399,9 +402,9 @@ def attack(
     out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/attack-METHOD).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
-    image_size: Annotated[int | None, typer.Option(help="Side of folder: images (default: the model's).")] = None,
-    channels: Annotated[int | None, typer.Option(help="1 or 3, for folder: images (default: the model's).")] = None,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
+    image_size: Annotated[int | None, IMAGE_SIZE] = None,
+    channels: Annotated[int | None, CHANNELS] = None,
+    allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -457,9 +460,9 @@ def compare(
     batch_size: Annotated[int, typer.Option()] = 250,
     seed: Annotated[int, typer.Option()] = 0,
     dataset: Annotated[str | None, typer.Option(help="Data set (default: the first run's own).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Side of folder: images (default: the model's).")] = None,
-    channels: Annotated[int | None, typer.Option(help="1 or 3, for folder: images (default: the model's).")] = None,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
+    image_size: Annotated[int | None, IMAGE_SIZE] = None,
+    channels: Annotated[int | None, CHANNELS] = None,
+    allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -597,7 +600,7 @@ def protect(
     ] = True,
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help=PICKLE_HELP)] = False,
+    allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:

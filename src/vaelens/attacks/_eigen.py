@@ -17,7 +17,7 @@ from vaelens._errors import VaelensError
 from vaelens._protocol import Kind, Norm, Objective
 from vaelens.attacks._base import Attack, best_of
 from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
-from vaelens.geometry import KINDS, METHODS, Method, pullback_metric
+from vaelens.geometry import KINDS, Method, check_method, pullback_metric
 
 
 class EigenAttack(Attack):
@@ -58,8 +58,7 @@ class EigenAttack(Attack):
         iters: int = 30,
     ) -> None:
         super().__init__(model, eps, norm, seed=None)
-        if method not in METHODS:
-            raise VaelensError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        check_method(method)
         if kind not in KINDS:
             raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
         if not isinstance(directions, int) or directions < 1:

@@ -25,13 +25,13 @@ from vaelens.evaluation._probe import SCALES, ProbeResult, Scale, eigen_probe
 from vaelens.geometry import (
     DEFAULT_MEMORY_BUDGET_GB,
     KINDS,
-    METHODS,
     NORMALIZATIONS,
     Method,
     Normalization,
     PullbackMetric,
     Scores,
     Spectrum,
+    check_method,
     pullback_metric,
     robustness_scores,
 )
@@ -89,8 +89,7 @@ class AuditConfig:
             raise VaelensError(f"normalize must be one of {NORMALIZATIONS}; got {self.normalize!r}")
         if self.probe_scale not in SCALES:
             raise VaelensError(f"probe_scale must be one of {SCALES}; got {self.probe_scale!r}")
-        if self.method not in METHODS:
-            raise VaelensError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        check_method(self.method)
         if self.iters < 1 or not self.memory_budget_gb > 0:
             raise VaelensError(
                 f"iters must be >= 1 and memory_budget_gb > 0; got {self.iters} and {self.memory_budget_gb}"

@@ -28,7 +28,7 @@ from vaelens._protocol import is_deterministic, model_input_shape
 from vaelens.data import load_dataset, sample_shape, take
 from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, reconstruction_quality
 from vaelens.experiments._analysis import against_curve, position_phrase
-from vaelens.experiments._models import default_dataset, is_run_spec, load_model
+from vaelens.experiments._models import default_dataset, folder_image_shape, is_run_spec, load_model
 from vaelens.experiments._runs import parse_run_ref
 from vaelens.experiments._schema import strongest_of
 from vaelens.training import read_config
@@ -181,9 +181,9 @@ def compare_runs(
         c = read_config(parse_run_ref(first.spec)[0])
         data = load_dataset(name, "test", c.data_root, image_size or c.image_size, channels or c.image_channels)
     else:
-        shape = first.shape
-        size = image_size or (shape[-1] if shape else 64)
-        data = load_dataset(name, "test", None, size, channels or (shape[0] if shape else 3))
+        held = loaded[0][1]
+        assert held is not None  # a spec that is not a run was loaded by _entry
+        data = load_dataset(name, "test", None, *folder_image_shape(held, image_size, channels))
     shape = sample_shape(data)
     for e in entries:
         if e.shape is not None and tuple(e.shape) != shape:

@@ -29,6 +29,7 @@ from vaelens._errors import VaelensError
 from vaelens._protocol import model_input_shape, prepare_inputs, resolve_device
 from vaelens.adapters import adapt, load_pythae, require_extra
 from vaelens.data import OFFLINE, load_dataset, sample_shape, take
+from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref
 
 PREFIXES = ("diffusers", "pythae", "python")
@@ -153,6 +154,13 @@ def default_dataset(model: torch.nn.Module) -> str:
     )
 
 
+def folder_image_shape(model: torch.nn.Module, image_size: int | None, channels: int | None) -> tuple[int, int]:
+    """(side, channels) of folder: images for a model: as given, else the model's own (64 and its
+    ``image_channels`` when it takes any size)."""
+    shape = model_input_shape(model)
+    return image_size or (shape[-1] if shape else 64), channels or image_channels(model)
+
+
 def load_model_inputs(
     spec: str,
     dataset: str | None = None,
@@ -175,9 +183,6 @@ def load_model_inputs(
         raise VaelensError(f"n (inputs to evaluate, --n) must be >= 1; got {n}")
     model = load_model(spec, device, allow_pickle)
     name = dataset or default_dataset(model)
-    shape = model_input_shape(model)
-    size = image_size or (shape[-1] if shape else 64)
-    chans = channels or (shape[0] if shape else getattr(model, "input_channels", None) or 3)
-    x, labels = take(load_dataset(name, split, None, size, chans), n)
+    x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels)), n)
     prepare_inputs(model, x[:1])  # a data set that does not fit the model fails here, in one line
     return RunInputs(model, name, x, labels)

@@ -17,6 +17,7 @@ from vaelens.geometry._metric import (
     Method,
     PullbackMetric,
     Spectrum,
+    check_method,
     pullback_metric,
 )
 from vaelens.geometry._scores import NORMALIZATIONS, Normalization, Scores, robustness_scores
@@ -36,6 +37,7 @@ __all__ = [
     "Spectrum",
     "VmapFallbackWarning",
     "batched_jacobian",
+    "check_method",
     "decoder_jacobian",
     "encoder_jacobians",
     "eval_mode",

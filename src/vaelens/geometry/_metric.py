@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -40,6 +40,13 @@ METHODS: tuple[Method, ...] = ("auto", "exact", "lanczos")
 DEFAULT_MEMORY_BUDGET_GB = 2.0  # what the exact path may use before "auto" switches to Lanczos
 _EXACT_OVERHEAD = 3  # the factor, the Gram product's workspace and the batched Jacobian's buffers
 _noted: set[tuple[str, tuple[int, ...], str]] = set()
+
+
+def check_method(method: str) -> Method:
+    """A spectrum method name, checked: "auto", "exact" or "lanczos"."""
+    if method not in METHODS:
+        raise VaelensError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return cast(Method, method)
 
 
 class LanczosNotice(UserWarning):
@@ -201,8 +208,7 @@ class PullbackMetric:
     def resolve_method(self, method: Method) -> Literal["exact", "lanczos"]:
         """The method ``method`` stands for: "auto" is exact when the factor is already computed or
         fits the memory budget, else Lanczos, which it says once per model and input shape."""
-        if method not in METHODS:
-            raise VaelensError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        method = check_method(method)
         if method != "auto":
             return method
         if self._factor is not None or self.exact_bytes() <= self.memory_budget_gb * 2**30:
