@@ -17,7 +17,9 @@ from vaelens.evaluation import (
     EVALUATED,
     ProtectConfig,
     RandomTransform,
+    _images,
     _protect,
+    _protect_writer,
     _transforms,
     evaluation_transforms,
     fit_model,
@@ -282,8 +284,8 @@ def test_bad_inputs(model, tmp_path):
 def test_outputs_and_summary(model, tmp_path):
     images_dir = tmp_path / "in"
     images_dir.mkdir()
-    _protect.write_png(images_dir / "a.png", image(16, 16))
-    _protect.write_png(images_dir / "b.png", image(24, 16, seed=2))
+    _images.write_png(images_dir / "a.png", image(16, 16))
+    _images.write_png(images_dir / "b.png", image(24, 16, seed=2))
     config = ProtectConfig(**FAST)
     results = protect(model, read_images(images_dir), config, progress=False)
     out = tmp_path / "out"
@@ -336,14 +338,14 @@ def test_cli_end_to_end(run_cli, tmp_path):
     images.mkdir()
     originals = {"a.png": image(16, 24), "b.jpg": image(13, 20, seed=1)}
     for name, pixels in originals.items():
-        _protect.write_png(images / name, pixels)  # b.jpg holds PNG bytes: Pillow reads it by content
+        _images.write_png(images / name, pixels)  # b.jpg holds PNG bytes: Pillow reads it by content
     out = tmp_path / "out"
     args = ["protect", "--model", spec, "--images", images, "--out", out, "--steps", "10", "--eot-samples", "2"]
     code, stdout, stderr = run_cli(*args, "--robust", "jpeg,blur", "--quiet")
     assert code == 0, stderr
     assert "held after: jpeg" in stdout and "vae" in stdout
     for name, pixels in originals.items():
-        written = read_image(out / _protect.output_name(name))
+        written = read_image(out / _protect_writer.output_name(name))
         assert written.shape == pixels.shape and (written.int() - pixels.int()).abs().max() <= 8
     summary = json.loads((out / "summary.json").read_text())
     assert summary["protect"]["robust"] == ["jpeg", "blur"] and summary["n"] == 2
@@ -367,8 +369,8 @@ def test_cli_bad_inputs_are_one_line(run_cli, tmp_path, monkeypatch, extra, mess
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tinyvae.py").write_text(MODEL_FILE)
     (tmp_path / "images").mkdir()
-    _protect.write_png(tmp_path / "images" / "a.png", image(16, 16))
-    _protect.write_png(tmp_path / "mask.png", image(8, 8, 1))
+    _images.write_png(tmp_path / "images" / "a.png", image(16, 16))
+    _images.write_png(tmp_path / "mask.png", image(8, 8, 1))
     args = ["protect", "--model", "python:tinyvae.py:make", "--images", "images", "--out", "out", "--quiet"]
     code, _, stderr = run_cli(*args, *extra)
     assert code == 2 and message in stderr and "Traceback" not in stderr

@@ -44,11 +44,15 @@ def read_marker(out: Path) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
-def claim_output(out: str | Path, command: str, config: dict[str, Any], overwrite: bool = False) -> Path:
+def claim_output(
+    out: str | Path, command: str, config: dict[str, Any], overwrite: bool = False, files: list[str] | None = None
+) -> Path:
     """Make ``out`` this command's output directory, before any computation; return it.
 
     The same command with the same config may write again (it resumes or repeats); anything else
-    needs ``overwrite=True``, which first removes the files the previous owner recorded.
+    needs ``overwrite=True``, which first removes the files the previous owner recorded. ``files``:
+    the names the command is about to write, recorded in the marker from the start, so that a
+    rerun after a kill knows them for its own.
     """
     out = check_out_path(out)
     config = json_safe(config)
@@ -72,7 +76,8 @@ def claim_output(out: str | Path, command: str, config: dict[str, Any], overwrit
     try:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out)
-        write_json(out / MARKER, {"command": command, "config": config, "complete": False})
+        planned = {"files": sorted(set(files))} if files is not None else {}
+        write_json(out / MARKER, {"command": command, "config": config, "complete": False, **planned})
     except OSError as e:
         raise filesystem_error(e, out) from None
     return out

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaelens._errors import Interrupted, VaelensError
-from vaelens._outputs import claim_output, filesystem_error
+from vaelens._outputs import check_out_path, claim_output, filesystem_error
 from vaelens.attacks import Damage
 from vaelens.evaluation import (
     SUMMARY_STATS,
@@ -29,12 +29,13 @@ from vaelens.evaluation import (
     attack_output,
     attack_sweep,
     audit_output,
+    check_inputs,
+    check_not_images,
     choose_targets,
+    claim_protection,
     held_counts,
-    image_channels,
-    protect_output,
     read_image,
-    read_images,
+    read_image_files,
     write_attack_report,
     write_audit,
     write_protection,
@@ -587,7 +588,8 @@ def protect(
         Path | None, typer.Option(help="Target image, resized to each image (default: flat gray).")
     ] = None,
     mask: Annotated[
-        Path | None, typer.Option(help="Mask of the images' size: white pixels may change, black ones stay.")
+        Path | None,
+        typer.Option(help="Mask of the images' size: white pixels may change by eps, gray by a share, black stay."),
     ] = None,
     eps: Annotated[float, typer.Option(help="L-inf budget in 8-bit units (8 means 8/255).")] = 8.0,
     steps: Annotated[int, typer.Option(help="Auto-PGD steps per image.")] = 200,
@@ -608,15 +610,18 @@ def protect(
     at their own size, whose codes are pulled towards a target's, and check what survives."""
     kinds = tuple(cast(Any, k.strip()) for k in robust.split(",") if k.strip())  # names checked by the config
     config = ProtectConfig(eps=eps, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate, seed=seed)
+    check_not_images(out, images)  # the originals are never written, with or without --overwrite
+    check_out_path(out)
+    files = read_image_files(images)
+    goal = read_image(target) if target is not None else None
+    keep = read_image(mask, 1)[0].float() / 255 if mask is not None else None  # (H, W): each pixel's share of eps
     vae = load_model(model, device, allow_pickle)
-    channels = image_channels(vae)
-    pictures = read_images(images, channels)
-    goal = read_image(target, channels) if target is not None else None
-    keep = read_image(mask, 1)[0] >= 128 if mask is not None else None  # (H, W)
+    pictures = {name: f.pixels for name, f in files.items()}
+    check_inputs(vae, pictures, keep)  # every image against the model, before anything is claimed
     meta = {"model": model, "images": str(images), "target": target and str(target), "mask": mask and str(mask)}
-    claim_output(out, "protect", protect_output(config, meta), overwrite)  # refuse before computing
+    claim_protection(out, list(pictures), config, meta, overwrite)  # refuse before computing
     results = run_protect(vae, pictures, config, goal, keep, progress=not quiet)
-    paths = write_protection(results, out, config, meta, overwrite)
+    paths = write_protection(results, out, config, meta, overwrite, sources=files)
     table = Table(title=f"protection of {len(results)} images (eps {eps:g}/255)")
     for column in ("image", "size", "distance before", "after", "recon PSNR", "perturbation PSNR"):
         table.add_column(column, justify="left" if column == "image" else "right", no_wrap=True)

@@ -56,15 +56,21 @@ def auto_pgd(
     ``transform`` (expectation over transformation, docs/method.md section 9): the objective is
     the mean of D(transform(x + delta), ref) over ``samples`` calls, each a fresh random draw of
     the callable, (B, *s) -> (B, *s) and differentiable (or straight-through). The best point is
-    then chosen by that noisy estimate. ``mask`` (broadcastable to x, values in [0, 1]) multiplies
-    the perturbation: where it is 0 the input is never changed.
+    then chosen by that noisy estimate. ``mask`` (broadcastable to x, values in [0, 1]) weights
+    each pixel's budget: the perturbation is ``mask * u`` with u in the eps-ball, so a pixel with
+    mask 0.5 may move half as far (L-inf) and one with mask 0 never moves. The weight is applied
+    once: projecting twice gives the same point, so a fractional mask does not shrink the
+    perturbation step after step.
     """
     sign = 1.0 if maximize else -1.0
     view = (-1, *[1] * (x.dim() - 1))
 
     def proj(xa: torch.Tensor) -> torch.Tensor:
-        delta = project(xa - x, eps, norm)
-        return (x + (delta if mask is None else delta * mask)).clamp(0, 1)
+        if mask is None:
+            return (x + project(xa - x, eps, norm)).clamp(0, 1)
+        weight = mask.expand_as(x)  # (B, *s)
+        u = torch.where(weight > 0, (xa - x) / weight.clamp(min=1e-12), 0.0)  # (B, *s), in the unweighted ball
+        return (x + weight * project(u, eps, norm)).clamp(0, 1)
 
     def value_and_grad(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xa = xa.detach().requires_grad_(True)

@@ -33,8 +33,9 @@ class TargetedAttack(Attack):
             straight-through; the objective becomes its expectation over ``samples`` draws per
             step (EOT, docs/method.md section 9). Default None.
         samples: draws of ``transform`` per step, default 1.
-        mask: optional tensor broadcastable to x with values in [0, 1] that multiplies the
-            perturbation; 0 leaves a pixel unchanged. Default None (every pixel may move).
+        mask: optional tensor broadcastable to x with values in [0, 1] that weights each
+            pixel's budget (the perturbation is mask * u, u in the eps-ball); 0 leaves a pixel
+            unchanged. Default None (every pixel may move by the full budget).
 
     Examples::
 

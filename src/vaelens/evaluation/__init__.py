@@ -4,6 +4,7 @@ functions over (model, x): nothing here knows of run directories; the ``write_*`
 their results into a directory given.
 """
 
+from vaelens.adapters import fit_model, image_channels
 from vaelens.evaluation._attacks import (
     METHODS,
     AttackSpec,
@@ -16,20 +17,23 @@ from vaelens.evaluation._attacks import (
     write_attack_report,
 )
 from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
+from vaelens.evaluation._images import ImageFile, read_image, read_image_file, read_image_files, read_images
 from vaelens.evaluation._probe import ProbeResult, eigen_probe
 from vaelens.evaluation._protect import (
     ProtectConfig,
     Protection,
     TransformCheck,
-    fit_model,
-    held_counts,
+    check_inputs,
     holds,
-    image_channels,
     protect,
     protect_image,
+)
+from vaelens.evaluation._protect_writer import (
+    check_not_images,
+    claim_protection,
+    held_counts,
+    protect_columns,
     protect_output,
-    read_image,
-    read_images,
     write_protection,
 )
 from vaelens.evaluation._quality import Quality, reconstruction_quality
@@ -46,6 +50,7 @@ __all__ = [
     "AuditConfig",
     "AuditResult",
     "ProbeResult",
+    "ImageFile",
     "ProtectConfig",
     "Protection",
     "Quality",
@@ -56,7 +61,10 @@ __all__ = [
     "audit_output",
     "audit",
     "auddc",
+    "check_inputs",
+    "check_not_images",
     "choose_targets",
+    "claim_protection",
     "eigen_probe",
     "evaluation_transforms",
     "fit_model",
@@ -64,9 +72,12 @@ __all__ = [
     "holds",
     "image_channels",
     "protect",
+    "protect_columns",
     "protect_image",
     "protect_output",
     "read_image",
+    "read_image_file",
+    "read_image_files",
     "read_images",
     "reconstruction_quality",
     "write_attack_report",
