@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vaelens._configs import check_fields, check_unique
@@ -221,6 +220,8 @@ def _target_image(target: torch.Tensor | None, shape: tuple[int, ...]) -> torch.
         return torch.full((1, *shape), GRAY)
     if target.shape[0] != shape[0]:
         raise VaelensError(f"the target image has {target.shape[0]} channels but the images have {shape[0]}")
+    import torchvision.transforms.functional as TF  # seconds to import: on first use
+
     resized = TF.resize(target[None].float() / 255, list(shape[-2:]), antialias=True)
     return resized.clamp(0, 1)
 
