@@ -14,14 +14,14 @@ import dataclasses
 import functools
 import typing
 from collections.abc import Hashable
-from typing import Any, Literal, TypeVar, cast
-
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from vaelens._errors import VaelensError
 
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
 C = TypeVar("C")
-_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 def from_dict(cls: type[C], d: dict[str, Any], what: str) -> C:
@@ -46,12 +46,15 @@ def _adapters(cls: Any) -> dict[str, TypeAdapter]:
     Fields typed with ``Literal`` are left to the config's own check, which names the choices in
     the project's words ("unknown metric kind 'x'; choose one of ...").
     """
+    from pydantic import ConfigDict, TypeAdapter  # a tenth of a second to import: on the first config
+
+    strict = ConfigDict(strict=True, allow_inf_nan=False)
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if not _has_literal(tp) and typing.get_origin(tp) is not typing.ClassVar:
-            out[f.name] = TypeAdapter(tp, config=_STRICT) if not _is_dataclass_type(tp) else TypeAdapter(tp)
+            out[f.name] = TypeAdapter(tp, config=strict) if not _is_dataclass_type(tp) else TypeAdapter(tp)
     return out
 
 
@@ -72,6 +75,8 @@ def check_fields(obj: Any) -> None:
     Lists are stored as tuples. A wrong type or a non-finite number raises ``VaelensError``
     naming the config and the field.
     """
+    from pydantic import ValidationError
+
     name = type(obj).__name__
     for field, adapter in _adapters(cast(Hashable, type(obj))).items():
         value = _tuples(getattr(obj, field))

@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple, NoReturn, ParamSpec, cast
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, NoReturn, ParamSpec, cast
 
 import typer
 from rich.console import Console
@@ -19,49 +19,13 @@ from rich.table import Table
 from rich.text import Text
 
 from vaelens._errors import Interrupted, VaelensError
-from vaelens._outputs import check_out_path, claim_output, filesystem_error
-from vaelens.attacks import Damage
-from vaelens.evaluation import (
-    SUMMARY_STATS,
-    AttackSpec,
-    AuditConfig,
-    ProtectConfig,
-    attack_output,
-    attack_sweep,
-    audit_output,
-    check_inputs,
-    check_not_images,
-    choose_targets,
-    claim_protection,
-    held_counts,
-    read_image,
-    read_image_files,
-    write_attack_report,
-    write_audit,
-    write_protection,
-)
-from vaelens.evaluation import audit as run_audit
-from vaelens.evaluation import protect as run_protect
-from vaelens.experiments import (
-    COMPARE_COLUMNS,
-    DatasetMismatchWarning,
-    RayOptions,
-    SweepConfig,
-    compare_output,
-    compare_runs,
-    is_run_spec,
-    load_model,
-    load_model_inputs,
-    output_dir,
-    run_demo,
-    run_info,
-    run_sweep,
-    write_comparison,
-    write_report,
-)
-from vaelens.models import ModelConfig
-from vaelens.training import DEFENCES, AdversarialConfig, MixupConfig, TrainConfig, input_shape_of
-from vaelens.training import train as run_training
+from vaelens._outputs import claim_output, filesystem_error
+
+# The library (torch and what it pulls) is imported inside each command, never here: `vaelens --help`,
+# `vaelens CMD --help` and a mistyped option then answer without importing torch (a test guards it).
+if TYPE_CHECKING:
+    from vaelens.evaluation import AuditConfig
+    from vaelens.models import ModelConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -125,6 +89,9 @@ def _model_config(
     image_size: int,
     image_channels: int,
 ) -> ModelConfig:
+    from vaelens.models import ModelConfig
+    from vaelens.training import input_shape_of
+
     shape = input_shape_of(dataset, data_root, image_size, image_channels)
     return ModelConfig(
         architecture=model,
@@ -195,6 +162,9 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a beta-VAE and write config, checkpoints and per-epoch metrics into OUT."""
+    from vaelens.training import DEFENCES, AdversarialConfig, MixupConfig, TrainConfig
+    from vaelens.training import train as run_training
+
     if mixup and defence not in ("none", "mixup"):
         raise VaelensError(f"--mixup is --defence mixup; it cannot be combined with --defence {defence}")
     defence = "mixup" if mixup else defence
@@ -235,6 +205,8 @@ def train(
 
 
 def _print_info(run: Path) -> None:
+    from vaelens.experiments import run_info
+
     info = run_info(run)
     table = Table(title=f"vaelens run {info['run']}", show_header=False)
     table.add_column("setting", style="bold")
@@ -258,6 +230,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print a run's config and final metrics."""
+    from vaelens.experiments import run_info
+
     if as_json:
         typer.echo(json.dumps(run_info(run), indent=2))
     else:
@@ -285,6 +259,8 @@ class Source(NamedTuple):
     meta: dict[str, str]
 
     def out(self, name: str) -> Path:
+        from vaelens.experiments import is_run_spec, output_dir
+
         return output_dir(self.spec, name) if is_run_spec(self.spec) else Path(f"vaelens-{name}")
 
 
@@ -301,6 +277,10 @@ def _audit_run(source: Source, config: AuditConfig, dataset: str | None, split: 
                quiet: bool, overwrite: bool, image_size: int | None = None, channels: int | None = None,
                allow_pickle: bool = False) -> None:  # fmt: skip
     """Audit a model on the first n inputs of a split; write files, print a table."""
+    from vaelens.evaluation import SUMMARY_STATS, audit_output, write_audit
+    from vaelens.evaluation import audit as run_audit
+    from vaelens.experiments import load_model_inputs
+
     spec = source.spec
     model, name, x, labels = load_model_inputs(spec, dataset, split, n, device, image_size, channels, allow_pickle)
     meta = {**source.meta, "dataset": name, "split": split}
@@ -354,6 +334,8 @@ def audit(
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
     """Score local robustness (spectral radius, entropy, ...) of a trained VAE on n inputs."""
+    from vaelens.evaluation import AuditConfig
+
     # the names are checked by the config, which is where every caller's strings are validated
     config = AuditConfig(
         kinds=tuple(cast(Any, k.strip()) for k in kind.split(",") if k.strip()),
@@ -410,6 +392,10 @@ def attack(
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
+    from vaelens.attacks import Damage
+    from vaelens.evaluation import AttackSpec, attack_output, attack_sweep, choose_targets, write_attack_report
+    from vaelens.experiments import load_model_inputs
+
     # the names are checked by AttackSpec and the attack it builds
     spec = AttackSpec(cast(Any, method), cast(Any, norm), cast(Any, objective), steps, restarts, cast(Any, kind),
                       directions, targeted, seed)  # fmt: skip
@@ -468,6 +454,14 @@ def compare(
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
     """Compare runs on robustness (rho(G), attack damage) against reconstruction; mixup vs the beta curve."""
+    from vaelens.experiments import (
+        COMPARE_COLUMNS,
+        DatasetMismatchWarning,
+        compare_output,
+        compare_runs,
+        write_comparison,
+    )
+
     runs = [*(runs or []), *(model or [])]
     if not runs:
         raise VaelensError("give the run directories to compare, or models with --model SPEC")
@@ -532,6 +526,8 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train, audit and attack a grid of runs (data sets x models x betas x mixup x seeds), resumably."""
+    from vaelens.experiments import RayOptions, SweepConfig, run_sweep
+
     flags = {
         "datasets": dataset and [d.strip() for d in dataset.split(",") if d.strip()],
         "models": model and [m.strip() for m in model.split(",") if m.strip()],
@@ -575,6 +571,8 @@ def report(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep directory written by `vaelens sweep`.")],
 ) -> None:
     """Write report.html (self-contained, figures embedded), the figures as PNG and trend.csv for a sweep."""
+    from vaelens.experiments import write_report
+
     path = write_report(sweep_dir)
     console.print(f"report written to {path}")
 
@@ -608,6 +606,20 @@ def protect(
 ) -> None:
     """Protect images against editing through a VAE (PhotoGuard's encoder attack): write copies,
     at their own size, whose codes are pulled towards a target's, and check what survives."""
+    from vaelens._outputs import check_out_path
+    from vaelens.evaluation import (
+        ProtectConfig,
+        check_inputs,
+        check_not_images,
+        claim_protection,
+        held_counts,
+        read_image,
+        read_image_files,
+        write_protection,
+    )
+    from vaelens.evaluation import protect as run_protect
+    from vaelens.experiments import load_model
+
     kinds = tuple(cast(Any, k.strip()) for k in robust.split(",") if k.strip())  # names checked by the config
     config = ProtectConfig(eps=eps, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate, seed=seed)
     check_not_images(out, images)  # the originals are never written, with or without --overwrite
@@ -649,6 +661,8 @@ def demo(
 ) -> None:
     """The main job, offline: MLP VAEs on mnist-5k at beta 0.1, 1, 4 and beta 1 with mixup; audit,
     attack, and write the report."""
+    from vaelens.experiments import run_demo
+
     result = run_demo(out, epochs, n, progress=not quiet)
     console.print(f"demo finished in {result.seconds:.0f} s; report: {result.report.resolve()}")
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from vaelens._divergences import gaussian_kl, gaussian_kl_parts, symmetric_kl
 from vaelens._errors import VaelensError
@@ -70,6 +69,9 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     scales = max(1, min(5, int(math.floor(math.log2((side - 1) / (kernel - 1)))) + 1 if side > kernel else 1))
     while scales > 1 and side // (scales - 1) ** 2 <= kernel - 1:  # torchmetrics' bound: 40 px take 4 scales, not 5
         scales -= 1
+    # torchmetrics pulls scipy.signal and matplotlib: seconds at start-up, so imported on first use
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
     betas = _MS_SSIM_BETAS[:scales]
     betas = tuple(beta / sum(betas) for beta in betas)
     return multiscale_structural_similarity_index_measure(

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import functional as tf
 
 from vaelens._errors import VaelensError
 
@@ -70,6 +69,8 @@ class ImageFileDataset(Dataset):
                 im = opened.convert("RGB" if self.channels == 3 else "L")
         except (OSError, UnidentifiedImageError) as e:
             raise VaelensError(f"cannot read image {self.paths[i]}: {e}; remove or replace it") from e
+        from torchvision.transforms import functional as tf  # torchvision is seconds to import: on first use
+
         if self.crop is not None:
             im = tf.center_crop(im, [self.crop, self.crop])
         im = tf.resize(im, self.size)

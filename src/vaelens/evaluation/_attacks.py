@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from vaelens._configs import check_fields, check_unique
 from vaelens._errors import VaelensError
@@ -257,6 +256,8 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: s
         rows = [xs, xa, decode(model, encode(model, xs).mu), decode(model, encode(model, xa).mu)]
     names = ["x", "x_adv", "recon(x)", "recon(x_adv)"]
     n = len(x)
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(1.3 * n, 5.6))
     axes = fig.subplots(4, n, squeeze=False)
     for r, (row, name) in enumerate(zip(rows, names, strict=True)):
@@ -325,6 +326,8 @@ def write_attack_report(
     if len(result.eps) > 1:
         summary["auddc"] = result.auddc()
         paths["damage_vs_eps"] = out / "damage_vs_eps.png"
+        from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
         fig = Figure(figsize=(10, 3.5))
         axes = fig.subplots(1, 3)
         for ax, n in zip(axes, ("kl", "recon_shift", "ms_ssim_recon"), strict=True):

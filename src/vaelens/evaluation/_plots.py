@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
 from vaelens._io import save_figure
 from vaelens._protocol import Kind
@@ -39,6 +37,8 @@ def as_image(t: torch.Tensor, signed: bool) -> tuple[np.ndarray, dict]:
 def histograms(columns: dict[str, dict[str, np.ndarray]], path: str | Path) -> None:
     """Histograms of rho(G) (log scale) and S for each metric kind: columns[kind][score]."""
     kinds = list(columns)
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(9, 3 * len(kinds)))
     axes = fig.subplots(len(kinds), 2, squeeze=False)
     for row, kind in zip(axes, kinds, strict=True):
@@ -48,6 +48,8 @@ def histograms(columns: dict[str, dict[str, np.ndarray]], path: str | Path) -> N
         row[0].hist(positive if len(positive) else rho, bins=bins, color="tab:red", alpha=0.8)
         if len(positive):
             row[0].set_xscale("log")
+            from matplotlib.ticker import NullFormatter
+
             row[0].xaxis.set_minor_formatter(NullFormatter())
         row[0].set_xlabel(r"spectral radius $\rho(G)$")
         row[0].set_title(f"{kind}: median {np.median(rho):.3g}")
@@ -66,6 +68,8 @@ def eigen_directions(
 ) -> None:
     """Inputs (n, *s) beside their top eigen-directions (n, K, *s), titled with lambda_j."""
     n, k = vectors.shape[:2]
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(1.6 * (k + 1), 1.7 * n))
     axes = fig.subplots(n, k + 1, squeeze=False)
     for i in range(n):
@@ -85,6 +89,8 @@ def eigen_directions(
 
 def probe_curves(probe, path: str | Path) -> None:
     """Mean reconstruction MSE against step size, one curve per direction, random dashed."""
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     t = probe.steps.numpy()

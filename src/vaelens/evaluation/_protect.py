@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torchvision.transforms.functional as TF
 
 from vaelens._configs import check_fields, check_unique
 from vaelens._errors import VaelensError
@@ -131,6 +130,8 @@ def _target_image(target: torch.Tensor | None, shape: tuple[int, ...]) -> torch.
     if target.shape[0] != shape[0] and {target.shape[0], shape[0]} != {1, 3}:
         raise VaelensError(f"the target image has {target.shape[0]} channels but the images have {shape[0]}")
     target = convert_channels(target, shape[0])
+    import torchvision.transforms.functional as TF  # seconds to import: on first use
+
     resized = TF.resize(target[None].float() / 255, list(shape[-2:]), antialias=True)
     return resized.clamp(0, 1)
 

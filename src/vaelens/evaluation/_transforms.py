@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 
 from vaelens.attacks import Reference
@@ -64,6 +63,8 @@ def _jpeg_one(pixels: np.ndarray, quality: int) -> np.ndarray:
 
 def resize(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Downscale by ``scale`` (antialiased bilinear) and upscale back to the original size."""
+    import torchvision.transforms.functional as TF  # seconds to import: on first use
+
     h, w = x.shape[-2:]
     small = TF.resize(x, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
     return TF.resize(small, [h, w], antialias=True).clamp(0, 1)
@@ -72,6 +73,8 @@ def resize(x: torch.Tensor, scale: float) -> torch.Tensor:
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur with standard deviation ``sigma`` pixels, kernel 2 ceil(3 sigma) + 1 wide
     (at most what reflection padding allows for the image's size)."""
+    import torchvision.transforms.functional as TF  # seconds to import: on first use
+
     side = min(x.shape[-2:])
     k = min(2 * math.ceil(3 * sigma) + 1, 2 * side - 1)
     return TF.gaussian_blur(x, [k, k], [sigma, sigma]) if k > 1 else x

@@ -18,7 +18,6 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
@@ -296,6 +295,8 @@ def write_comparison(comp: Comparison, out: str | Path, overwrite: bool = False)
     write_json(paths["json"], {"eps": comp.eps, "n": comp.n, "runs": records, "verdict": comp.verdict})
     write_text(paths["verdict"], "\n".join(comp.verdict) + "\n")
 
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     every = np.concatenate([r.rho for r in comp.rows])
@@ -308,6 +309,8 @@ def write_comparison(comp: Comparison, out: str | Path, overwrite: bool = False)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, paths["histograms"])
+
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
 
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)

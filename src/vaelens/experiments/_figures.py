@@ -6,11 +6,14 @@ No function here reads a file or decides what a sentence says; ``_report`` feeds
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from vaelens.experiments._analysis import TrendPoint, Validity
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _errorbar(ax, xs, mid, lo, hi, **kw) -> None:
@@ -20,6 +23,8 @@ def _errorbar(ax, xs, mid, lo, hi, **kw) -> None:
 
 def beta_trends(curves: dict[tuple[str, str], list[TrendPoint]], entropy_spread: dict) -> Figure:
     """Median rho(G) and entropy S against beta: medians over seeds, bars spanning the seeds."""
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(11, 4))
     ax_rho, ax_s = fig.subplots(1, 2)
     for (dataset, model), curve in curves.items():
@@ -43,6 +48,8 @@ def beta_trends(curves: dict[tuple[str, str], list[TrendPoint]], entropy_spread:
 
 def probe(panels: Sequence[tuple[str, list[dict[str, str]]]]) -> Figure:
     """Reconstruction error along the top eigen-directions and a random one, one panel per run."""
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(4.2 * len(panels), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (title, rows) in zip(axes, panels, strict=True):
@@ -60,6 +67,8 @@ def probe(panels: Sequence[tuple[str, list[dict[str, str]]]]) -> Figure:
 
 def histograms(data: dict[str, np.ndarray]) -> Figure:
     """Step histograms of rho(G) on a shared log grid, one per label."""
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     every = np.concatenate(list(data.values()))
@@ -79,6 +88,8 @@ def mixup_plane(points: Sequence[TrendPoint], damage: Sequence[tuple[float, floa
     ``damage[i]`` is (median, min, max) over seeds of point i's headline KL damage (the strongest
     attack's).
     """
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(11, 4))
     ax_r, ax_d = fig.subplots(1, 2)
     groups: dict[tuple[str, str], list[int]] = {}
@@ -106,6 +117,8 @@ def mixup_plane(points: Sequence[TrendPoint], damage: Sequence[tuple[float, floa
 
 def damage_vs_eps(curves: dict[str, dict[str, list[float]]], eps: Sequence[float]) -> Figure:
     """Mean KL damage against eps per attack method; ``curves[method][label]`` is one line."""
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(3.2 * len(curves), 3.8))
     axes = fig.subplots(1, len(curves), sharey=True)
     for ax, (method, lines) in zip(np.atleast_1d(axes), curves.items(), strict=True):
@@ -120,6 +133,8 @@ def damage_vs_eps(curves: dict[str, dict[str, list[float]]], eps: Sequence[float
 
 def validity(v: Validity, eps: float) -> Figure:
     """Heat map of the per-run Spearman correlation of each score with the headline damage."""
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(1.3 * len(v.scores) + 3, 0.45 * len(v.runs) + 2))
     ax = fig.subplots()
     im = ax.imshow(v.within, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
@@ -141,6 +156,8 @@ def against_epochs(panels: dict[str, dict[str, Band]]) -> Figure:
 
     ``panels[measure][configuration]`` is (epochs, median, min, max) over seeds.
     """
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(3.6 * len(panels), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (measure, lines) in zip(axes, panels.items(), strict=True):
@@ -163,6 +180,8 @@ def frontier_planes(planes: dict[int, dict[str, Plane]]) -> Figure:
     """The robustness-reconstruction plane: ``planes[epochs][measure]`` is one panel, the beta curve
     as a line and each seed of each defence as a marker."""
     rows, cols = len(planes), max(len(v) for v in planes.values())
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(3.6 * cols, 3.3 * rows))
     axes = np.atleast_2d(fig.subplots(rows, cols))
     markers = {"mixup": ("s", "tab:red"), "adversarial": ("^", "tab:green")}

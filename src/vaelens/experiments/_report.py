@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from vaelens._errors import VaelensError
 from vaelens._io import read_json, remove_stale_temps, save_figure, write_csv, write_text
@@ -35,6 +34,9 @@ from vaelens.experiments._analysis import (
 )
 from vaelens.experiments._html import FigureRef, Page, Section, Table, render
 from vaelens.experiments._schema import HEADLINE, REPORTED_METHODS, ResultRow, damage_column, read_csv, read_samples
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # the headline damage, named wherever it is shown
 STRONGEST = "the strongest attack (per input, the most damaging of EigenAttack, PGD and APGD)"

@@ -9,6 +9,7 @@ plain autograd: one backward pass per output row.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -20,14 +21,21 @@ from torch.func import jacfwd, jacrev, jvp, vjp, vmap
 from vaelens._errors import VaelensError
 from vaelens._protocol import decode, encode, eval_mode
 
-# torch's forward-mode AD imports this module lazily on the first JVP, and some torch releases warn
-# there about their own use of torch.jit. Import it now, quietly, so users never see that warning.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
-    try:
-        import torch._decomp.decompositions_for_jvp  # noqa: F401
-    except ImportError:  # pragma: no cover - a torch without it needs nothing
-        pass
+
+@functools.cache
+def _forward_mode_ready() -> None:
+    """Import torch's decompositions for forward-mode AD quietly, once, before the first JVP.
+
+    torch imports the module lazily on the first JVP, and some torch releases warn there about their
+    own use of torch.jit; importing it here hides that warning. It is not imported at start-up
+    (a quarter of a second) because most commands never take a JVP.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+        except ImportError:  # pragma: no cover - a torch without it needs nothing
+            pass
 
 
 class EncoderJacobians(NamedTuple):
@@ -112,6 +120,8 @@ def batched_jacobian(
 
     failure: Exception | None = None
     modes: list[Callable[..., Callable]] = [jacrev] if m <= d else [jacfwd, jacrev]
+    if m > d:
+        _forward_mode_ready()
     for mode in modes:  # reverse mode where forward mode is missing
         try:
             jac, value = vmap(mode(single, has_aux=True), chunk_size=chunk_size)(x)
@@ -190,6 +200,7 @@ def forward_product(
     A model that neither mode can differentiate gets a one-line ``VaelensError`` naming the
     operation torch named.
     """
+    _forward_mode_ready()
     try:
         return jvp(f, (x,), (v,))[1]
     except (NotImplementedError, RuntimeError) as first:

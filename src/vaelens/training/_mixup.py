@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
-from scipy.special import betaincinv
 
 from vaelens._configs import check_fields, from_dict
 from vaelens._errors import VaelensError
@@ -120,6 +119,8 @@ def draw_mixing(
     alpha is drawn by inverting the Beta CDF at uniforms from the generator, since
     ``torch.distributions.Beta`` cannot take one; that keeps training deterministic for a seed.
     """
+    from scipy.special import betaincinv  # scipy only where mixup trains
+
     u = torch.rand(batch if config.per_sample else 1, generator=generator, dtype=torch.float64)
     alpha = torch.as_tensor(betaincinv(config.alpha, config.alpha, u.numpy()), dtype=torch.float32)
     perm = torch.randperm(batch, generator=generator)
