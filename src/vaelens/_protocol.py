@@ -60,6 +60,26 @@ def decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def check_runs(model: torch.nn.Module, x: torch.Tensor, what: str, fix: str) -> torch.Tensor:
+    """Run the model once, decode(encode(x).mu) without gradients, and return the reconstruction.
+
+    A model of the user's that raises anything on x (its own code, or a shape it cannot take) is
+    one line here, naming ``what`` the model was given and ``fix``, instead of a traceback from
+    deep inside an audit or an attack. Running out of memory is left to the caller's handler.
+    """
+    try:
+        with torch.no_grad():
+            return decode(model, encode(model, x).mu)
+    except VaelensError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's model may raise anything
+        if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+            raise
+        msg = " ".join(str(e).split())[:160]
+        name = getattr(model, "name", None) or type(model).__name__
+        raise VaelensError(f"{name} fails on {what}: {type(e).__name__}: {msg}; {fix}") from None
+
+
 def check_finite(t: torch.Tensor, what: str) -> None:
     """Refuse NaN and Inf where they enter: weights at load time, model outputs before a solver."""
     if not bool(torch.isfinite(t).all()):

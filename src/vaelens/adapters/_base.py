@@ -21,12 +21,15 @@ from typing import Any
 import torch
 
 from vaelens._errors import VaelensError
+from vaelens._network import bound_hub_waits
 
 EXTRAS = {"diffusers": "diffusers", "pythae": "pythae", "monai": "monai"}
 
 
 def require_extra(module: str) -> ModuleType:
     """Import an optional dependency, or fail in one line naming the ``pip install`` that adds it."""
+    if module.split(".")[0] in ("diffusers", "huggingface_hub"):
+        bound_hub_waits()  # any hub download they make is bounded (vaelens._network)
     try:
         return importlib.import_module(module)
     except ImportError:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Posterior, decode, encode, model_dtype_device, model_input_shape
+from vaelens._protocol import Posterior, check_runs, decode, encode, model_dtype_device, model_input_shape
 
 LUMA = (0.299, 0.587, 0.114)  # Pillow's RGB -> L weights
 
@@ -79,17 +79,8 @@ def _probe(model: torch.nn.Module, shape: tuple[int, ...], name: str) -> None:
     one line naming the image, instead of inside the attack."""
     dtype, device = model_dtype_device(model)
     x = torch.full((1, *shape), 0.5, dtype=dtype, device=device)  # (1, C, H, W)
-    try:
-        with torch.no_grad():
-            y = decode(model, encode(model, x).mu)  # (1, C, H, W)
-    except VaelensError:
-        raise
-    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
-        msg = " ".join(str(e).split())[:160]
-        raise VaelensError(
-            f"the model cannot take {name} ({_size(shape)}): {type(e).__name__}: {msg}; resize the image, "
-            "or give the model an input_shape or size_multiple attribute"
-        ) from None
+    fix = "resize the image, or give the model an input_shape or size_multiple attribute"
+    y = check_runs(model, x, f"{name} ({_size(shape)})", fix)  # (1, C, H, W)
     if tuple(y.shape[1:]) != tuple(shape):
         raise VaelensError(
             f"the model reconstructs {name} ({_size(shape)}) as {_size(tuple(y.shape[1:]))}; it cannot "
@@ -136,6 +127,5 @@ def _fit(model: torch.nn.Module, shape: tuple[int, ...], channels: int, name: st
         fitted = model
     else:
         fitted = Padded(model, (shape[0], h, w), channels, multiple)
-    if fixed is None:
-        _probe(fitted, tuple(shape), name)
+    _probe(fitted, tuple(shape), name)
     return fitted

@@ -16,6 +16,7 @@ fit the protocol:
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -108,37 +109,55 @@ def load_pythae(folder: str | Path, allow_pickle: bool = False) -> torch.nn.Modu
     cloudpickle files (encoder.pkl, decoder.pkl): loading those executes whatever code they hold,
     so they are refused unless ``allow_pickle=True``.
     """
-    pythae = require_extra("pythae")
+    require_extra("pythae")
+    models = require_extra("pythae.models")  # `import pythae` does not import pythae.models
     folder = Path(folder)
     config_path = folder / "model_config.json"
     if not config_path.is_file():
         raise VaelensError(f"{folder} holds no model_config.json; give a folder written by a pythae model's .save()")
     pickled = [name for name in PICKLED if (folder / name).exists()]
-    if pickled:
-        if not allow_pickle:
-            raise VaelensError(
-                f"{folder} stores custom networks as pickles ({', '.join(pickled)}); loading them runs any code "
-                "they hold. Only if you trust their source, pass --allow-pickle (API: allow_pickle=True)"
-            )
-        return pythae.models.AutoModel.load_from_folder(str(folder))
+    if pickled and not allow_pickle:
+        raise VaelensError(
+            f"{folder} stores custom networks as pickles ({', '.join(pickled)}); loading them runs any code "
+            "they hold. Only if you trust their source, pass --allow-pickle (API: allow_pickle=True)"
+        )
+    try:
+        if pickled:
+            return models.AutoModel.load_from_folder(str(folder))
+        return _load_default_networks(models, folder, config_path)
+    except VaelensError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file can make pythae or torch raise anything
+        msg = " ".join(str(e).split())[:160]
+        raise VaelensError(
+            f"cannot load the pythae model in {folder} ({type(e).__name__}: {msg}); re-save it with model.save()"
+        ) from None
+
+
+def _load_default_networks(models: Any, folder: Path, config_path: Path) -> torch.nn.Module:
+    """A model with pythae's default networks, from its config and ``model.pt`` read without unpickling."""
     try:
         config = json.loads(config_path.read_text())
-        model_name = config.pop("name").removesuffix("Config").removesuffix("_Config")
-    except (ValueError, KeyError, AttributeError) as e:
+        model_name = str(config.pop("name")).removesuffix("Config").removesuffix("_Config")
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
         raise VaelensError(f"{config_path} is not a pythae model config ({e}); re-save the model") from None
-    cls = getattr(pythae.models, model_name, None)
-    config_cls = getattr(pythae.models, f"{model_name}Config", None) or getattr(
-        pythae.models, f"{model_name}_Config", None
-    )
+    cls = getattr(models, model_name, None)
+    config_cls = getattr(models, f"{model_name}Config", None) or getattr(models, f"{model_name}_Config", None)
     if cls is None or config_cls is None:
         raise VaelensError(f"{config_path} names an unknown pythae model {model_name!r}")
     config.pop("uses_default_encoder", None)
     config.pop("uses_default_decoder", None)
+    if not (folder / "model.pt").is_file():
+        raise VaelensError(f"{folder} holds no model.pt (the weights); re-save the model with model.save()")
+    model = cls(config_cls(**config))
     try:
-        model = cls(config_cls(**config))
         weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(weights["model_state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
-        msg = " ".join(str(e).split())[:160]
-        raise VaelensError(f"cannot load the pythae model in {folder} ({msg}); re-save it with model.save()") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise VaelensError(
+            f"{folder / 'model.pt'} is damaged or not a torch weights file ({type(e).__name__}); re-save the "
+            "model with model.save()"
+        ) from None
+    if not isinstance(weights, dict) or "model_state_dict" not in weights:
+        raise VaelensError(f"{folder / 'model.pt'} holds no model_state_dict; re-save the model with model.save()")
+    model.load_state_dict(weights["model_state_dict"])
     return model.eval()

@@ -60,12 +60,12 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """MS-SSIM per sample between image batches in [0, 1], with as many scales as the size allows.
 
     A 3x3 window and up to 5 scales: 4 for 28x28 images, 2 for 8x8; plain SSIM (one scale) for
-    smaller ones. Flat inputs get NaN, since MS-SSIM needs images.
+    smaller ones. Flat inputs, and images narrower than the window, get NaN, since MS-SSIM needs
+    images.
     """
-    if a.dim() != 4:
-        return torch.full((len(a),), float("nan"), dtype=a.dtype)
-
     side, kernel = min(a.shape[-2:]), 3
+    if a.dim() != 4 or side < kernel:
+        return torch.full((len(a),), float("nan"), dtype=a.dtype)
     scales = max(1, min(5, int(math.floor(math.log2((side - 1) / (kernel - 1)))) + 1 if side > kernel else 1))
     while scales > 1 and side // (scales - 1) ** 2 <= kernel - 1:  # torchmetrics' bound: 40 px take 4 scales, not 5
         scales -= 1

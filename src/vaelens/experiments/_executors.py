@@ -3,6 +3,7 @@ resumption, results.csv, the summary of what was done, skipped, retried and fail
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,10 +11,11 @@ from vaelens._errors import Interrupted, VaelensError
 from vaelens._io import read_json, remove_stale_temps, write_csv, write_json
 from vaelens._outputs import check_out_path
 from vaelens._progress import Ticker, progress_bar
+from vaelens._protocol import resolve_device
 from vaelens.experiments._local import run_local
-from vaelens.experiments._ray import RayOptions, run_ray
+from vaelens.experiments._ray import RayOptions, check_ray, run_ray
 from vaelens.experiments._schema import ResultRow
-from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, epoch_rows, is_finished
+from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, check_units, epoch_rows, is_finished
 
 
 @dataclass
@@ -42,6 +44,23 @@ def _ray(
 
 
 EXECUTORS = {"local": _local, "ray": _ray}
+
+
+def _check_local(sweep: SweepConfig, _: RayOptions) -> None:
+    resolve_device(sweep.device)  # the units run here: the device must exist here
+
+
+PREFLIGHT = {"local": _check_local, "ray": check_ray}  # what each executor needs before anything is written
+
+
+def _release(root: Path, created_root: bool) -> None:
+    """Undo the claim of a sweep that failed before any unit ran: sweep.json and what the executor
+    set up (unit locks, attempt logs), and ``root`` itself if this call created it and it is empty."""
+    (root / "sweep.json").unlink(missing_ok=True)
+    for name in (".locks", ".attempts"):
+        shutil.rmtree(root / name, ignore_errors=True)
+    if created_root and not any(root.iterdir()):
+        root.rmdir()
 
 
 def run_sweep(
@@ -82,26 +101,40 @@ def run_sweep(
             raise VaelensError(
                 f"{root} holds a different sweep (it differs in {', '.join(changed)}); choose another --out"
             )
+    units = sweep.units()
+    PREFLIGHT[executor](sweep, ray or RayOptions())  # refused before the sweep claims anything
+    check_units(sweep, units)
+    created_root, claimed = not root.exists(), not existing.exists()
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(root, ("results.csv", "sweep.json"))  # what a killed sweep left behind
     write_json(existing, sweep.to_dict())
-    units = sweep.units()
+    try:
+        rows, outcome = _execute(sweep, units, root, executor, jobs, progress, ray)
+    except VaelensError:
+        if claimed and not (root / "runs").exists():  # nothing ran: the corrected command must find the --out free
+            _release(root, created_root)
+        raise
+    if sweep.eval_epochs:
+        by_unit = {u.name: u for u in units}
+        rows = [r for final in rows for r in (*epoch_rows(sweep, root, by_unit[final.run]), final)]
+    write_results(root, rows, sweep.eps)
+    return SweepResult(root, rows, outcome)
+
+
+def _execute(
+    sweep: SweepConfig, units: list[Unit], root: Path, executor: str, jobs: int, progress: bool, ray: RayOptions | None
+) -> tuple[list[ResultRow], SweepOutcome]:
     with progress_bar(progress) as bar:
         overall = Ticker(bar, f"sweep ({executor})", len(units), interval=0.0)
         stage = Ticker(bar, "current run", 0, interval=0.0)
         try:
-            rows, outcome = EXECUTORS[executor](sweep, units, root, overall, stage, jobs, ray or RayOptions())
+            return EXECUTORS[executor](sweep, units, root, overall, stage, jobs, ray or RayOptions())
         except KeyboardInterrupt:
             finished = sum(is_finished(root, u) for u in units)
             raise Interrupted(
                 f"interrupted: {finished} of {len(units)} runs of the sweep in {root} are finished and saved, "
                 "unfinished training is checkpointed; run the same command again to resume"
             ) from None
-    if sweep.eval_epochs:
-        by_unit = {u.name: u for u in units}
-        rows = [r for final in rows for r in (*epoch_rows(sweep, root, by_unit[final.run]), final)]
-    write_results(root, rows, sweep.eps)
-    return SweepResult(root, rows, outcome)
 
 
 def write_results(root: Path, rows: list[ResultRow], eps: tuple[float, ...]) -> Path:

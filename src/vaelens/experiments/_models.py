@@ -20,13 +20,15 @@ import importlib
 import importlib.util
 import json
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import model_input_shape, prepare_inputs, resolve_device
+from vaelens._protocol import check_runs, model_input_shape, prepare_inputs, resolve_device
 from vaelens.adapters import adapt, load_pythae, require_extra
 from vaelens.data import OFFLINE, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
@@ -62,6 +64,10 @@ def _diffusers(path: str, allow_pickle: bool) -> torch.nn.Module:
             f"{config_path} is a {name or 'unnamed'} model; diffusers: takes {', '.join(DIFFUSERS_CLASSES)}"
         )
     has_safetensors = any(folder.glob("*.safetensors"))
+    if not has_safetensors and not any(folder.glob("*.bin")):
+        raise VaelensError(
+            f"{folder} holds no weights (.safetensors or .bin) beside config.json; re-save it with save_pretrained"
+        )
     if not has_safetensors and not allow_pickle:
         raise VaelensError(
             f"{folder} has no .safetensors weights, only pickled ones (.bin), and unpickling runs any code "
@@ -72,10 +78,10 @@ def _diffusers(path: str, allow_pickle: bool) -> torch.nn.Module:
         return getattr(diffusers, name).from_pretrained(
             str(folder), local_files_only=True, use_safetensors=has_safetensors, low_cpu_mem_usage=False
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - a damaged folder can make diffusers raise anything; name it in one line
         msg = " ".join(str(e).split())[:200]
         raise VaelensError(
-            f"cannot load the diffusers model in {folder} ({msg}); re-save it with save_pretrained"
+            f"cannot load the diffusers model in {folder} ({type(e).__name__}: {msg}); re-save it with save_pretrained"
         ) from None
 
 
@@ -83,24 +89,47 @@ def _pythae(path: str, allow_pickle: bool) -> torch.nn.Module:
     return load_pythae(Path(path).expanduser(), allow_pickle)
 
 
+def _user_error(e: BaseException) -> str:
+    """A user's exception in one line: its type, message and the line of the user's file it came from."""
+    msg = " ".join(str(e).split())[:200]
+    frames = traceback.extract_tb(e.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename and "/vaelens/" not in f.filename]
+    where = f" at {Path(user[-1].filename).name}:{user[-1].lineno}" if user else ""
+    return f"{type(e).__name__}: {msg}{where}" if msg else f"{type(e).__name__}{where}"
+
+
+def _import_user_module(module_name: str, target: str) -> ModuleType:
+    """Import a user's module or file; anything it raises (or a sys.exit in it) is one line."""
+    added = None
+    try:
+        if not module_name.endswith(".py"):
+            return importlib.import_module(module_name)
+        file = Path(module_name).expanduser()
+        if not file.is_file():
+            raise VaelensError(f"python:{target}: {file} does not exist")
+        spec = importlib.util.spec_from_file_location(file.stem, file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        if file.stem not in sys.modules:
+            sys.modules[file.stem] = added = module
+        spec.loader.exec_module(module)
+        return module
+    except VaelensError:
+        raise
+    except (ImportError, SyntaxError) as e:
+        raise VaelensError(f"python:{target}: cannot import {module_name} ({e}); check the module path") from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code may raise anything; name it in one line
+        raise VaelensError(f"python:{target}: importing {module_name} raised {_user_error(e)}") from None
+    finally:
+        if added is not None and sys.exc_info()[0] is not None:
+            sys.modules.pop(added.__name__, None)  # a half-imported module must not be found later
+
+
 def _python(target: str, allow_pickle: bool) -> torch.nn.Module:
     module_name, _, function = target.rpartition(":")
     if not module_name or not function:
         raise VaelensError(f"python:{target} must be python:MODULE:FUNCTION (or python:path/to/file.py:FUNCTION)")
-    try:
-        if module_name.endswith(".py"):
-            file = Path(module_name).expanduser()
-            if not file.is_file():
-                raise VaelensError(f"python:{target}: {file} does not exist")
-            spec = importlib.util.spec_from_file_location(file.stem, file)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules.setdefault(file.stem, module)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except (ImportError, SyntaxError) as e:
-        raise VaelensError(f"python:{target}: cannot import {module_name} ({e}); check the module path") from None
+    module = _import_user_module(module_name, target)
     factory = getattr(module, function, None)
     if not callable(factory):
         raise VaelensError(f"python:{target}: {module_name} has no function {function!r}")
@@ -108,9 +137,8 @@ def _python(target: str, allow_pickle: bool) -> torch.nn.Module:
         return factory()
     except VaelensError:
         raise
-    except Exception as e:  # noqa: BLE001 - the user's code may raise anything; name it in one line
-        msg = " ".join(str(e).split())[:200]
-        raise VaelensError(f"python:{target}: {function}() raised {type(e).__name__}: {msg}") from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code may raise anything; name it in one line
+        raise VaelensError(f"python:{target}: {function}() raised {_user_error(e)}") from None
 
 
 LOADERS: dict[str, Callable[[str, bool], torch.nn.Module]] = {
@@ -184,5 +212,6 @@ def load_model_inputs(
     model = load_model(spec, device, allow_pickle)
     name = dataset or default_dataset(model)
     x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels)), n)
-    prepare_inputs(model, x[:1])  # a data set that does not fit the model fails here, in one line
+    first = prepare_inputs(model, x[:1])  # a data set that does not fit the model fails here, in one line
+    check_runs(model, first, f"an input of {name} {tuple(first.shape[1:])}", f"check the model's code ({spec})")
     return RunInputs(model, name, x, labels)

@@ -10,6 +10,7 @@ the sweep directory at start-up and the driver reads it back to check.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 
 from vaelens._configs import check_fields
 from vaelens._errors import VaelensError
+from vaelens._network import check_reachable, network_timeout
 from vaelens._progress import Ticker
 from vaelens.experiments._schema import ResultRow
 from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, is_finished, run_unit
@@ -123,17 +125,34 @@ def _check_shared(ray: Any, root: Path) -> None:
             )
 
 
-def run_ray(
-    sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptions, overall: Ticker
-) -> tuple[list[ResultRow], SweepOutcome]:
-    """Every unit as a Ray task: the finished units' rows in grid order, and how each unit ended."""
+RAY_FIX = (
+    "check that `ray start --head` runs there, that the port is open to this machine, and the address "
+    "(HOST:PORT of the head, or ray://HOST:10001 for Ray Client)"
+)
+
+
+def check_ray(sweep: SweepConfig, options: RayOptions) -> Any:
+    """Everything the Ray executor needs before a sweep claims its directory: GPUs for a cuda sweep,
+    Ray itself, and a cluster address that answers (within ``vaelens._network``'s timeout). Returns ray."""
     if sweep.device.startswith("cuda") and options.unit_gpus == 0:
         raise VaelensError(
             "--device cuda with the Ray executor needs GPUs per unit: pass --unit-gpus (1, or 0.25 to share one)"
         )
     ray = import_ray()
-    started = not ray.is_initialized()
-    if started:
+    if options.address not in (None, "auto", "local"):
+        check_reachable(options.address, "the Ray cluster", RAY_FIX, grpc=True)
+    return ray
+
+
+def _start_ray(ray: Any, options: RayOptions) -> bool:
+    """Start a private Ray instance, or connect to the named cluster with bounded waits; return
+    whether this call started Ray (and so must shut it down). A failed start leaves nothing running."""
+    if ray.is_initialized():
+        return False
+    timeout = str(math.ceil(network_timeout()))  # Ray reads whole seconds
+    for name in ("RAY_py_gcs_connect_timeout_s", "RAY_gcs_rpc_server_connect_timeout_s"):
+        os.environ.setdefault(name, timeout)  # Ray otherwise retries an address that does not answer for minutes
+    try:
         if options.address is None:  # a private instance: never join a cluster the user did not name
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60's token auth guards shared clusters
             ray.init(
@@ -141,11 +160,23 @@ def run_ray(
                 logging_level=logging.WARNING,
             )  # fmt: skip
         else:
-            try:
-                ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                msg = " ".join(str(e).split())[:200]
-                raise VaelensError(f"cannot connect to the Ray cluster at {options.address!r} ({msg})") from None
+            ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+    except BaseException as e:
+        ray.shutdown()  # whatever the failed start launched goes with it
+        if isinstance(e, (ConnectionError, RuntimeError, ValueError, TimeoutError)):
+            msg = " ".join(str(e).split())[:200]
+            where = options.address or "a private local instance"
+            raise VaelensError(f"cannot start or connect to Ray at {where} ({msg}); {RAY_FIX}") from None
+        raise
+    return True
+
+
+def run_ray(
+    sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptions, overall: Ticker
+) -> tuple[list[ResultRow], SweepOutcome]:
+    """Every unit as a Ray task: the finished units' rows in grid order, and how each unit ended."""
+    ray = check_ray(sweep, options)
+    started = _start_ray(ray, options)
     try:
         _check_shared(ray, root)
         outcome, rows = SweepOutcome(), {}

@@ -338,6 +338,28 @@ def run_unit(
         return _run_unit_locked(sweep, unit, run_dir, done, progress)
 
 
+def unit_config(sweep: SweepConfig, unit: Unit, shape: tuple[int, ...] | None = None) -> TrainConfig:
+    """The training config of one unit (``shape``: its data set's image shape, if known)."""
+    model_config = ModelConfig(unit.model, shape or input_shape_of(unit.dataset), sweep.latent_dim)
+    return TrainConfig(
+        dataset=unit.dataset, model=model_config, beta=unit.beta, epochs=sweep.epochs, batch_size=sweep.batch_size,
+        lr=sweep.lr, seed=unit.seed, device=sweep.device, cosine_t_max=sweep.cosine_t_max,
+        mixup=MixupConfig(latent_target=cast(Any, sweep.mixup_target)) if unit.mixup else None,
+        adversarial=AdversarialConfig(sweep.adv_eps, sweep.adv_steps) if unit.adversarial else None,
+        save_epochs=sweep.eval_epochs,
+    )  # fmt: skip
+
+
+def check_units(sweep: SweepConfig, units: list[Unit]) -> None:
+    """Build every unit's training config (each data set read once), so that a setting no unit can
+    run with (an unknown device, a missing folder: data set) is refused before the sweep starts."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for unit in units:
+        if unit.dataset not in shapes:
+            shapes[unit.dataset] = tuple(input_shape_of(unit.dataset))
+        unit_config(sweep, unit, shapes[unit.dataset])
+
+
 def is_finished(root: Path, unit: Unit) -> bool:
     """True when the unit's result row is written (its last act)."""
     return (root / "runs" / unit.name / "result.json").exists()
@@ -367,14 +389,7 @@ def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, 
             progress.flush()
 
     stage("training")
-    model_config = ModelConfig(unit.model, input_shape_of(unit.dataset), sweep.latent_dim)
-    config = TrainConfig(
-        dataset=unit.dataset, model=model_config, beta=unit.beta, epochs=sweep.epochs, batch_size=sweep.batch_size,
-        lr=sweep.lr, seed=unit.seed, device=sweep.device, cosine_t_max=sweep.cosine_t_max,
-        mixup=MixupConfig(latent_target=cast(Any, sweep.mixup_target)) if unit.mixup else None,
-        adversarial=AdversarialConfig(sweep.adv_eps, sweep.adv_steps) if unit.adversarial else None,
-        save_epochs=sweep.eval_epochs,
-    )  # fmt: skip
+    config = unit_config(sweep, unit)
     result = train(config, run_dir, progress=False)
     x, labels = take(load_dataset(unit.dataset, "test"), sweep.n)
     for epoch in sweep.eval_epochs:  # the earlier epochs first: the unit's own result.json is written last
