@@ -54,6 +54,15 @@ def tiny_monai() -> torch.nn.Module:
     ).eval()  # fmt: skip
 
 
+def tiny_monai_3d() -> torch.nn.Module:
+    """MONAI's AutoencoderKL on volumes (B, 1, D, H, W), attention in its deepest level."""
+    torch.manual_seed(0)
+    return monai_nets.AutoencoderKL(
+        spatial_dims=3, in_channels=1, out_channels=1, channels=(4, 8), latent_channels=2,
+        num_res_blocks=1, attention_levels=(False, True), norm_num_groups=4,
+    ).eval()  # fmt: skip
+
+
 def tiny_pythae(name: str, conv: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
     config_cls = getattr(pythae_models, f"{name}Config", None) or getattr(pythae_models, f"{name}_Config")
@@ -108,6 +117,7 @@ CASES = {
     "diffusers": (lambda: from_diffusers(tiny_kl().double()), (2, 3, 16, 16)),
     "diffusers-asymmetric": (lambda: from_diffusers(tiny_asymmetric().double()), (2, 3, 8, 8)),
     "monai": (lambda: from_monai(tiny_monai().double()), (2, 3, 8, 8)),
+    "monai-3d": (lambda: from_monai(tiny_monai_3d().double()), (2, 1, 4, 4, 4)),
     "pythae-vae": (lambda: from_pythae(tiny_pythae("VAE").double()), (2, 1, 28, 28)),
     "pythae-betavae-conv": (lambda: from_pythae(tiny_pythae("BetaVAE", conv=True).double()), (2, 1, 28, 28)),
     "pythae-iwae": (lambda: from_pythae(tiny_pythae("IWAE").double()), (2, 1, 28, 28)),
@@ -240,6 +250,21 @@ def test_monai_sigma_becomes_logvar():
     z_mu, z_sigma = net.encode(x)
     torch.testing.assert_close(logvar, 2 * z_sigma.log().flatten(1))
     assert adapt(net).__class__ is vae.__class__  # MONAI is adapted, not taken for a protocol module
+
+
+def test_monai_3d_takes_volumes_and_refuses_images_in_one_line():
+    net = tiny_monai_3d()
+    vae = from_monai(net)
+    v = torch.rand(2, 1, 8, 4, 6)  # (B, C, D, H, W): any sizes divisible by 2
+    mu, logvar = vae.encode(v)
+    z_mu, z_sigma = net.encode(v)
+    torch.testing.assert_close(mu, z_mu.flatten(1))
+    torch.testing.assert_close(logvar, 2 * z_sigma.log().flatten(1))
+    assert vae.decode(mu).shape == v.shape and vae.input_layout == "volume"
+    with pytest.raises(VaelensError, match=r"takes volumes \(B, 1, D, H, W\)"):
+        pullback_metric(vae, torch.rand(2, 1, 8, 8), "mean")
+    with pytest.raises(VaelensError, match="divisible by 2"):
+        pullback_metric(vae, torch.rand(2, 1, 8, 5, 8), "mean")
 
 
 def test_wrap_any_encode_decode_pair():

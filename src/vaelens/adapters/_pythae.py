@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ REFUSED = {
     "SVAE": "a von Mises-Fisher distribution on the sphere",
 }
 FLOW_REFINED = ("HVAE", "RHVAE")
-PICKLED = ("encoder.pkl", "decoder.pkl", "metric.pkl")
+PARTS = ("encoder", "decoder", "discriminator", "metric")
+PICKLED = tuple(f"{part}.pkl" for part in PARTS)
 
 
 class FlowPosteriorWarning(UserWarning):
@@ -100,45 +102,88 @@ def from_pythae(model: Any) -> AdaptedVAE:
     )
 
 
+def _model_name(config_name: str) -> str:
+    """pythae's model class from its config's name: ``VAEConfig`` -> VAE, ``WAE_MMD_Config`` -> WAE_MMD."""
+    for suffix in ("_Config", "Config"):
+        if config_name.endswith(suffix):
+            return config_name[: -len(suffix)]
+    return config_name
+
+
+def _read_config(config_path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        config = json.loads(config_path.read_text())
+        name = _model_name(config.pop("name"))
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+        raise VaelensError(f"{config_path} is not a pythae model config ({e}); re-save the model") from None
+    return name, config
+
+
+def _pickles(folder: Path, config: dict[str, Any]) -> list[str]:
+    """The cloudpickle files the model needs: one per custom network the config declares."""
+    declared = [f"{part}.pkl" for part in PARTS if config.get(f"uses_default_{part}") is False]
+    missing = [name for name in declared if not (folder / name).is_file()]
+    if missing:
+        raise VaelensError(
+            f"{folder} declares custom networks but lacks {', '.join(missing)}; copy the whole folder "
+            "that pythae's save() or TrainingPipeline wrote"
+        )
+    return sorted({*declared, *(name for name in PICKLED if (folder / name).exists())})
+
+
 def load_pythae(folder: str | Path, allow_pickle: bool = False) -> torch.nn.Module:
-    """Read a pythae model written by ``model.save(folder)``, offline.
+    """Read a pythae model written by ``model.save(folder)`` or a ``TrainingPipeline`` (its
+    ``final_model`` folder), offline.
 
     A model with pythae's default networks is rebuilt from ``model_config.json`` and its weights
     read with ``torch.load(weights_only=True)``, which cannot run code. Custom networks are stored as
-    cloudpickle files (encoder.pkl, decoder.pkl): loading those executes whatever code they hold,
-    so they are refused unless ``allow_pickle=True``.
+    cloudpickle files (encoder.pkl, decoder.pkl, discriminator.pkl, metric.pkl): loading those
+    executes whatever code they hold, so they are refused unless ``allow_pickle=True``.
     """
-    pythae = require_extra("pythae")
+    require_extra("pythae")
+    models = require_extra("pythae.models")  # ``import pythae`` alone does not import its models
     folder = Path(folder)
     config_path = folder / "model_config.json"
     if not config_path.is_file():
-        raise VaelensError(f"{folder} holds no model_config.json; give a folder written by a pythae model's .save()")
-    pickled = [name for name in PICKLED if (folder / name).exists()]
+        hint = " (a TrainingPipeline writes it into OUTPUT_DIR/<MODEL>_training_<DATE>/final_model)"
+        raise VaelensError(
+            f"{folder} holds no model_config.json; give a folder written by a pythae model's .save(){hint}"
+        )
+    model_name, config = _read_config(config_path)
+    pickled = _pickles(folder, config)
     if pickled:
         if not allow_pickle:
             raise VaelensError(
                 f"{folder} stores custom networks as pickles ({', '.join(pickled)}); loading them runs any code "
                 "they hold. Only if you trust their source, pass --allow-pickle (API: allow_pickle=True)"
             )
-        return pythae.models.AutoModel.load_from_folder(str(folder))
+        return _pythae_call(folder, lambda: models.AutoModel.load_from_folder(str(folder))).eval()
+    cls = getattr(models, model_name, None)
+    config_cls = getattr(models, f"{model_name}Config", None) or getattr(models, f"{model_name}_Config", None)
+    if not isinstance(cls, type) or config_cls is None:
+        raise VaelensError(f"{config_path} names an unknown pythae model {model_name!r}; is pythae up to date?")
+    for part in PARTS:
+        config.pop(f"uses_default_{part}", None)
+    return _pythae_call(folder, lambda: _rebuild(cls, config_cls, config, folder)).eval()
+
+
+def _rebuild(cls: type, config_cls: type, config: dict[str, Any], folder: Path) -> torch.nn.Module:
+    model = cls(config_cls(**config))
+    weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(weights["model_state_dict"])
+    for key, attribute in (("M", "M_tens"), ("centroids", "centroids_tens")):  # RHVAE's metric, kept beside
+        if key in weights:
+            setattr(model, attribute, weights[key])
+    return model
+
+
+def _pythae_call(folder: Path, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     try:
-        config = json.loads(config_path.read_text())
-        model_name = config.pop("name").removesuffix("Config").removesuffix("_Config")
-    except (ValueError, KeyError, AttributeError) as e:
-        raise VaelensError(f"{config_path} is not a pythae model config ({e}); re-save the model") from None
-    cls = getattr(pythae.models, model_name, None)
-    config_cls = getattr(pythae.models, f"{model_name}Config", None) or getattr(
-        pythae.models, f"{model_name}_Config", None
-    )
-    if cls is None or config_cls is None:
-        raise VaelensError(f"{config_path} names an unknown pythae model {model_name!r}")
-    config.pop("uses_default_encoder", None)
-    config.pop("uses_default_decoder", None)
-    try:
-        model = cls(config_cls(**config))
-        weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(weights["model_state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+        return build()
+    except VaelensError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pythae and torch raise many types for a bad folder; one line
         msg = " ".join(str(e).split())[:160]
-        raise VaelensError(f"cannot load the pythae model in {folder} ({msg}); re-save it with model.save()") from None
-    return model.eval()
+        raise VaelensError(
+            f"cannot load the pythae model in {folder} ({type(e).__name__}: {msg}); re-save it with model.save()"
+        ) from None

@@ -28,7 +28,7 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._protocol import model_input_shape, prepare_inputs, resolve_device
 from vaelens.adapters import adapt, load_pythae, require_extra
-from vaelens.data import OFFLINE, load_dataset, sample_shape, take
+from vaelens.data import OFFLINE, MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref
 
@@ -149,16 +149,20 @@ def default_dataset(model: torch.nn.Module) -> str:
     for name in OFFLINE:
         if shape is not None and tuple(sample_shape(load_dataset(name, "test"))) == shape:
             return name
+    layout = getattr(model, "input_layout", "image")
+    files = {"volume": "NIfTI volumes", "video": "video files", "audio": "audio files"}.get(layout, "images")
     raise VaelensError(
-        "the model takes no offline data set's shape; pass --dataset folder:DIR with --image-size and --channels"
+        f"the model takes no offline data set's shape; pass --dataset folder:DIR (a folder of {files}) "
+        "with --image-size and --channels"
     )
 
 
 def folder_image_shape(model: torch.nn.Module, image_size: int | None, channels: int | None) -> tuple[int, int]:
-    """(side, channels) of folder: images for a model: as given, else the model's own (64 and its
-    ``image_channels`` when it takes any size)."""
+    """(side, channels) of folder: images for a model: as given, else the model's own (64, or 32 per
+    side for volumes, and its ``image_channels`` when it takes any size)."""
     shape = model_input_shape(model)
-    return image_size or (shape[-1] if shape else 64), channels or image_channels(model)
+    side = 32 if getattr(model, "input_layout", "image") == "volume" else 64  # 64^3 voxels would be slow
+    return image_size or (shape[-1] if shape else side), channels or image_channels(model)
 
 
 def load_model_inputs(
@@ -170,12 +174,13 @@ def load_model_inputs(
     image_size: int | None = None,
     channels: int | None = None,
     allow_pickle: bool = False,
+    media: MediaOptions | None = None,
 ) -> RunInputs:
     """A model by spec and the first n inputs of a split of a data set, checked to fit the model.
 
     For a run, the data set defaults to the run's own. For other models it is ``dataset``
-    (``folder:DIR`` images at ``image_size`` with ``channels``, by default the model's own), or the
-    offline set whose shape the model takes.
+    (``folder:DIR`` images at ``image_size`` with ``channels``, by default the model's own; video,
+    audio or NIfTI files cut as ``media`` says), or the offline set whose shape the model takes.
     """
     if is_run_spec(str(spec)):
         return load_run_inputs(spec, dataset, split, n, device)
@@ -183,6 +188,6 @@ def load_model_inputs(
         raise VaelensError(f"n (inputs to evaluate, --n) must be >= 1; got {n}")
     model = load_model(spec, device, allow_pickle)
     name = dataset or default_dataset(model)
-    x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels)), n)
+    x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels), media), n)
     prepare_inputs(model, x[:1])  # a data set that does not fit the model fails here, in one line
     return RunInputs(model, name, x, labels)
