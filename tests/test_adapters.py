@@ -46,21 +46,17 @@ def tiny_asymmetric() -> torch.nn.Module:
     ).eval()  # fmt: skip
 
 
-def tiny_monai() -> torch.nn.Module:
+def tiny_monai(dims: int = 2, channels: int = 3, widths: tuple[int, int] = (8, 16)) -> torch.nn.Module:
+    """MONAI's AutoencoderKL on images (dims 2) or volumes (dims 3), attention in its deepest level."""
     torch.manual_seed(0)
     return monai_nets.AutoencoderKL(
-        spatial_dims=2, in_channels=3, out_channels=3, channels=(8, 16), latent_channels=2,
-        num_res_blocks=1, attention_levels=(False, True), norm_num_groups=8,
+        spatial_dims=dims, in_channels=channels, out_channels=channels, channels=widths, latent_channels=2,
+        num_res_blocks=1, attention_levels=(False, True), norm_num_groups=widths[0],
     ).eval()  # fmt: skip
 
 
 def tiny_monai_3d() -> torch.nn.Module:
-    """MONAI's AutoencoderKL on volumes (B, 1, D, H, W), attention in its deepest level."""
-    torch.manual_seed(0)
-    return monai_nets.AutoencoderKL(
-        spatial_dims=3, in_channels=1, out_channels=1, channels=(4, 8), latent_channels=2,
-        num_res_blocks=1, attention_levels=(False, True), norm_num_groups=4,
-    ).eval()  # fmt: skip
+    return tiny_monai(3, 1, (4, 8))
 
 
 def tiny_pythae(name: str, conv: bool = False) -> torch.nn.Module:
@@ -345,6 +341,32 @@ def test_pythae_default_networks_load_without_pickle(tmp_path, monkeypatch):
     loaded = load_model(f"pythae:{tmp_path / 'beta'}")
     x = torch.rand(2, 1, 28, 28)
     torch.testing.assert_close(loaded.encode(x)[1], from_pythae(model).encode(x)[1])
+
+
+def _hub_snapshot(cache, repo: str, model) -> None:
+    """A Hugging Face cache entry for ``repo`` (refs/main -> a snapshot holding model.save's files)."""
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    model.save(str(entry / "snapshots" / commit))
+
+
+def test_pythae_hub_id_offline_from_the_cache_and_pickles_refused(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tiny_pythae("BetaVAE")
+    _hub_snapshot(tmp_path / "hub", "someone/beta-vae", model)
+    loaded = load_model("pythae:someone/beta-vae")
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded.encode(x)[1], from_pythae(model).encode(x)[1])
+    _hub_snapshot(tmp_path / "hub", "someone/conv-vae", tiny_pythae("VAE", conv=True))
+    with pytest.raises(VaelensError, match=r"stores custom networks as pickles \(encoder.pkl, decoder.pkl\)"):
+        load_model("pythae:someone/conv-vae")
+    assert load_model("pythae:someone/conv-vae", allow_pickle=True).encode(x)[0].shape == (2, 4)
+    with pytest.raises(VaelensError, match="cannot find it in the local cache"):
+        load_model("pythae:someone/nothing-here")
 
 
 def test_diffusers_folder_pipeline_subfolder_and_bin_refusal(tmp_path):

@@ -6,7 +6,7 @@ gets a one-line error naming the ``pip install`` that adds it.
 from vaelens.adapters._base import AdaptedVAE, UpcastNote, adapt, require_extra, wrap
 from vaelens.adapters._diffusers import from_diffusers
 from vaelens.adapters._monai import from_monai
-from vaelens.adapters._pythae import FlowPosteriorWarning, from_pythae, load_pythae
+from vaelens.adapters._pythae import FlowPosteriorWarning, from_pythae, load_pythae, load_pythae_hub
 
 __all__ = [
     "AdaptedVAE",
@@ -17,6 +17,7 @@ __all__ = [
     "from_monai",
     "from_pythae",
     "load_pythae",
+    "load_pythae_hub",
     "require_extra",
     "wrap",
 ]

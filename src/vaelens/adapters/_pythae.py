@@ -16,9 +16,11 @@ fit the protocol:
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -187,3 +189,43 @@ def _pythae_call(folder: Path, build: Callable[[], torch.nn.Module]) -> torch.nn
         raise VaelensError(
             f"cannot load the pythae model in {folder} ({type(e).__name__}: {msg}); re-save it with model.save()"
         ) from None
+
+
+def _hub_offline(hub: ModuleType) -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE")  # read now: huggingface_hub reads it once, at import
+    return (
+        flag.strip().lower() in ("1", "true", "yes", "on") if flag is not None else bool(hub.constants.HF_HUB_OFFLINE)
+    )
+
+
+def load_pythae_hub(repo: str, allow_pickle: bool = False) -> torch.nn.Module:
+    """A pythae model from the Hugging Face hub, ``org/name[@revision]``, through huggingface_hub:
+    online it downloads, offline (``HF_HUB_OFFLINE=1``) it reads the local cache.
+
+    Models pushed with pythae's ``push_to_hf_hub`` keep custom networks as cloudpickle files, which
+    run code when loaded: those are neither downloaded nor loaded unless ``allow_pickle=True``. The
+    weights (``model.pt``) are read with ``weights_only=True`` either way.
+    """
+    hub = require_extra("huggingface_hub")
+    repo_id, _, revision = repo.partition("@")
+    patterns = ["model_config.json", "environment.json", "model.pt"] + (["*.pkl"] if allow_pickle else [])
+    offline = _hub_offline(hub)
+    try:
+        folder = Path(hub.snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns,
+                                            local_files_only=offline, etag_timeout=10))  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - the hub raises many kinds (HTTP, offline, not found, timeout)
+        msg = " ".join(str(e).split())[:160]
+        where = "in the local cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face hub"
+        raise VaelensError(
+            f"pythae:{repo}: cannot find it {where} ({type(e).__name__}: {msg}); check the id, download it "
+            "once online, or give a local folder"
+        ) from None
+    if (folder / "model_config.json").is_file() and not allow_pickle:
+        _, config = _read_config(folder / "model_config.json")
+        custom = [f"{part}.pkl" for part in PARTS if config.get(f"uses_default_{part}") is False]
+        if custom:
+            raise VaelensError(
+                f"pythae:{repo} stores custom networks as pickles ({', '.join(custom)}); loading them runs any "
+                "code they hold. Only if you trust its source, pass --allow-pickle (API: allow_pickle=True)"
+            )
+    return load_pythae(folder, allow_pickle)

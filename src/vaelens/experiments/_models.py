@@ -6,12 +6,13 @@ A spec names where a model comes from, through a name-to-factory table:
 | -------------------------- | ------------------------------------------------------------------- |
 | ``RUN`` or ``RUN@N``       | a vaelens run directory (the weights after epoch N)                 |
 | ``diffusers:DIR``          | a folder written by ``save_pretrained`` (or a pipeline with ``vae/``) |
-| ``pythae:DIR``             | a folder written by a pythae model's ``save``                       |
+| ``pythae:DIR``             | a folder written by a pythae model's ``save`` (or ``final_model``)   |
+| ``pythae:ORG/NAME``        | a hub id, ``[@revision]``; offline, from the HF cache; no pickles   |
 | ``python:MODULE:FUNCTION`` | what a factory of the user's returns (runs the user's code)         |
 
 Third-party models come back behind their adapter (``vaelens.adapters``), so every command works
-on them as on vaelens' own runs. Nothing is downloaded; nothing is unpickled unless the user
-passes ``allow_pickle``.
+on them as on vaelens' own runs. Only hub ids download (the VAE's files, through huggingface_hub,
+with bounded timeouts); nothing is unpickled unless the user passes ``allow_pickle``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +29,7 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import model_input_shape, prepare_inputs, resolve_device
-from vaelens.adapters import adapt, load_pythae, require_extra
+from vaelens.adapters import adapt, load_pythae, load_pythae_hub, require_extra
 from vaelens.data import OFFLINE, MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref
@@ -80,7 +82,10 @@ def _diffusers(path: str, allow_pickle: bool) -> torch.nn.Module:
 
 
 def _pythae(path: str, allow_pickle: bool) -> torch.nn.Module:
-    return load_pythae(Path(path).expanduser(), allow_pickle)
+    folder = Path(path).expanduser()
+    if not folder.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", path):  # org/name[@revision]
+        return load_pythae_hub(path, allow_pickle)
+    return load_pythae(folder, allow_pickle)
 
 
 def _python(target: str, allow_pickle: bool) -> torch.nn.Module:
