@@ -20,7 +20,6 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -191,7 +190,7 @@ def _pythae_call(folder: Path, build: Callable[[], torch.nn.Module]) -> torch.nn
         ) from None
 
 
-def _hub_offline(hub: ModuleType) -> bool:
+def _hub_offline(hub: Any) -> bool:
     flag = os.environ.get("HF_HUB_OFFLINE")  # read now: huggingface_hub reads it once, at import
     return (
         flag.strip().lower() in ("1", "true", "yes", "on") if flag is not None else bool(hub.constants.HF_HUB_OFFLINE)
@@ -206,7 +205,12 @@ def load_pythae_hub(repo: str, allow_pickle: bool = False) -> torch.nn.Module:
     run code when loaded: those are neither downloaded nor loaded unless ``allow_pickle=True``. The
     weights (``model.pt``) are read with ``weights_only=True`` either way.
     """
-    hub = require_extra("huggingface_hub")
+    try:
+        import huggingface_hub as hub
+    except ImportError:
+        raise VaelensError(
+            f"pythae:{repo} is a hub id, which needs huggingface_hub; pip install huggingface_hub, or give a folder"
+        ) from None
     repo_id, _, revision = repo.partition("@")
     patterns = ["model_config.json", "environment.json", "model.pt"] + (["*.pkl"] if allow_pickle else [])
     offline = _hub_offline(hub)
