@@ -36,7 +36,7 @@ def test_the_zoo_is_pythaes_whole_model_list():
 def test_pipeline_folder_loads_like_pythaes_own_loader(pythae_zoo, name):
     import pythae.models as models
 
-    model = load_pythae(pythae_zoo[name])  # default networks: no pickle, weights_only
+    model = load_pythae(pythae_zoo[name].parent)  # the training folder is read as its final_model
     reference = models.AutoModel.load_from_folder(str(pythae_zoo[name]))
     assert type(model) is type(reference)
     theirs = reference.state_dict()

@@ -144,6 +144,8 @@ def load_pythae(folder: str | Path, allow_pickle: bool = False) -> torch.nn.Modu
     require_extra("pythae")
     models = require_extra("pythae.models")  # ``import pythae`` alone does not import its models
     folder = Path(folder)
+    if not (folder / "model_config.json").is_file() and (folder / "final_model" / "model_config.json").is_file():
+        folder = folder / "final_model"  # a TrainingPipeline's <MODEL>_training_<DATE> folder: its final model
     config_path = folder / "model_config.json"
     if not config_path.is_file():
         hint = " (a TrainingPipeline writes it into OUTPUT_DIR/<MODEL>_training_<DATE>/final_model)"
