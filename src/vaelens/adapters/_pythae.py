@@ -49,12 +49,24 @@ class _Pythae(AdaptedVAE):
         return out["embedding"], (None if self.deterministic else out["log_covariance"])
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        if self.name == "VQVAE":  # quantise as VQVAE.forward does (straight-through, so derivatives pass)
-            flat = z.dim() == 2
-            e = z.reshape(len(z), 1, 1, -1) if flat else z
-            q = self.inner.quantizer(e.permute(0, 2, 3, 1), uses_ddp=False).quantized_vector
-            z = q.reshape(len(z), -1) if flat else q
+        if self.name == "VQVAE":
+            z = self._quantise(z)
         return self.inner.decoder(z)["reconstruction"]
+
+    def _quantise(self, z: torch.Tensor) -> torch.Tensor:
+        """The nearest codebook vector of each position, straight-through, as VQVAE.forward does.
+
+        Written here rather than calling pythae's quantizer, whose ``one_hot`` cannot be vmapped;
+        the codebook is the quantizer's (an ``nn.Embedding``, or the EMA quantizer's buffer).
+        """
+        book = self.inner.quantizer.embeddings
+        book = book.weight if isinstance(book, torch.nn.Embedding) else book  # (K, D)
+        flat = z.dim() == 2  # pythae then quantises each of the k coordinates on its own (D = 1)
+        e = (z.reshape(len(z), 1, 1, -1) if flat else z).permute(0, 2, 3, 1)  # (B, h, w, D)
+        dist = (e**2).sum(-1, keepdim=True) + (book**2).sum(-1) - 2 * e @ book.T  # (B, h, w, K)
+        q = book[dist.argmin(-1)]  # (B, h, w, D)
+        q = (e + (q - e).detach()).permute(0, 3, 1, 2)  # straight-through: the decoder's derivative at the code
+        return q.reshape(len(z), -1) if flat else q
 
 
 def from_pythae(model: Any) -> AdaptedVAE:
