@@ -21,13 +21,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import pythae_pipeline_folder, write_volume
+from conftest import pythae_pipeline_folder, write_clip, write_volume
 
 pytestmark = pytest.mark.slow  # every test starts the console script (and torch) afresh
 pytest.importorskip("diffusers")
 pytest.importorskip("pythae.models")
 pytest.importorskip("monai")
 pytest.importorskip("nibabel")
+soundfile = pytest.importorskip("soundfile")
+pytest.importorskip("av")
 
 FACTORIES = """
 import torch
@@ -38,6 +40,32 @@ def monai_2d():
     torch.manual_seed(0)
     return AutoencoderKL(spatial_dims=2, in_channels=3, out_channels=3, channels=(8, 8), latent_channels=2,
                          num_res_blocks=1, attention_levels=(False, True), norm_num_groups=4)
+
+
+class Flat(torch.nn.Module):  # a linear Gaussian VAE on inputs of one fixed shape: audio (1, T), video (3, T, H, W)
+
+    def __init__(self, shape, k=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.input_shape, d = tuple(shape), 1
+        for s in shape:
+            d *= s
+        self.enc, self.dec = torch.nn.Linear(d, 2 * k), torch.nn.Linear(k, d)
+
+    def encode(self, x):
+        mu, logvar = self.enc(x.flatten(1)).chunk(2, -1)
+        return mu, logvar.clamp(-4, 2)
+
+    def decode(self, z):
+        return torch.sigmoid(self.dec(z)).view(len(z), *self.input_shape)
+
+
+def audio():
+    return Flat((1, 400))
+
+
+def video():
+    return Flat((3, 4, 8, 8))
 
 
 def monai_3d():
@@ -148,3 +176,28 @@ def test_refusals_are_one_line(families, tmp_path):
     proc = vaelens("audit", "--model", spec, "--kind", "stochastic", "--n", "2", "--out", "a", cwd=tmp_path)
     assert proc.returncode == 2 and "deterministic encoder" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_audio_and_video_folders_with_their_flags(families, tmp_path):
+    """--sample-rate/--seconds cut audio (audit, compare), --frames cuts video (attack); figures drawn."""
+    factories = families["monai-2d"][0].split(":")[1]  # python:FILE.py:FUNCTION -> FILE.py
+    (tmp_path / "sounds").mkdir()
+    (tmp_path / "clips").mkdir()
+    for i in range(3):
+        wave = 0.5 * np.sin(2 * np.pi * (50 + 20 * i) * np.arange(1600) / 1600)
+        soundfile.write(tmp_path / "sounds" / f"s{i}.wav", wave.astype(np.float32), 1600)
+        write_clip(tmp_path / "clips" / f"c{i}.mp4", [(30 * j, 60, 90) for j in range(6)])
+    _ok(vaelens("audit", "--model", f"python:{factories}:audio", "--dataset", f"folder:{tmp_path / 'sounds'}",
+                "--sample-rate", "800", "--seconds", "0.5", "--split", "train", "--n", "2", "--probe-n", "0",
+                "--out", "a", "--quiet", cwd=tmp_path))  # fmt: skip
+    assert (tmp_path / "a" / "eigen_directions.png").stat().st_size > 0
+    _ok(vaelens("compare", "--model", f"python:{factories}:audio", "--dataset", f"folder:{tmp_path / 'sounds'}",
+                "--sample-rate", "800", "--seconds", "0.5", "--n", "1", "--steps", "2", "--out", "c", "--quiet",
+                cwd=tmp_path))  # fmt: skip
+    _ok(vaelens("attack", "--model", f"python:{factories}:video", "--dataset", f"folder:{tmp_path / 'clips'}",
+                "--frames", "4", "--split", "train", "--n", "2", "--steps", "2", "--out", "v", "--quiet",
+                cwd=tmp_path))  # fmt: skip
+    assert (tmp_path / "v" / "adversarial_grid.png").stat().st_size > 0
+    proc = vaelens("audit", "--model", f"python:{factories}:video", "--dataset", f"folder:{tmp_path / 'clips'}",
+                   "--frames", "9", "--out", "w", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "has 6 frames but --frames asks for 9" in proc.stderr

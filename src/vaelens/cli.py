@@ -482,6 +482,9 @@ def compare(
     dataset: Annotated[str | None, typer.Option(help="Data set (default: the first run's own).")] = None,
     image_size: Annotated[int | None, IMAGE_SIZE] = None,
     channels: Annotated[int | None, CHANNELS] = None,
+    frames: Annotated[int | None, FRAMES] = None,
+    sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
+    seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
@@ -493,9 +496,8 @@ def compare(
     claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DatasetMismatchWarning)
-        comp = compare_runs(
-            runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels, allow_pickle
-        )
+        comp = compare_runs(runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels,
+                            allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
     for w in caught:
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
     paths = write_comparison(comp, out, overwrite)

@@ -163,11 +163,12 @@ def default_dataset(model: torch.nn.Module) -> str:
 
 
 def folder_image_shape(model: torch.nn.Module, image_size: int | None, channels: int | None) -> tuple[int, int]:
-    """(side, channels) of folder: images for a model: as given, else the model's own (64, or 32 per
-    side for volumes, and its ``image_channels`` when it takes any size)."""
+    """(side, channels) of folder: inputs for a model: as given, else the model's own (its declared
+    shape's first entry, e.g. an audio model's (C, T); 64, or 32 per side for volumes, and its
+    ``image_channels`` when it takes any size)."""
     shape = model_input_shape(model)
     side = 32 if getattr(model, "input_layout", "image") == "volume" else 64  # 64^3 voxels would be slow
-    return image_size or (shape[-1] if shape else side), channels or image_channels(model)
+    return image_size or (shape[-1] if shape else side), channels or (shape[0] if shape else image_channels(model))
 
 
 def load_model_inputs(
