@@ -54,3 +54,75 @@ def run_cli(capsys, monkeypatch):
         return code, out, err
 
     return _run
+
+
+PYTHAE_GAUSSIAN = (
+    "VAE", "BetaVAE", "IWAE", "CIWAE", "MIWAE", "PIWAE", "VAMP", "MSSSIM_VAE", "INFOVAE_MMD", "DisentangledBetaVAE",
+    "FactorVAE", "BetaTCVAE", "VAEGAN", "Adversarial_AE", "HVAE", "RHVAE",
+)  # fmt: skip
+PYTHAE_DETERMINISTIC = ("AE", "WAE_MMD", "RAE_L2", "RAE_GP", "VQVAE")
+PYTHAE_REFUSED = ("VAE_IAF", "VAE_LinNF", "PoincareVAE", "SVAE")
+
+
+def pythae_pipeline_folder(out, name: str):
+    """The ``final_model`` folder that pythae's own TrainingPipeline writes for model class ``name``,
+    with pythae's default networks on digits-shaped inputs (1, 8, 8), trained 1 epoch on 16 inputs."""
+    import warnings
+
+    import numpy as np
+    import pythae.models as models
+    from pythae.pipelines import TrainingPipeline
+    from pythae.trainers import (
+        AdversarialTrainerConfig,
+        BaseTrainerConfig,
+        CoupledOptimizerAdversarialTrainerConfig,
+        CoupledOptimizerTrainerConfig,
+    )
+
+    trainer = {
+        "RAE_L2": CoupledOptimizerTrainerConfig, "PIWAE": CoupledOptimizerTrainerConfig,
+        "Adversarial_AE": AdversarialTrainerConfig, "FactorVAE": AdversarialTrainerConfig,
+        "VAEGAN": CoupledOptimizerAdversarialTrainerConfig,
+    }.get(name, BaseTrainerConfig)  # fmt: skip
+    torch.manual_seed(0)
+    config_cls = getattr(models, f"{name}Config", None) or getattr(models, f"{name}_Config")
+    model = getattr(models, name)(config_cls(input_dim=(1, 8, 8), latent_dim=2))
+    training = trainer(output_dir=str(out / name), num_epochs=1, per_device_train_batch_size=8,
+                       per_device_eval_batch_size=8, no_cuda=True)  # fmt: skip
+    x = np.random.RandomState(0).rand(16, 1, 8, 8).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pythae's own deprecations and notes are not under test
+        TrainingPipeline(model=model, training_config=training)(train_data=x, eval_data=x[:8])
+    (folder,) = (out / name).glob("*_training_*/final_model")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pythae_zoo(tmp_path_factory):
+    """Every pythae model class's ``final_model`` folder, as its TrainingPipeline wrote it."""
+    pytest.importorskip("pythae.models")
+    out = tmp_path_factory.mktemp("pythae-zoo")
+    return {n: pythae_pipeline_folder(out, n) for n in PYTHAE_GAUSSIAN + PYTHAE_DETERMINISTIC + PYTHAE_REFUSED}
+
+
+def write_clip(path, colours, size=(12, 16), rate=8):
+    """An mp4 clip (mpeg4) whose frame i is filled with the RGB colour ``colours[i]`` (0..255)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        for colour in colours:
+            frame = np.broadcast_to(np.asarray(colour, dtype=np.uint8), (*size, 3)).copy()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_volume(path, data):
+    """A NIfTI file (.nii or .nii.gz) holding ``data`` with an identity affine."""
+    import nibabel
+    import numpy as np
+
+    nibabel.save(nibabel.Nifti1Image(np.asarray(data, dtype=np.float32), np.eye(4)), str(path))

@@ -46,12 +46,17 @@ def tiny_asymmetric() -> torch.nn.Module:
     ).eval()  # fmt: skip
 
 
-def tiny_monai() -> torch.nn.Module:
+def tiny_monai(dims: int = 2, channels: int = 3, widths: tuple[int, int] = (8, 16)) -> torch.nn.Module:
+    """MONAI's AutoencoderKL on images (dims 2) or volumes (dims 3), attention in its deepest level."""
     torch.manual_seed(0)
     return monai_nets.AutoencoderKL(
-        spatial_dims=2, in_channels=3, out_channels=3, channels=(8, 16), latent_channels=2,
-        num_res_blocks=1, attention_levels=(False, True), norm_num_groups=8,
+        spatial_dims=dims, in_channels=channels, out_channels=channels, channels=widths, latent_channels=2,
+        num_res_blocks=1, attention_levels=(False, True), norm_num_groups=widths[0],
     ).eval()  # fmt: skip
+
+
+def tiny_monai_3d() -> torch.nn.Module:
+    return tiny_monai(3, 1, (4, 8))
 
 
 def tiny_pythae(name: str, conv: bool = False) -> torch.nn.Module:
@@ -108,6 +113,7 @@ CASES = {
     "diffusers": (lambda: from_diffusers(tiny_kl().double()), (2, 3, 16, 16)),
     "diffusers-asymmetric": (lambda: from_diffusers(tiny_asymmetric().double()), (2, 3, 8, 8)),
     "monai": (lambda: from_monai(tiny_monai().double()), (2, 3, 8, 8)),
+    "monai-3d": (lambda: from_monai(tiny_monai_3d().double()), (2, 1, 4, 4, 4)),
     "pythae-vae": (lambda: from_pythae(tiny_pythae("VAE").double()), (2, 1, 28, 28)),
     "pythae-betavae-conv": (lambda: from_pythae(tiny_pythae("BetaVAE", conv=True).double()), (2, 1, 28, 28)),
     "pythae-iwae": (lambda: from_pythae(tiny_pythae("IWAE").double()), (2, 1, 28, 28)),
@@ -223,8 +229,12 @@ def test_pythae_deterministic_and_refused_models():
     assert ae.deterministic and pullback_metric(ae, x, "mean").eigenvalues().shape == (2, 4)
     with pytest.raises(VaelensError, match="deterministic"):
         pullback_metric(ae, x, "fisher")
-    vq = from_pythae(tiny_pythae("VQVAE"))
-    assert vq.deterministic and vq.decode(vq.encode(x)[0]).shape == x.shape
+    model = tiny_pythae("VQVAE")
+    vq = from_pythae(model)
+    assert vq.deterministic
+    # decoding quantises as pythae's own forward does, and stays vmappable (no fallback warning)
+    torch.testing.assert_close(vq.decode(vq.encode(x)[0]), model({"data": x}).recon_x)
+    assert pullback_metric(vq, x, "output").eigenvalues().shape == (2, 4)
     for name in ("SVAE", "PoincareVAE", "VAE_IAF"):
         with pytest.raises(VaelensError, match="not the diagonal Gaussian"):
             from_pythae(tiny_pythae(name))
@@ -240,6 +250,21 @@ def test_monai_sigma_becomes_logvar():
     z_mu, z_sigma = net.encode(x)
     torch.testing.assert_close(logvar, 2 * z_sigma.log().flatten(1))
     assert adapt(net).__class__ is vae.__class__  # MONAI is adapted, not taken for a protocol module
+
+
+def test_monai_3d_takes_volumes_and_refuses_images_in_one_line():
+    net = tiny_monai_3d()
+    vae = from_monai(net)
+    v = torch.rand(2, 1, 8, 4, 6)  # (B, C, D, H, W): any sizes divisible by 2
+    mu, logvar = vae.encode(v)
+    z_mu, z_sigma = net.encode(v)
+    torch.testing.assert_close(mu, z_mu.flatten(1))
+    torch.testing.assert_close(logvar, 2 * z_sigma.log().flatten(1))
+    assert vae.decode(mu).shape == v.shape and vae.input_layout == "volume"
+    with pytest.raises(VaelensError, match=r"takes volumes \(B, 1, D, H, W\)"):
+        pullback_metric(vae, torch.rand(2, 1, 8, 8), "mean")
+    with pytest.raises(VaelensError, match="divisible by 2"):
+        pullback_metric(vae, torch.rand(2, 1, 8, 5, 8), "mean")
 
 
 def test_wrap_any_encode_decode_pair():
@@ -320,6 +345,32 @@ def test_pythae_default_networks_load_without_pickle(tmp_path, monkeypatch):
     loaded = load_model(f"pythae:{tmp_path / 'beta'}")
     x = torch.rand(2, 1, 28, 28)
     torch.testing.assert_close(loaded.encode(x)[1], from_pythae(model).encode(x)[1])
+
+
+def _hub_snapshot(cache, repo: str, model) -> None:
+    """A Hugging Face cache entry for ``repo`` (refs/main -> a snapshot holding model.save's files)."""
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    model.save(str(entry / "snapshots" / commit))
+
+
+def test_pythae_hub_id_offline_from_the_cache_and_pickles_refused(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tiny_pythae("BetaVAE")
+    _hub_snapshot(tmp_path / "hub", "someone/beta-vae", model)
+    loaded = load_model("pythae:someone/beta-vae")
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded.encode(x)[1], from_pythae(model).encode(x)[1])
+    _hub_snapshot(tmp_path / "hub", "someone/conv-vae", tiny_pythae("VAE", conv=True))
+    with pytest.raises(VaelensError, match=r"stores custom networks as pickles \(encoder.pkl, decoder.pkl\)"):
+        load_model("pythae:someone/conv-vae")
+    assert load_model("pythae:someone/conv-vae", allow_pickle=True).encode(x)[0].shape == (2, 4)
+    with pytest.raises(VaelensError, match="cannot find it in the local cache"):
+        load_model("pythae:someone/nothing-here")
 
 
 def test_diffusers_folder_pipeline_subfolder_and_bin_refusal(tmp_path):

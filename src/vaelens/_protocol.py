@@ -98,11 +98,13 @@ def check_images(
     shape: tuple[int, ...] | None = None,
     channels: int | None = None,
     size_multiple: int = 1,
+    spatial_dims: int = 2,
 ) -> None:
     """Check a batch of inputs where it enters: a float tensor (B, *shape), finite, in [0, 1].
 
     Models that take images of any size (adapters) declare ``channels`` and ``size_multiple``
-    instead of a fixed shape: (B, channels, H, W) with H and W multiples of ``size_multiple``.
+    instead of a fixed shape: (B, channels, H, W) with H and W multiples of ``size_multiple``;
+    volumes (``spatial_dims=3``) are (B, channels, D, H, W).
     """
     if not isinstance(x, torch.Tensor):
         raise VaelensError(f"{name} must be a torch.Tensor of shape (B, ...); got {type(x).__name__}")
@@ -118,15 +120,17 @@ def check_images(
             f"{tuple(shape)}; reshape or resize the inputs"
         )
     if shape is None and (channels is not None or size_multiple > 1):
-        if x.dim() != 4 or (channels is not None and x.shape[1] != channels):
+        axes = "D, H, W" if spatial_dims == 3 else "H, W"
+        if x.dim() != 2 + spatial_dims or (channels is not None and x.shape[1] != channels):
             raise VaelensError(
-                f"{name} has shape {tuple(x.shape)} but the model takes images (B, {channels or 'C'}, H, W); "
-                "reshape the inputs or pass --channels"
+                f"{name} has shape {tuple(x.shape)} but the model takes {'volumes' if spatial_dims == 3 else 'images'} "
+                f"(B, {channels or 'C'}, {axes}); reshape the inputs or pass --channels"
             )
-        if x.shape[2] % size_multiple or x.shape[3] % size_multiple:
+        if any(s % size_multiple for s in x.shape[2:]):
             raise VaelensError(
-                f"{name} is {x.shape[2]} x {x.shape[3]} but the model needs H and W divisible by {size_multiple}; "
-                f"resize or pad the images (e.g. --image-size {max(1, x.shape[2] // size_multiple) * size_multiple})"
+                f"{name} is {' x '.join(map(str, x.shape[2:]))} but the model needs {axes} divisible by "
+                f"{size_multiple}; resize or pad the inputs (e.g. --image-size "
+                f"{max(1, x.shape[-1] // size_multiple) * size_multiple})"
             )
     if not torch.isfinite(x).all():
         raise VaelensError(f"{name} contains NaN or Inf; clean the inputs first")
@@ -168,8 +172,9 @@ def prepare_inputs(model: torch.nn.Module, x: torch.Tensor, name: str = "x", che
     skips the value checks (finite, in [0, 1]) for data that has already passed them.
     """
     if check:
+        spatial = 3 if getattr(model, "input_layout", "image") == "volume" else 2
         check_images(x, name, model_input_shape(model), getattr(model, "input_channels", None),
-                     getattr(model, "size_multiple", 1))  # fmt: skip
+                     getattr(model, "size_multiple", 1), spatial)  # fmt: skip
     dtype, device = model_dtype_device(model)
     return x.detach().to(device=device, dtype=dtype)
 

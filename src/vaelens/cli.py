@@ -248,7 +248,19 @@ ALLOW_PICKLE = typer.Option(
     help="Allow pickled model files (pythae custom networks, diffusers .bin weights). Unpickling runs any code "
     "the file holds: only for files you trust.",
 )
-IMAGE_SIZE = typer.Option(help="Side of folder: images (default: the model's).")
+IMAGE_SIZE = typer.Option(help="Side of folder: images, video frames and volumes (default: the model's).")
+FRAMES = typer.Option(help="Frames per clip, for a folder: of video files (default 8).")
+SAMPLE_RATE = typer.Option(help="Hz, for a folder: of audio files (default: the first file's rate).")
+SECONDS = typer.Option(help="Seconds per clip from the start, for a folder: of audio files (default 1).")
+
+
+def _media(frames: int | None, sample_rate: int | None, seconds: float | None) -> Any:
+    """How clips are cut from folder: video and audio files (imported here: --help loads no torch)."""
+    from vaelens.data import MediaOptions
+
+    return MediaOptions(frames, sample_rate, seconds)
+
+
 CHANNELS = typer.Option(help="1 or 3, for folder: images (default: the model's).")
 
 
@@ -275,14 +287,15 @@ def _source(run: str | None, model: str | None) -> Source:
 
 def _audit_run(source: Source, config: AuditConfig, dataset: str | None, split: str, n: int, out: Path, device: str,
                quiet: bool, overwrite: bool, image_size: int | None = None, channels: int | None = None,
-               allow_pickle: bool = False) -> None:  # fmt: skip
+               allow_pickle: bool = False, media: Any = None) -> None:  # fmt: skip
     """Audit a model on the first n inputs of a split; write files, print a table."""
     from vaelens.evaluation import SUMMARY_STATS, audit_output, write_audit
     from vaelens.evaluation import audit as run_audit
     from vaelens.experiments import load_model_inputs
 
     spec = source.spec
-    model, name, x, labels = load_model_inputs(spec, dataset, split, n, device, image_size, channels, allow_pickle)
+    model, name, x, labels = load_model_inputs(spec, dataset, split, n, device, image_size, channels, allow_pickle,
+                                               media)  # fmt: skip
     meta = {**source.meta, "dataset": name, "split": split}
     claim_output(out, "audit", audit_output(config, meta), overwrite)  # refuse before computing
     result = run_audit(model, x, labels, config, progress=not quiet)
@@ -329,6 +342,9 @@ def audit(
     ] = 2.0,
     image_size: Annotated[int | None, IMAGE_SIZE] = None,
     channels: Annotated[int | None, CHANNELS] = None,
+    frames: Annotated[int | None, FRAMES] = None,
+    sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
+    seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
@@ -351,7 +367,7 @@ def audit(
     )
     source = _source(run, model)
     _audit_run(source, config, dataset, split, n, out or source.out("audit"), device, quiet, overwrite, image_size,
-               channels, allow_pickle)  # fmt: skip
+               channels, allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
 
 
 @command
@@ -387,6 +403,9 @@ def attack(
     seed: Annotated[int, typer.Option()] = 0,
     image_size: Annotated[int | None, IMAGE_SIZE] = None,
     channels: Annotated[int | None, CHANNELS] = None,
+    frames: Annotated[int | None, FRAMES] = None,
+    sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
+    seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
@@ -401,7 +420,8 @@ def attack(
                       directions, targeted, seed)  # fmt: skip
     budgets = _float_list(eps, "--eps")
     source = _source(run, model)
-    vae, name, x, labels = load_model_inputs(source.spec, dataset, split, n, device, image_size, channels, allow_pickle)
+    vae, name, x, labels = load_model_inputs(source.spec, dataset, split, n, device, image_size, channels, allow_pickle,
+                                             _media(frames, sample_rate, seconds))  # fmt: skip
     meta = {**source.meta, "dataset": name, "split": split}
     out = claim_output(out or source.out(spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
     x_target = choose_targets(x, seed) if targeted else None
@@ -449,6 +469,9 @@ def compare(
     dataset: Annotated[str | None, typer.Option(help="Data set (default: the first run's own).")] = None,
     image_size: Annotated[int | None, IMAGE_SIZE] = None,
     channels: Annotated[int | None, CHANNELS] = None,
+    frames: Annotated[int | None, FRAMES] = None,
+    sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
+    seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
@@ -468,9 +491,8 @@ def compare(
     claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DatasetMismatchWarning)
-        comp = compare_runs(
-            runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels, allow_pickle
-        )
+        comp = compare_runs(runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels,
+                            allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
     for w in caught:
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
     paths = write_comparison(comp, out, overwrite)

@@ -7,7 +7,7 @@ from vaelens.adapters._base import AdaptedVAE, UpcastNote, adapt, require_extra,
 from vaelens.adapters._diffusers import from_diffusers
 from vaelens.adapters._monai import from_monai
 from vaelens.adapters._padding import Padded, fit_model, image_channels
-from vaelens.adapters._pythae import FlowPosteriorWarning, from_pythae, load_pythae
+from vaelens.adapters._pythae import FlowPosteriorWarning, from_pythae, load_pythae, load_pythae_hub
 
 __all__ = [
     "AdaptedVAE",
@@ -21,6 +21,7 @@ __all__ = [
     "from_pythae",
     "image_channels",
     "load_pythae",
+    "load_pythae_hub",
     "require_extra",
     "wrap",
 ]

@@ -1,4 +1,5 @@
-"""Data sets for training and evaluation, online (torchvision) and offline (mnist-5k, digits)."""
+"""Data sets for training and evaluation, online (torchvision) and offline (mnist-5k, digits); folders of
+images, video, audio or NIfTI volumes."""
 
 from vaelens.data._datasets import (
     DATASETS,
@@ -11,12 +12,15 @@ from vaelens.data._datasets import (
     sample_shape,
     take,
 )
+from vaelens.data._media import MediaFileDataset, MediaOptions
 
 __all__ = [
     "DATASETS",
     "OFFLINE",
     "ONLINE",
     "ImageFileDataset",
+    "MediaFileDataset",
+    "MediaOptions",
     "TensorImageDataset",
     "default_root",
     "load_dataset",

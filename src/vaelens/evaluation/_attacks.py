@@ -39,7 +39,7 @@ from vaelens.attacks import (
     check_budget,
     divergence,
 )
-from vaelens.evaluation._plots import as_image
+from vaelens.evaluation._plots import draw_input, input_layout
 from vaelens.geometry import KINDS
 
 Method = Literal["eigen", "pgd", "apgd", "strongest", "random"]
@@ -255,15 +255,15 @@ def _grid(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, title: s
         xs, xa = prepare_inputs(model, x), prepare_inputs(model, x_adv, "x_adv")
         rows = [xs, xa, decode(model, encode(model, xs).mu), decode(model, encode(model, xa).mu)]
     names = ["x", "x_adv", "recon(x)", "recon(x_adv)"]
-    n = len(x)
     from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
 
-    fig = Figure(figsize=(1.3 * n, 5.6))
+    n, layout = len(x), input_layout(model, x.dim() - 1)
+    wide = 2.4 if layout in ("video", "volume", "audio", "waveform") else 1.0
+    fig = Figure(figsize=(1.3 * wide * n, 5.6))
     axes = fig.subplots(4, n, squeeze=False)
     for r, (row, name) in enumerate(zip(rows, names, strict=True)):
         for c in range(n):
-            img, style = as_image(row[c].cpu(), signed=False)
-            axes[r, c].imshow(img, **style)
+            draw_input(axes[r, c], row[c], layout)
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
         axes[r, 0].set_ylabel(name, fontsize=9)

@@ -20,7 +20,7 @@ from vaelens._io import write_csv, write_json
 from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import Kind, prepare_inputs
-from vaelens.evaluation._plots import eigen_directions, histograms, probe_curves
+from vaelens.evaluation._plots import eigen_directions, histograms, input_layout, probe_curves
 from vaelens.evaluation._probe import SCALES, ProbeResult, Scale, eigen_probe
 from vaelens.geometry import (
     DEFAULT_MEMORY_BUDGET_GB,
@@ -109,6 +109,7 @@ class AuditResult:
     shown: dict[Kind, Spectrum] = field(default_factory=dict)
     probe: ProbeResult | None = None
     methods: dict[Kind, str] = field(default_factory=dict)  # how each kind's spectrum was computed
+    layout: str = "image"  # how the figures draw inputs: image, video, audio or volume (``input_layout``)
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """{kind: {score: {mean, median, std, q05, q25, q75, q95}}}."""
@@ -211,6 +212,7 @@ def audit(
         shown,
         probe,
         dict(methods),
+        input_layout(model, x.dim() - 1),
     )
 
 
@@ -283,7 +285,7 @@ def write_audit(
         top = spec.top(SHOWN_DIRECTIONS)
         name = "eigen_directions" if kind == result.config.kinds[0] else f"eigen_directions_{kind}"
         paths[name] = out / f"{name}.png"
-        eigen_directions(result.shown_inputs, top.values, top.require_vectors(), kind, paths[name])
+        eigen_directions(result.shown_inputs, top.values, top.require_vectors(), kind, paths[name], result.layout)
     if result.probe is not None:
         paths["probe_csv"] = out / "probe.csv"
         write_csv(paths["probe_csv"], result.probe.rows(), ["direction", "t", "mse_mean", "mse_median"])

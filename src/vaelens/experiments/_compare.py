@@ -24,7 +24,7 @@ from vaelens._io import save_figure, write_csv, write_json, write_text
 from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import is_deterministic, model_input_shape
-from vaelens.data import load_dataset, sample_shape, take
+from vaelens.data import MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, reconstruction_quality
 from vaelens.experiments._analysis import against_curve, position_phrase
 from vaelens.experiments._models import default_dataset, folder_image_shape, is_run_spec, load_model
@@ -145,6 +145,7 @@ def compare_runs(
     image_size: int | None = None,
     channels: int | None = None,
     allow_pickle: bool = False,
+    media: MediaOptions | None = None,
 ) -> Comparison:
     """Evaluate every run or model on the same first n test inputs.
 
@@ -159,6 +160,7 @@ def compare_runs(
         dataset, image_size, channels: the data (default: the first run's data set, or for a model
             the offline set whose shape it takes).
         allow_pickle: allow pickled model files (see ``load_model``).
+        media: frames of videos, sample rate and seconds of audio, for ``folder:`` sets of those.
     """
     if not runs:
         raise VaelensError("give at least one run to compare")
@@ -182,7 +184,7 @@ def compare_runs(
     else:
         held = loaded[0][1]
         assert held is not None  # a spec that is not a run was loaded by _entry
-        data = load_dataset(name, "test", None, *folder_image_shape(held, image_size, channels))
+        data = load_dataset(name, "test", None, *folder_image_shape(held, image_size, channels), media)
     shape = sample_shape(data)
     for e in entries:
         if e.shape is not None and tuple(e.shape) != shape:

@@ -6,12 +6,13 @@ A spec names where a model comes from, through a name-to-factory table:
 | -------------------------- | ------------------------------------------------------------------- |
 | ``RUN`` or ``RUN@N``       | a vaelens run directory (the weights after epoch N)                 |
 | ``diffusers:DIR``          | a folder written by ``save_pretrained`` (or a pipeline with ``vae/``) |
-| ``pythae:DIR``             | a folder written by a pythae model's ``save``                       |
+| ``pythae:DIR``             | a folder written by a pythae model's ``save`` (or ``final_model``)   |
+| ``pythae:ORG/NAME``        | a hub id, ``[@revision]``; offline, from the HF cache; no pickles   |
 | ``python:MODULE:FUNCTION`` | what a factory of the user's returns (runs the user's code)         |
 
 Third-party models come back behind their adapter (``vaelens.adapters``), so every command works
-on them as on vaelens' own runs. Nothing is downloaded; nothing is unpickled unless the user
-passes ``allow_pickle``.
+on them as on vaelens' own runs. Only hub ids download (the VAE's files, through huggingface_hub,
+with bounded timeouts); nothing is unpickled unless the user passes ``allow_pickle``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -29,8 +31,8 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import check_runs, model_input_shape, prepare_inputs, resolve_device
-from vaelens.adapters import adapt, load_pythae, require_extra
-from vaelens.data import OFFLINE, load_dataset, sample_shape, take
+from vaelens.adapters import adapt, load_pythae, load_pythae_hub, require_extra
+from vaelens.data import OFFLINE, MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref
 
@@ -86,7 +88,10 @@ def _diffusers(path: str, allow_pickle: bool) -> torch.nn.Module:
 
 
 def _pythae(path: str, allow_pickle: bool) -> torch.nn.Module:
-    return load_pythae(Path(path).expanduser(), allow_pickle)
+    folder = Path(path).expanduser()
+    if not folder.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", path):  # org/name[@revision]
+        return load_pythae_hub(path, allow_pickle)
+    return load_pythae(folder, allow_pickle)
 
 
 def _user_error(e: BaseException) -> str:
@@ -177,16 +182,21 @@ def default_dataset(model: torch.nn.Module) -> str:
     for name in OFFLINE:
         if shape is not None and tuple(sample_shape(load_dataset(name, "test"))) == shape:
             return name
+    layout = getattr(model, "input_layout", "image")
+    files = {"volume": "NIfTI volumes", "video": "video files", "audio": "audio files"}.get(layout, "images")
     raise VaelensError(
-        "the model takes no offline data set's shape; pass --dataset folder:DIR with --image-size and --channels"
+        f"the model takes no offline data set's shape; pass --dataset folder:DIR (a folder of {files}) "
+        "with --image-size and --channels"
     )
 
 
 def folder_image_shape(model: torch.nn.Module, image_size: int | None, channels: int | None) -> tuple[int, int]:
-    """(side, channels) of folder: images for a model: as given, else the model's own (64 and its
+    """(side, channels) of folder: inputs for a model: as given, else the model's own (its declared
+    shape's first entry, e.g. an audio model's (C, T); 64, or 32 per side for volumes, and its
     ``image_channels`` when it takes any size)."""
     shape = model_input_shape(model)
-    return image_size or (shape[-1] if shape else 64), channels or image_channels(model)
+    side = 32 if getattr(model, "input_layout", "image") == "volume" else 64  # 64^3 voxels would be slow
+    return image_size or (shape[-1] if shape else side), channels or (shape[0] if shape else image_channels(model))
 
 
 def load_model_inputs(
@@ -198,12 +208,13 @@ def load_model_inputs(
     image_size: int | None = None,
     channels: int | None = None,
     allow_pickle: bool = False,
+    media: MediaOptions | None = None,
 ) -> RunInputs:
     """A model by spec and the first n inputs of a split of a data set, checked to fit the model.
 
     For a run, the data set defaults to the run's own. For other models it is ``dataset``
-    (``folder:DIR`` images at ``image_size`` with ``channels``, by default the model's own), or the
-    offline set whose shape the model takes.
+    (``folder:DIR`` images at ``image_size`` with ``channels``, by default the model's own; video,
+    audio or NIfTI files cut as ``media`` says), or the offline set whose shape the model takes.
     """
     if is_run_spec(str(spec)):
         return load_run_inputs(spec, dataset, split, n, device)
@@ -211,7 +222,7 @@ def load_model_inputs(
         raise VaelensError(f"n (inputs to evaluate, --n) must be >= 1; got {n}")
     model = load_model(spec, device, allow_pickle)
     name = dataset or default_dataset(model)
-    x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels)), n)
+    x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels), media), n)
     first = prepare_inputs(model, x[:1])  # a data set that does not fit the model fails here, in one line
     check_runs(model, first, f"an input of {name} {tuple(first.shape[1:])}", f"check the model's code ({spec})")
     return RunInputs(model, name, x, labels)
