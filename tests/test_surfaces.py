@@ -453,6 +453,10 @@ def _pythae_folder(root: Path) -> Path:
     torch.manual_seed(0)
     config = models.VAEConfig(input_dim=(1, 28, 28), latent_dim=4)
     models.VAE(config).save(str(root / "ok"))
+    from pythae.models.nn.benchmarks.mnist import Decoder_ResNet_AE_MNIST, Encoder_ResNet_VAE_MNIST
+
+    custom = models.VAE(config, encoder=Encoder_ResNet_VAE_MNIST(config), decoder=Decoder_ResNet_AE_MNIST(config))
+    custom.save(str(root / "custom"))  # custom networks: pickled
     return root / "ok"
 
 
@@ -487,10 +491,11 @@ def test_damaged_pythae_folders_are_one_line(tmp_path):
     good = _pythae_folder(tmp_path)
     for case, (damage, message) in PYTHAE_DAMAGE.items():
         folder = tmp_path / case.replace(" ", "_")
-        shutil.copytree(good, folder)
+        shutil.copytree(tmp_path / "custom" if "pickle" in case else good, folder)
         damage(folder)
         with pytest.raises(VaelensError) as info:
             load_model(f"pythae:{folder}", allow_pickle=True)
+            pytest.fail(f"{case}: loaded")
         assert message in str(info.value) and str(folder) in str(info.value), (case, str(info.value))
         assert "\n" not in str(info.value)
 
