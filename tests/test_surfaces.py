@@ -394,6 +394,7 @@ def test_the_network_timeout_is_one_setting(monkeypatch):
     bound_hub_waits()
     assert os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] == "7" and os.environ["HF_HUB_ETAG_TIMEOUT"] == "30"
     assert split_address("ray://[::1]:10001") == ("::1", 10001)
+    assert split_address("ray://head") == ("head", 10001) and split_address("head:6379") == ("head", 6379)
 
 
 # -- a refused sweep claims nothing ----------------------------------------------------------------------
@@ -428,12 +429,34 @@ def test_a_refused_sweep_claims_nothing(run_cli, tmp_path, silent_server, monkey
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
+TRAIN = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
+OTHER_CASES = [  # refusals after which nothing may be claimed, nor an option silently ignored
+    (TRAIN + ["--mixup-target", "x"], "--mixup-target must be mean or sample"),
+    (SWEEP + ["--ray-address", "127.0.0.1:1"], "--ray-address is for --executor ray"),
+    (["attack", "--model", "python:flat.py:make", "--dataset", "digits", "--targeted", "--n", "1"], "at least 2"),
+    (["audit", "--model", "python:encode_fails.py:make", "--dataset", "digits"], "fails on an input of digits"),
+    (["compare", "--model", "python:flat.py:make"], "no offline data set's shape"),
+    (["compare", "missing_run", "--n", "4"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), OTHER_CASES, ids=[" ".join(a[:2]) + f" {m[:20]}" for a, m in OTHER_CASES])
+def test_other_refusals_claim_nothing(run_cli, setup, args, message):
+    stderr = _one_line(*run_cli(*args, "--out", "out"))
+    assert message in stderr, stderr
+    assert not (setup / "out").exists()
+
+
 # -- damaged model folders -------------------------------------------------------------------------------
 def _pythae_folder(root: Path) -> Path:
     models = pytest.importorskip("pythae.models")
     torch.manual_seed(0)
     config = models.VAEConfig(input_dim=(1, 28, 28), latent_dim=4)
     models.VAE(config).save(str(root / "ok"))
+    from pythae.models.nn.benchmarks.mnist import Decoder_ResNet_AE_MNIST, Encoder_ResNet_VAE_MNIST
+
+    custom = models.VAE(config, encoder=Encoder_ResNet_VAE_MNIST(config), decoder=Decoder_ResNet_AE_MNIST(config))
+    custom.save(str(root / "custom"))  # custom networks: pickled
     return root / "ok"
 
 
@@ -468,10 +491,11 @@ def test_damaged_pythae_folders_are_one_line(tmp_path):
     good = _pythae_folder(tmp_path)
     for case, (damage, message) in PYTHAE_DAMAGE.items():
         folder = tmp_path / case.replace(" ", "_")
-        shutil.copytree(good, folder)
+        shutil.copytree(tmp_path / "custom" if "pickle" in case else good, folder)
         damage(folder)
         with pytest.raises(VaelensError) as info:
             load_model(f"pythae:{folder}", allow_pickle=True)
+            pytest.fail(f"{case}: loaded")
         assert message in str(info.value) and str(folder) in str(info.value), (case, str(info.value))
         assert "\n" not in str(info.value)
 
@@ -550,5 +574,5 @@ def test_console_script_protect_and_ray_address_fail_fast_and_leave_nothing(tmp_
 
 
 def test_the_table_is_large_enough():
-    cases = len(OUT_CASES) + len(BROKEN_FACTORIES) + len(MODES) + len(SWEEP_CASES) + 7
+    cases = len(OUT_CASES) + len(BROKEN_FACTORIES) + len(MODES) + len(SWEEP_CASES) + len(OTHER_CASES) + 7
     assert cases + len(PYTHAE_DAMAGE) + len(DIFFUSERS_DAMAGE) >= 60

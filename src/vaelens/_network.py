@@ -36,7 +36,10 @@ def network_timeout() -> float:
 
 def split_address(address: str) -> tuple[str, int]:
     """(host, port) of "HOST:PORT", "[IPv6]:PORT" or "SCHEME://HOST:PORT"; one line if it is neither."""
-    rest = address.split("://", 1)[-1].rstrip("/")
+    scheme, _, rest = address.rpartition("://")
+    rest = rest.rstrip("/")
+    if scheme == "ray" and rest and not rest.endswith("]") and ":" not in rest:
+        rest += ":10001"  # Ray Client's default port
     host, sep, port = rest.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:

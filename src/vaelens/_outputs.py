@@ -10,8 +10,10 @@ never looks finished to a sweep or a report.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,22 @@ def claim_output(
     except OSError as e:
         raise filesystem_error(e, out) from None
     return out
+
+
+@contextlib.contextmanager
+def released_if_refused(out: str | Path) -> Iterator[None]:
+    """Claim ``out`` inside this block: if the command is refused there (a ``VaelensError``) and
+    ``out`` did not exist before, the directory the claim made (holding only its marker) goes,
+    so that a refused command leaves nothing on disk."""
+    out = Path(out)
+    created = not out.exists()
+    try:
+        yield
+    except VaelensError:
+        if created and out.is_dir() and [p.name for p in out.iterdir()] == [MARKER]:
+            (out / MARKER).unlink()
+            out.rmdir()
+        raise
 
 
 def finish_output(out: str | Path, files: list[str] | None = None) -> None:

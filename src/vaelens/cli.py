@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaelens._errors import Interrupted, VaelensError
-from vaelens._outputs import claim_output, filesystem_error
+from vaelens._outputs import check_out_path, claim_output, filesystem_error, released_if_refused
 
 # The library (torch and what it pulls) is imported inside each command, never here: `vaelens --help`,
 # `vaelens CMD --help` and a mistyped option then answer without importing torch (a test guards it).
@@ -170,6 +170,8 @@ def train(
     defence = "mixup" if mixup else defence
     if defence not in DEFENCES:
         raise VaelensError(f"--defence must be one of {', '.join(DEFENCES)}; got {defence!r}")
+    if mixup_target not in ("mean", "sample"):  # checked even without mixup: a typo is never ignored
+        raise VaelensError(f"--mixup-target must be mean or sample; got {mixup_target!r}")
     mixup_config, adversarial = None, None
     if defence == "mixup":
         weights = _float_list(mixup_weights, "--mixup-weights")
@@ -423,8 +425,8 @@ def attack(
     vae, name, x, labels = load_model_inputs(source.spec, dataset, split, n, device, image_size, channels, allow_pickle,
                                              _media(frames, sample_rate, seconds))  # fmt: skip
     meta = {**source.meta, "dataset": name, "split": split}
+    x_target = choose_targets(x, seed) if targeted else None  # refused (n < 2) before anything is claimed
     out = claim_output(out or source.out(spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
-    x_target = choose_targets(x, seed) if targeted else None
     result = attack_sweep(vae, x, budgets, spec, x_target, batch_size, progress=not quiet)
     paths = write_attack_report(result, vae, out, labels, meta, overwrite)
     what = kind if method == "eigen" else spec.objective
@@ -488,11 +490,12 @@ def compare(
     runs = [*(runs or []), *(model or [])]
     if not runs:
         raise VaelensError("give the run directories to compare, or models with --model SPEC")
-    claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DatasetMismatchWarning)
-        comp = compare_runs(runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels,
-                            allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
+    with released_if_refused(out):  # a run or model refused while loading leaves no claim behind
+        claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DatasetMismatchWarning)
+            comp = compare_runs(runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels,
+                                allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
     for w in caught:
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
     paths = write_comparison(comp, out, overwrite)
@@ -571,6 +574,8 @@ def sweep(
         "device": device,
     }
     sweep_config = SweepConfig.resolve(preset, config, flags)
+    if executor != "ray" and ray_address is not None:  # never ignored silently
+        raise VaelensError(f"--ray-address is for --executor ray; add --executor ray or drop it (got {executor!r})")
     ray = RayOptions(ray_address, unit_cpus, unit_gpus, retries)
     result = run_sweep(sweep_config, out, jobs=jobs, progress=not quiet, executor=executor, ray=ray)
     table = Table(title=f"sweep in {out} ({executor} executor)")
@@ -628,7 +633,6 @@ def protect(
 ) -> None:
     """Protect images against editing through a VAE (PhotoGuard's encoder attack): write copies,
     at their own size, whose codes are pulled towards a target's, and check what survives."""
-    from vaelens._outputs import check_out_path
     from vaelens.evaluation import (
         ProtectConfig,
         check_inputs,
@@ -653,9 +657,10 @@ def protect(
     pictures = {name: f.pixels for name, f in files.items()}
     check_inputs(vae, pictures, keep)  # every image against the model, before anything is claimed
     meta = {"model": model, "images": str(images), "target": target and str(target), "mask": mask and str(mask)}
-    claim_protection(out, list(pictures), config, meta, overwrite)  # refuse before computing
-    results = run_protect(vae, pictures, config, goal, keep, progress=not quiet)
-    paths = write_protection(results, out, config, meta, overwrite, sources=files)
+    with released_if_refused(out):
+        claim_protection(out, list(pictures), config, meta, overwrite)  # refuse before computing
+        results = run_protect(vae, pictures, config, goal, keep, progress=not quiet)
+        paths = write_protection(results, out, config, meta, overwrite, sources=files)
     table = Table(title=f"protection of {len(results)} images (eps {eps:g}/255)")
     for column in ("image", "size", "distance before", "after", "recon PSNR", "perturbation PSNR"):
         table.add_column(column, justify="left" if column == "image" else "right", no_wrap=True)

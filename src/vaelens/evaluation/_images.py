@@ -100,7 +100,7 @@ def read_image_file(path: str | Path) -> ImageFile:
             result = _from_pillow(ImageOps.exif_transpose(opened), path)
     except VaelensError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, MemoryError) as e:
         raise VaelensError(f"cannot read {path} as an image ({e}); remove it or convert it to PNG") from None
     if min(result.pixels.shape[-2:]) < 1:
         raise VaelensError(f"{path} is empty (0 pixels); remove it")
