@@ -26,9 +26,9 @@ def row(beta, seed=0, mixup=False, rho=1.0, mse=0.05, entropy=1.0, dataset="mnis
     damage = {(m, q, e): kl * e for m in methods for q in DAMAGE_MEASURES for e in EPS}
     return ResultRow(
         run=f"{dataset}_{model}_b{beta}_{'mix' if mixup else ''}{seed}", dataset=dataset, model=model, beta=beta,
-        mixup=mixup, seed=seed, epochs=1, test_recon=1.0, test_mse=mse, test_elbo=-1.0, train_kl=1.0,
-        active_units=3, rho_mean=rho, rho_median=rho, rho_std=0.0, rho_q25=rho, rho_q75=rho, entropy_mean=entropy,
-        entropy_median=entropy, rho_fisher_median=rho, rho_output_median=rho, damage=damage,
+        defence="mixup" if mixup else "none", seed=seed, epochs=1, test_recon=1.0, test_mse=mse, test_elbo=-1.0,
+        train_kl=1.0, active_units=3, rho_mean=rho, rho_median=rho, rho_std=0.0, rho_q25=rho, rho_q75=rho,
+        entropy_mean=entropy, entropy_median=entropy, rho_fisher_median=rho, rho_output_median=rho, damage=damage,
     )  # fmt: skip
 
 

@@ -35,7 +35,7 @@ def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
 
 @dataclass(frozen=True)
 class TrendPoint:
-    """One (dataset, model, beta, mixup) cell of a sweep, aggregated over its seeds.
+    """One (dataset, model, beta, defence, epochs) cell of a sweep, aggregated over its seeds.
 
     Every value is the median over seeds of the per-run value (numpy's median); ``rho_median_min``
     and ``rho_median_max`` give the spread of the per-run median rho(G) across seeds.
@@ -44,7 +44,6 @@ class TrendPoint:
     dataset: str
     model: str
     beta: float
-    mixup: bool
     n_seeds: int
     rho_median: float
     rho_median_min: float
@@ -52,8 +51,13 @@ class TrendPoint:
     entropy_median: float
     test_mse: float
     runs: tuple[ResultRow, ...]
-    defence: str = "none"
+    defence: str = "none"  # a name of training.DEFENCES
     epochs: int = 0
+
+    @property
+    def mixup(self) -> bool:
+        """Trained with mixup (trend.csv keeps this column for the readers of older files)."""
+        return self.defence == "mixup"
 
     def record(self) -> dict[str, object]:
         """The row of trend.csv."""
@@ -70,7 +74,7 @@ def aggregate(rows: Iterable[ResultRow]) -> list[TrendPoint]:
         rho = np.array([r.rho_median for r in runs])
         points.append(
             TrendPoint(
-                dataset, model, beta, defence == "mixup", len(runs), float(np.median(rho)), float(rho.min()),
+                dataset, model, beta, len(runs), float(np.median(rho)), float(rho.min()),
                 float(rho.max()), float(np.median([r.entropy_median for r in runs])),
                 float(np.median([r.test_mse for r in runs])), tuple(sorted(runs, key=lambda r: r.seed)), defence,
                 epochs,
