@@ -69,9 +69,9 @@ def test_trend_uses_seed_aggregates_not_a_mix_of_seeds():
     assert "+nan" in flat[0] and len(flat) == 1  # a constant curve claims no trend
 
 
-def test_against_curve_interpolates_in_log_space_and_flags_extrapolation():
-    pos = against_curve([0.1, 0.3], [1.0, 100.0], 0.2, 5.0)
-    assert pos.expected == pytest.approx(10.0)  # geometric mean halfway
+def test_against_curve_interpolates_in_log_log_and_flags_extrapolation():
+    pos = against_curve([0.1, 0.3], [1.0, 100.0], (0.1 * 0.3) ** 0.5, 5.0)
+    assert pos.expected == pytest.approx(10.0)  # halfway in log x: the geometric mean in y
     assert pos.ratio == pytest.approx(0.5) and pos.below and not pos.extrapolated
     out = against_curve([0.1, 0.3], [1.0, 100.0], 0.5, 500.0)
     assert out.extrapolated and out.expected == pytest.approx(100.0) and not out.below
