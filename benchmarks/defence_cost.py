@@ -17,7 +17,7 @@ import time
 
 from vaelens.data import load_dataset
 from vaelens.models import ModelConfig
-from vaelens.training import AdversarialConfig, MixupConfig, TrainConfig, train
+from vaelens.training import AdversarialConfig, MixupConfig, NoDefence, TrainConfig, train
 
 
 def seconds(defence: str, epochs: int, adv_steps: int, train_set, test_set) -> float:
@@ -25,8 +25,11 @@ def seconds(defence: str, epochs: int, adv_steps: int, train_set, test_set) -> f
         dataset="mnist-5k",
         model=ModelConfig("mlp", (1, 28, 28), latent_dim=16),
         epochs=epochs,
-        mixup=MixupConfig() if defence == "mixup" else None,
-        adversarial=AdversarialConfig(eps=1.0, steps=adv_steps) if defence == "adversarial" else None,
+        defence={
+            "none": NoDefence(),
+            "mixup": MixupConfig(),
+            "adversarial": AdversarialConfig(eps=1.0, steps=adv_steps),
+        }[defence],
     )
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()

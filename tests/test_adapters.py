@@ -121,8 +121,18 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("kind", ["mean", "stochastic"])
+# the slow tier (pytest -m slow) holds the pairs whose brute force takes a minute on two cores
+_SLOW_PAIRS = {("stochastic", "diffusers-asymmetric"), ("stochastic", "monai"), ("mean", "diffusers")}
+
+
+@pytest.mark.parametrize(
+    "kind, case",
+    [
+        pytest.param(kind, case, marks=[pytest.mark.slow] if (kind, case) in _SLOW_PAIRS else [])
+        for kind in ("mean", "stochastic")
+        for case in sorted(CASES)
+    ],
+)
 def test_adapter_eigenvalues_match_brute_force(case, kind):
     make, shape = CASES[case]
     vae = make()
@@ -132,6 +142,7 @@ def test_adapter_eigenvalues_match_brute_force(case, kind):
     torch.testing.assert_close(exact, brute.clamp_min(0), rtol=1e-7, atol=1e-9 * brute.max().item())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("forward_ad", [True, False])
 def test_lanczos_with_and_without_forward_ad_matches_exact(forward_ad, monkeypatch):
     vae = from_diffusers(tiny_kl().double())
@@ -148,6 +159,7 @@ def test_lanczos_with_and_without_forward_ad_matches_exact(forward_ad, monkeypat
     torch.testing.assert_close(top, exact, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_default_attention_processor_kept_and_fused_kernel_never_breaks():
     """The model keeps its default (fused SDPA) processor; derivatives still work through it."""
     kl = tiny_kl()
@@ -163,7 +175,10 @@ def test_default_attention_processor_kept_and_fused_kernel_never_breaks():
     assert all("2_0" in type(p).__name__ for p in kl.attn_processors.values())
 
 
-@pytest.mark.parametrize("case", ["diffusers", "monai", "pythae-vae"])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param("diffusers", marks=pytest.mark.slow), pytest.param("monai", marks=pytest.mark.slow), "pythae-vae"],
+)
 def test_user_model_unchanged_after_every_call(case):
     make, shape = CASES[case]
     vae = make()
@@ -292,6 +307,7 @@ def test_half_precision_model_is_upcast_on_a_copy():
     assert torch.isfinite(pullback_metric(vae, torch.rand(1, 3, 16, 16), "mean").eigenvalues()).all()
 
 
+@pytest.mark.slow
 def test_auto_method_switches_to_lanczos_over_budget_and_says_so():
     vae = from_diffusers(tiny_kl().double())
     x = torch.rand(1, 3, 16, 16)
@@ -394,6 +410,7 @@ def _photos(folder, n=4, size=20):
     return folder
 
 
+@pytest.mark.slow
 def test_cli_audit_and_attack_on_a_diffusers_folder(run_cli, tmp_path):
     tiny_kl((16, 16, 16)).save_pretrained(tmp_path / "sd")
     photos = _photos(tmp_path / "photos", n=12)
@@ -483,6 +500,7 @@ def test_lanczos_audit_holds_one_chunk_not_the_batch():
     assert max(vae.sizes) == 1 and result.methods == {"mean": "lanczos"}
 
 
+@pytest.mark.slow
 def test_auto_chooses_one_method_per_kind_for_the_whole_audit():
     """A short last batch fits the budget where full batches did not; it must not switch to exact."""
     from vaelens.evaluation import AuditConfig, audit
@@ -528,6 +546,7 @@ def test_wrap_without_a_module_asks_for_one_and_subclasses_are_adapted():
     torch.testing.assert_close(vae.encode(x)[1], 2 * net.encode(x)[1].log().flatten(1))
 
 
+@pytest.mark.slow
 def test_cli_compare_a_run_with_a_third_party_model(run_cli, mnist_run, tmp_path):
     tiny_pythae("VAE").save(str(tmp_path / "vae"))
     code, out, err = run_cli(

@@ -52,7 +52,7 @@ def test_gradient_is_that_of_the_elbo_at_fixed_adversarial_inputs():
 
 
 def test_training_loss_includes_the_weighted_adversarial_term(tmp_path):
-    config = tiny_config(adversarial=AdversarialConfig(eps=0.5, steps=2, weight=0.7))
+    config = tiny_config(defence=AdversarialConfig(eps=0.5, steps=2, weight=0.7))
     train(config, tmp_path / "r", progress=False)
     with open(tmp_path / "r" / "metrics.csv") as f:
         rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
@@ -66,16 +66,14 @@ def test_training_loss_includes_the_weighted_adversarial_term(tmp_path):
 def test_zero_weight_trains_exactly_as_plain(tmp_path):
     """With weight 0 the attack still runs every batch; if any of its gradient reached the
     parameters or its draws shifted a training stream, the weights would differ."""
-    adv = train(
-        tiny_config(adversarial=AdversarialConfig(eps=0.5, steps=2, weight=0.0)), tmp_path / "a", progress=False
-    )
+    adv = train(tiny_config(defence=AdversarialConfig(eps=0.5, steps=2, weight=0.0)), tmp_path / "a", progress=False)
     plain = train(tiny_config(), tmp_path / "p", progress=False)
     a, p = adv.model.state_dict(), plain.model.state_dict()
     assert all(torch.equal(a[k], p[k]) for k in p)
 
 
 def test_adversarial_training_is_deterministic_and_resumes(tmp_path):
-    config = tiny_config(epochs=2, adversarial=AdversarialConfig(eps=0.5, steps=2))
+    config = tiny_config(epochs=2, defence=AdversarialConfig(eps=0.5, steps=2))
     a = train(config, tmp_path / "a", progress=False, checkpoint_every=0).model.state_dict()
     b = train(config, tmp_path / "b", progress=False).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -89,11 +87,20 @@ def test_bad_adversarial_config(kwargs, match):
         AdversarialConfig(**kwargs)
 
 
-def test_one_defence_at_a_time():
-    from vaelens.training import MixupConfig
+def test_a_config_json_written_before_the_defence_field_loads():
+    from vaelens.training import MixupConfig, NoDefence, TrainConfig
 
+    d = tiny_config().to_dict()
+    del d["defence"]
+    assert TrainConfig.from_dict({**d, "mixup": None, "adversarial": None}).defence == NoDefence()
+    adv = TrainConfig.from_dict({**d, "mixup": None, "adversarial": {"eps": 0.5, "steps": 2, "weight": 1.0}})
+    assert adv.defence == AdversarialConfig(eps=0.5, steps=2)
+    assert adv.identity() == tiny_config(defence=adv.defence).identity()  # an old run resumes
+    old_mixup = {"alpha": 0.3, "per_sample": False, "weight_kl": 1.0, "weight_recon": 1.0, "weight_latent": 1.0}
+    mixed = TrainConfig.from_dict({**d, "mixup": {**old_mixup, "latent_target": "mean"}, "adversarial": None})
+    assert mixed.defence == MixupConfig(alpha=0.3)
     with pytest.raises(vaelens.VaelensError, match="one defence"):
-        tiny_config(mixup=MixupConfig(), adversarial=AdversarialConfig())
+        TrainConfig.from_dict({**d, "mixup": {}, "adversarial": {}})
 
 
 def test_cli_defence_flags(run_cli, tmp_path):
@@ -101,9 +108,9 @@ def test_cli_defence_flags(run_cli, tmp_path):
     code, _, err = run_cli("train", "--out", tmp_path / "a", "--defence", "adversarial", "--adv-steps", "2", *common)
     assert code == 0, err
     config = vaelens.training.read_config(tmp_path / "a")
-    assert config.defence == "adversarial" and config.adversarial.steps == 2
+    assert config.defence == AdversarialConfig(steps=2)
     code, _, err = run_cli("train", "--out", tmp_path / "m", "--mixup", *common)
-    assert code == 0 and vaelens.training.read_config(tmp_path / "m").defence == "mixup"
+    assert code == 0 and vaelens.training.read_config(tmp_path / "m").defence.name == "mixup"
     code, _, err = run_cli("train", "--out", tmp_path / "x", "--mixup", "--defence", "adversarial", *common)
     assert code == 2 and "--mixup is --defence mixup" in err
     code, _, err = run_cli("train", "--out", tmp_path / "y", "--defence", "dropout", *common)

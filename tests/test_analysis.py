@@ -26,9 +26,9 @@ def row(beta, seed=0, mixup=False, rho=1.0, mse=0.05, entropy=1.0, dataset="mnis
     damage = {(m, q, e): kl * e for m in methods for q in DAMAGE_MEASURES for e in EPS}
     return ResultRow(
         run=f"{dataset}_{model}_b{beta}_{'mix' if mixup else ''}{seed}", dataset=dataset, model=model, beta=beta,
-        mixup=mixup, seed=seed, epochs=1, test_recon=1.0, test_mse=mse, test_elbo=-1.0, train_kl=1.0,
-        active_units=3, rho_mean=rho, rho_median=rho, rho_std=0.0, rho_q25=rho, rho_q75=rho, entropy_mean=entropy,
-        entropy_median=entropy, rho_fisher_median=rho, rho_output_median=rho, damage=damage,
+        defence="mixup" if mixup else "none", seed=seed, epochs=1, test_recon=1.0, test_mse=mse, test_elbo=-1.0,
+        train_kl=1.0, active_units=3, rho_mean=rho, rho_median=rho, rho_std=0.0, rho_q25=rho, rho_q75=rho,
+        entropy_mean=entropy, entropy_median=entropy, rho_fisher_median=rho, rho_output_median=rho, damage=damage,
     )  # fmt: skip
 
 
@@ -69,9 +69,9 @@ def test_trend_uses_seed_aggregates_not_a_mix_of_seeds():
     assert "+nan" in flat[0] and len(flat) == 1  # a constant curve claims no trend
 
 
-def test_against_curve_interpolates_in_log_space_and_flags_extrapolation():
-    pos = against_curve([0.1, 0.3], [1.0, 100.0], 0.2, 5.0)
-    assert pos.expected == pytest.approx(10.0)  # geometric mean halfway
+def test_against_curve_interpolates_in_log_log_and_flags_extrapolation():
+    pos = against_curve([0.1, 0.3], [1.0, 100.0], (0.1 * 0.3) ** 0.5, 5.0)
+    assert pos.expected == pytest.approx(10.0)  # halfway in log x: the geometric mean in y
     assert pos.ratio == pytest.approx(0.5) and pos.below and not pos.extrapolated
     out = against_curve([0.1, 0.3], [1.0, 100.0], 0.5, 500.0)
     assert out.extrapolated and out.expected == pytest.approx(100.0) and not out.below

@@ -28,7 +28,7 @@ def row(beta, y, mse, seed=0, defence="none", epochs=100, rho=1.0, kl_mean=None,
     damage[("pgd", "kl_var", 1.0)] = y / 2 if kl_var is None else kl_var
     return ResultRow(
         run=f"b{beta}_{defence}_{seed}@{epochs}", dataset="mnist-5k", model="mlp", beta=beta,
-        mixup=defence == "mixup", seed=seed, epochs=epochs, test_recon=1.0, test_mse=mse, test_elbo=-1.0,
+        seed=seed, epochs=epochs, test_recon=1.0, test_mse=mse, test_elbo=-1.0,
         train_kl=1.0, active_units=3, rho_mean=rho, rho_median=rho, rho_std=0.0, rho_q25=rho, rho_q75=rho,
         entropy_mean=1.0, entropy_median=1.0, rho_fisher_median=rho, rho_output_median=rho, defence=defence,
         damage=damage,
@@ -148,6 +148,7 @@ def test_sweep_config_defences_and_epochs():
     assert SweepConfig(cosine_t_max=200).identity() != SweepConfig().identity()
 
 
+@pytest.mark.slow
 def test_sweep_evaluates_every_kept_epoch_and_reports_the_frontier(tmp_path):
     config = SweepConfig(datasets=("digits",), betas=(0.5, 1.0), defences=("none", "adversarial"),
                          mixup_betas=(1.0,), epochs=2, eval_epochs=(1,), latent_dim=3, n=8, eps=(0.5,), pgd_steps=2,

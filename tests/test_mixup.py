@@ -79,9 +79,9 @@ def test_sample_latent_target_by_hand_and_in_expectation():
 def test_latent_target_option_is_checked_and_trains(tmp_path):
     with pytest.raises(vaelens.VaelensError, match="latent_target"):
         MixupConfig(latent_target="median")
-    a = train(tiny_config(mixup=MixupConfig(latent_target="sample")), tmp_path / "a", progress=False).model
-    b = train(tiny_config(mixup=MixupConfig(latent_target="sample")), tmp_path / "b", progress=False).model
-    c = train(tiny_config(mixup=MixupConfig()), tmp_path / "c", progress=False).model
+    a = train(tiny_config(defence=MixupConfig(latent_target="sample")), tmp_path / "a", progress=False).model
+    b = train(tiny_config(defence=MixupConfig(latent_target="sample")), tmp_path / "b", progress=False).model
+    c = train(tiny_config(defence=MixupConfig()), tmp_path / "c", progress=False).model
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -114,7 +114,7 @@ def test_gradients_reach_encoder_and_decoder():
 
 
 def test_mixup_training_deterministic_and_logged(tmp_path):
-    config = tiny_config(mixup=MixupConfig(alpha=0.5, weight_latent=2.0))
+    config = tiny_config(defence=MixupConfig(alpha=0.5, weight_latent=2.0))
     a = train(config, tmp_path / "a", progress=False)
     b = train(config, tmp_path / "b", progress=False)
     wa, wb = vaelens.load(a.run_dir).state_dict(), vaelens.load(b.run_dir).state_dict()
@@ -124,9 +124,9 @@ def test_mixup_training_deterministic_and_logged(tmp_path):
     assert m["loss"] == pytest.approx(
         m["recon"] + m["kl"] + m["mix_kl"] + m["mix_recon"] + 2 * m["mix_latent"], rel=1e-4
     )
-    saved = json.loads((tmp_path / "a" / "config.json").read_text())["mixup"]
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())["defence"]
     assert saved == {
-        "alpha": 0.5, "per_sample": False, "weight_kl": 1.0, "weight_recon": 1.0, "weight_latent": 2.0,
+        "name": "mixup", "alpha": 0.5, "per_sample": False, "weight_kl": 1.0, "weight_recon": 1.0, "weight_latent": 2.0,
         "latent_target": "mean",
     }  # fmt: skip
     plain = train(tiny_config(), tmp_path / "c", progress=False).metrics[-1]
@@ -146,7 +146,7 @@ def test_cli_mixup_flags(run_cli, tmp_path):
     assert code == 0, stderr
     assert "mixup alpha" in stdout and "0.4" in stdout
     info = json.loads(run_cli("info", out, "--json")[1])
-    assert info["config"]["mixup"]["per_sample"] is True
+    assert info["config"]["defence"]["per_sample"] is True
     code, _, stderr = run_cli(*args, "--mixup", "--mixup-weights", "1,2", "--out", tmp_path / "x")
     assert code == 2 and "three numbers" in stderr
     code, _, stderr = run_cli(*args, "--mixup", "--mixup-alpha", "-1", "--out", tmp_path / "y")
@@ -156,7 +156,7 @@ def test_cli_mixup_flags(run_cli, tmp_path):
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
-    for name, kw in (("b1", {}), ("b4", {"beta": 4.0}), ("mix", {"mixup": MixupConfig()})):
+    for name, kw in (("b1", {}), ("b4", {"beta": 4.0}), ("mix", {"defence": MixupConfig()})):
         train(tiny_config(epochs=1, **kw), root / name, progress=False)
     return root
 
@@ -223,7 +223,7 @@ def test_compare_judges_an_adversarial_run_instead_of_drawing_the_curve_with_it(
     from vaelens.training import AdversarialConfig
 
     adv = tmp_path / "adv"
-    train(tiny_config(epochs=1, adversarial=AdversarialConfig(eps=0.5, steps=1)), adv, progress=False)
+    train(tiny_config(epochs=1, defence=AdversarialConfig(eps=0.5, steps=1)), adv, progress=False)
     comp = compare_runs([three_runs / "b1", three_runs / "b4", adv], n=20, eps=0.5, pgd_steps=2, progress=False)
     assert [r.defence for r in comp.rows] == ["none", "none", "adversarial"]
     assert any(s.startswith("adv (beta 1, adversarial): median rho(G)") for s in comp.verdict)

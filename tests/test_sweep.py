@@ -79,7 +79,7 @@ def test_bad_sweep_configs(kwargs, match):
 
 def test_mixup_betas_restricts_units():
     units = SweepConfig(betas=(0.1, 1.0, 4.0), mixup="both", mixup_betas=(1.0,)).units()
-    assert [(u.beta, u.mixup) for u in units] == [(0.1, False), (1.0, False), (1.0, True), (4.0, False)]
+    assert [(u.beta, u.defence == "mixup") for u in units] == [(0.1, False), (1.0, False), (1.0, True), (4.0, False)]
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +265,7 @@ def test_unit_and_compare_feed_a_float64_model_float32_inputs(tmp_path, monkeypa
         "datasets": ["digits"], "betas": [1.0], "epochs": 1, "n": 8, "eps": [0.5], "pgd_steps": 2,
         "latent_dim": 3, "probe_n": 4,
     })  # fmt: skip
-    unit = Unit("digits", "mlp", 1.0, False, 0)
+    unit = Unit("digits", "mlp", 1.0, "none", 0)
     row = run_unit(sweep, unit, tmp_path / "s")
     run = tmp_path / "s" / "runs" / unit.name
     assert next(vaelens.load(run).parameters()).dtype == torch.float64

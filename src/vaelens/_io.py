@@ -1,8 +1,10 @@
 """Atomic file writes and checked JSON reads: write a temporary file beside the target, then rename it into place.
 
-An interrupted run therefore never leaves a half-written file under a final name. There is no
-fsync: the guarantee is against interrupted processes (Ctrl-C, kills, crashes), not power loss, and
-an fsync per epoch costs more than a small model's training step.
+An interrupted run therefore never leaves a half-written file under a final name. By default there
+is no fsync: the guarantee is against interrupted processes (Ctrl-C, kills, crashes), not power
+loss, and an fsync per epoch costs more than a small model's training step. ``durable=True`` (used
+for checkpoints: the weights and the state.json that commits them) also fsyncs the file and its
+directory, so that what it commits survives a power loss too.
 """
 
 from __future__ import annotations

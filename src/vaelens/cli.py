@@ -26,6 +26,7 @@ from vaelens._outputs import check_out_path, claim_output, filesystem_error, rel
 if TYPE_CHECKING:
     from vaelens.evaluation import AuditConfig
     from vaelens.models import ModelConfig
+    from vaelens.training import Defence
 
 app = typer.Typer(
     add_completion=False,
@@ -142,7 +143,11 @@ def train(
     image_size: Annotated[int, typer.Option(help="Side of folder: images.")] = 64,
     image_channels: Annotated[int, typer.Option(help="1 or 3, for folder: images.")] = 3,
     defence: Annotated[
-        str, typer.Option(help="none, mixup (docs/method.md s. 6) or adversarial (PGD training, s. 6.4).")
+        str,
+        typer.Option(
+            help="none, mixup (docs/method.md s. 6), adversarial (PGD training, s. 6.4) or noise (Gaussian input "
+            "noise, s. 6.6)."
+        ),
     ] = "none",
     mixup: Annotated[bool, typer.Option("--mixup", help="Alias of --defence mixup.")] = False,
     mixup_alpha: Annotated[float, typer.Option(help="a of the Beta(a, a) mixing weight.")] = 0.5,
@@ -156,33 +161,22 @@ def train(
     adv_eps: Annotated[float, typer.Option(help="L2 budget of adversarial training's inner PGD.")] = 1.0,
     adv_steps: Annotated[int, typer.Option(help="PGD steps of adversarial training.")] = 5,
     adv_weight: Annotated[float, typer.Option(help="Weight of the adversarial ELBO term.")] = 1.0,
+    noise_sigma: Annotated[float, typer.Option(help="Standard deviation of --defence noise's input noise.")] = 0.25,
     save_epochs: Annotated[
         str, typer.Option(help="Also keep the weights after these epochs (e.g. 5,10,20), for RUN@N.")
     ] = "",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a beta-VAE and write config, checkpoints and per-epoch metrics into OUT."""
-    from vaelens.training import DEFENCES, AdversarialConfig, MixupConfig, TrainConfig
+    from vaelens.training import TrainConfig
     from vaelens.training import train as run_training
 
     if mixup and defence not in ("none", "mixup"):
         raise VaelensError(f"--mixup is --defence mixup; it cannot be combined with --defence {defence}")
-    defence = "mixup" if mixup else defence
-    if defence not in DEFENCES:
-        raise VaelensError(f"--defence must be one of {', '.join(DEFENCES)}; got {defence!r}")
     if mixup_target not in ("mean", "sample"):  # checked even without mixup: a typo is never ignored
         raise VaelensError(f"--mixup-target must be mean or sample; got {mixup_target!r}")
-    mixup_config, adversarial = None, None
-    if defence == "mixup":
-        weights = _float_list(mixup_weights, "--mixup-weights")
-        if len(weights) != 3:
-            raise VaelensError(f"--mixup-weights takes three numbers (kl, recon, latent); got {mixup_weights!r}")
-        mixup_config = MixupConfig(
-            mixup_alpha, mixup_per_sample, weights[0], weights[1], weights[2], cast(Any, mixup_target)
-        )
-    elif defence == "adversarial":
-        adversarial = AdversarialConfig(adv_eps, adv_steps, adv_weight)
-
+    options = {"mixup": (mixup_alpha, mixup_per_sample, mixup_weights, mixup_target), "noise": (noise_sigma,),
+               "adversarial": (adv_eps, adv_steps, adv_weight)}  # fmt: skip
     config = TrainConfig(
         dataset=dataset,
         model=_model_config(
@@ -198,12 +192,30 @@ def train(
         data_root=data_root,
         image_size=image_size,
         image_channels=image_channels,
-        mixup=mixup_config,
-        adversarial=adversarial,
+        defence=_defence("mixup" if mixup else defence, options),
         save_epochs=_int_list(save_epochs, "--save-epochs"),
     )
     result = run_training(config, out, progress=not quiet)
     _print_info(result.run_dir)
+
+
+def _defence(name: str, options: dict[str, tuple]) -> Defence:
+    """The defence ``name`` built from its command-line options (a table, one line per defence)."""
+    from vaelens.training import AdversarialConfig, MixupConfig, NoDefence, NoiseConfig, check_defence
+
+    def mixup(alpha: float, per_sample: bool, weights: str, target: str) -> MixupConfig:
+        w = _float_list(weights, "--mixup-weights")
+        if len(w) != 3:
+            raise VaelensError(f"--mixup-weights takes three numbers (kl, recon, latent); got {weights!r}")
+        return MixupConfig(alpha, per_sample, w[0], w[1], w[2], cast(Any, target))
+
+    factories: dict[str, Callable[..., Defence]] = {
+        "none": NoDefence,
+        "mixup": mixup,
+        "adversarial": AdversarialConfig,
+        "noise": NoiseConfig,
+    }
+    return factories[check_defence(name)](*options.get(name, ()))
 
 
 def _print_info(run: Path) -> None:
@@ -214,12 +226,13 @@ def _print_info(run: Path) -> None:
     table.add_column("setting", style="bold")
     table.add_column("value")
     config = dict(info["config"])
-    mixup = config.pop("mixup")
+    defence = dict(config.pop("defence"))
     for key, value in {**config.pop("model"), **config}.items():
         table.add_row(key, str(value))
-    table.add_row("mixup", "on" if mixup else "off")
-    for key, value in (mixup or {}).items():
-        table.add_row(f"mixup {key}", str(value))
+    name = defence.pop("name")
+    table.add_row("defence", name)
+    for key, value in defence.items():
+        table.add_row(f"{name} {key}", str(value))
     table.add_row("epochs done", str(info["epochs_done"]))
     for key, value in info["final"].items():
         table.add_row(f"final {key}", f"{value:.4g}" if isinstance(value, float) else str(value))
@@ -521,7 +534,8 @@ def sweep(
     betas: Annotated[str | None, typer.Option(help="logspace:-2:1:50 or a list such as 0.5,2.")] = None,
     mixup: Annotated[str | None, typer.Option(help="off, on or both.")] = None,
     defences: Annotated[
-        str | None, typer.Option(help="Defences, comma-separated: none, mixup, adversarial (instead of --mixup).")
+        str | None,
+        typer.Option(help="Defences, comma-separated: none, mixup, adversarial, noise (instead of --mixup)."),
     ] = None,
     mixup_betas: Annotated[str | None, typer.Option(help="Betas of the defended runs (default: all).")] = None,
     eval_epochs: Annotated[
@@ -531,6 +545,7 @@ def sweep(
     mixup_target: Annotated[str | None, typer.Option(help="Mixup latent target: mean or sample.")] = None,
     adv_eps: Annotated[float | None, typer.Option(help="L2 budget of adversarial training's PGD.")] = None,
     adv_steps: Annotated[int | None, typer.Option(help="PGD steps of adversarial training.")] = None,
+    noise_sigma: Annotated[float | None, typer.Option(help="Input noise of noise-augmentation training.")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", "--seed", help="Seed(s), comma-separated.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     latent_dim: Annotated[int | None, typer.Option()] = None,
@@ -550,7 +565,7 @@ def sweep(
     out: Annotated[Path, typer.Option(help="Sweep directory; running again resumes.")] = Path("vaelens-sweep"),
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Train, audit and attack a grid of runs (data sets x models x betas x mixup x seeds), resumably."""
+    """Train, audit and attack a grid of runs (data sets x models x betas x defences x seeds), resumably."""
     from vaelens.experiments import RayOptions, SweepConfig, run_sweep
 
     flags = {
@@ -565,6 +580,7 @@ def sweep(
         "mixup_target": mixup_target,
         "adv_eps": adv_eps,
         "adv_steps": adv_steps,
+        "noise_sigma": noise_sigma,
         "seeds": seeds and list(_int_list(seeds, "--seeds")),
         "epochs": epochs,
         "latent_dim": latent_dim,
@@ -631,8 +647,10 @@ def protect(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
-    """Protect images against editing through a VAE (PhotoGuard's encoder attack): write copies,
-    at their own size, whose codes are pulled towards a target's, and check what survives."""
+    """Protect images against editing through a VAE (PhotoGuard's encoder attack).
+
+    Writes copies, at their own size, whose codes are pulled towards a target's, and checks what survives.
+    """
     from vaelens.evaluation import (
         ProtectConfig,
         check_inputs,
@@ -686,8 +704,10 @@ def demo(
     n: Annotated[int, typer.Option(help="Test images audited and attacked per run.")] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """The main job, offline: MLP VAEs on mnist-5k at beta 0.1, 1, 4 and beta 1 with mixup; audit,
-    attack, and write the report."""
+    """The main job, offline: train, audit and attack small VAEs on mnist-5k, and write the report.
+
+    MLP VAEs at beta 0.1, 1 and 4, and at beta 1 with mixup.
+    """
     from vaelens.experiments import run_demo
 
     result = run_demo(out, epochs, n, progress=not quiet)

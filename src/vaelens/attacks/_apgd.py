@@ -16,9 +16,8 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Norm, Objective
-from vaelens.attacks._base import Attack, best_of, project, random_in_ball
+from vaelens.attacks._base import Attack, ascent_step, best_of, check_steps, first_direction, project, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective, divergence
-from vaelens.attacks._pgd import ascent_step, check_steps, first_direction
 
 MOMENTUM = 0.75  # alpha of the paper: weight of the new gradient step against the last move
 RHO = 0.75  # the share of steps since the last checkpoint that must improve the objective

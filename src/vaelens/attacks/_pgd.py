@@ -5,44 +5,17 @@ from __future__ import annotations
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, Norm, Objective, is_deterministic
-from vaelens.attacks._base import Attack, best_of, norms, project, random_direction, random_in_ball
+from vaelens._protocol import Norm, Objective
+from vaelens.attacks._base import (  # the step helpers live in _base, shared with APGD and the targeted attack
+    Attack,
+    ascent_step,
+    best_of,
+    check_steps,
+    first_direction,
+    project,
+    random_in_ball,
+)
 from vaelens.attacks._objectives import Reference, check_objective, divergence
-from vaelens.geometry import pullback_metric
-
-
-def check_steps(steps: int, step_size: float | None) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise VaelensError(f"steps must be a positive integer; got {steps!r}")
-    if step_size is not None and not step_size > 0:
-        raise VaelensError(f"step_size must be > 0; got {step_size!r}")
-
-
-def ascent_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """The steepest-ascent direction of unit norm: sign(g) for L-inf, g / ||g||_2 for L2."""
-    if norm == "linf":
-        return grad.sign()
-    return grad / norms(grad, "l2").clamp_min(torch.finfo(grad.dtype).tiny).view(-1, *[1] * (grad.dim() - 1))
-
-
-def first_direction(model: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
-    """The gradient where it is nonzero. Where it is exactly zero (the KL objectives at delta = 0,
-    their minimum), the top eigenvector of the fisher metric there, which is the optimal
-    small-budget direction (docs/method.md section 3); where that is zero too, a random direction.
-    An attack therefore never stays put silently."""
-    zero = norms(grad, "l2") == 0
-    if not bool(zero.any()):
-        return grad
-    grad = grad.clone()
-    xs = x[zero].detach()
-    kind: Kind = "mean" if is_deterministic(model) else "fisher"  # a deterministic encoder has no fisher metric
-    spec = pullback_metric(model, xs, kind).eigen(1)
-    v = spec.require_vectors()[:, 0].to(grad)  # (Z, *s)
-    flat = spec.values[:, 0] == 0
-    if bool(flat.any()):
-        v[flat] = random_direction(xs[flat], seed, "first-direction")
-    grad[zero] = v
-    return grad
 
 
 def projected_gradient(

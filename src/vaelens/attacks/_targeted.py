@@ -7,9 +7,8 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._protocol import Norm, Objective
 from vaelens.attacks._apgd import Transform, auto_pgd
-from vaelens.attacks._base import Attack, random_in_ball
+from vaelens.attacks._base import Attack, check_steps, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective
-from vaelens.attacks._pgd import check_steps
 
 
 class TargetedAttack(Attack):

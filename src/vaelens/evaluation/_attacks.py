@@ -40,7 +40,7 @@ from vaelens.attacks import (
     divergence,
 )
 from vaelens.evaluation._plots import draw_input, input_layout
-from vaelens.geometry import KINDS
+from vaelens.geometry import check_kind
 
 Method = Literal["eigen", "pgd", "apgd", "strongest", "random"]
 METHODS: tuple[Method, ...] = ("eigen", "pgd", "apgd", "strongest", "random")
@@ -73,8 +73,7 @@ class AttackSpec:
             raise VaelensError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         if self.objective is not None and self.objective not in OBJECTIVES:
             raise VaelensError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        if self.kind not in KINDS:
-            raise VaelensError(f"unknown metric kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        check_kind(self.kind)
         for name in ("steps", "restarts", "directions"):
             if getattr(self, name) < 1:
                 raise VaelensError(f"{name} must be >= 1; got {getattr(self, name)}")

@@ -172,38 +172,12 @@ def audit(
                     parts[kind].append(robustness_scores(metric.eigenvalues(method="exact"), config.normalize))
                 if start == 0:  # eigenvectors only for the inputs drawn or probed, from the cached factor
                     probed = probe_n if kind == probe_kind and probe_n <= len(xb) else 0
-                    rows = max(config.n_show, probed)
-                    if rows:
-                        r = min(metric.rank_bound, max(SHOWN_DIRECTIONS, config.probe_directions))
-                        if method == "lanczos":
-                            r = min(r, config.iters)
-                        spec = metric[:rows].eigen(r, method, max(config.iters, r), config.seed)
-                        values, vectors = spec.values, spec.require_vectors()  # (rows, r), (rows, r, *s)
-                        if config.n_show:
-                            n = config.n_show
-                            shown[kind] = Spectrum(values[:n].cpu(), vectors[:n].cpu(), kind)
-                        if probed:  # the probe reuses these eigenpairs instead of recomputing them
-                            probe_spectrum = Spectrum(values[:probed], vectors[:probed], kind)
+                    drawn, for_probe = _first_spectra(metric, method, config, probed)
+                    shown.update({kind: drawn} if drawn is not None else {})
+                    probe_spectrum = for_probe if for_probe is not None else probe_spectrum
                 ticker.tick(f"{kind} {min(start + config.batch_size, len(x))}/{len(x)}")
         ticker.flush()
-        probe = None
-        if probe_n:
-            xp = prepare_inputs(model, x[:probe_n])
-            if probe_spectrum is None:  # more probed inputs than one batch: compute their spectrum
-                metric = pullback_metric(model, xp, probe_kind, config.chunk_size)
-                probe_spectrum = metric.eigen(min(config.probe_directions, metric.rank_bound))
-            probe_task = Ticker(bar, f"probing {probe_kind}", 1, interval=0.0)
-            probe = eigen_probe(
-                model,
-                xp,
-                probe_kind,
-                directions=min(config.probe_directions, probe_spectrum.values.shape[1]),
-                scale=config.probe_scale,
-                seed=config.seed,
-                spectrum=probe_spectrum,
-            )
-            probe_task.tick()
-            probe_task.flush()
+        probe = _probe(model, x[:probe_n], probe_kind, config, probe_spectrum, bar) if probe_n else None
     return AuditResult(
         config,
         {kind: Scores.concat(p) for kind, p in parts.items()},
@@ -214,6 +188,43 @@ def audit(
         dict(methods),
         input_layout(model, x.dim() - 1),
     )
+
+
+def _first_spectra(
+    metric: PullbackMetric, method: Literal["exact", "lanczos"], config: AuditConfig, probed: int
+) -> tuple[Spectrum | None, Spectrum | None]:
+    """The eigenpairs of the first inputs: those drawn (``n_show``) and those probed (``probed``),
+    one computation for both, from the metric's cached factor."""
+    rows = max(config.n_show, probed)
+    if not rows:
+        return None, None
+    r = min(metric.rank_bound, max(SHOWN_DIRECTIONS, config.probe_directions))
+    if method == "lanczos":
+        r = min(r, config.iters)
+    spec = metric[:rows].eigen(r, method, max(config.iters, r), config.seed)
+    values, vectors = spec.values, spec.require_vectors()  # (rows, r), (rows, r, *s)
+    n = config.n_show
+    drawn = Spectrum(values[:n].cpu(), vectors[:n].cpu(), metric.kind) if n else None
+    # the probe reuses these eigenpairs instead of recomputing them
+    return drawn, Spectrum(values[:probed], vectors[:probed], metric.kind) if probed else None
+
+
+def _probe(
+    model: torch.nn.Module, x: torch.Tensor, kind: Kind, config: AuditConfig, spectrum: Spectrum | None, bar: Any
+) -> ProbeResult:
+    """The eigen-direction probe of x (P, *s) along the given eigenpairs (computed here if None:
+    more probed inputs than one batch)."""
+    xp = prepare_inputs(model, x)
+    if spectrum is None:
+        metric = pullback_metric(model, xp, kind, config.chunk_size)
+        spectrum = metric.eigen(min(config.probe_directions, metric.rank_bound))
+    task = Ticker(bar, f"probing {kind}", 1, interval=0.0)
+    directions = min(config.probe_directions, spectrum.values.shape[1])
+    probe = eigen_probe(model, xp, kind, directions=directions, scale=config.probe_scale, seed=config.seed,
+                        spectrum=spectrum)  # fmt: skip
+    task.tick()
+    task.flush()
+    return probe
 
 
 def _lanczos_scores(metric: PullbackMetric, config: AuditConfig, bar: Any, start: int, total: int) -> Scores:

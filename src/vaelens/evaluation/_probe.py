@@ -12,7 +12,7 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Kind, decode, encode, eval_mode, prepare_inputs
-from vaelens.geometry import KINDS, Spectrum, pullback_metric
+from vaelens.geometry import Spectrum, check_kind, pullback_metric
 
 Scale = Literal["lambda", "unit"]
 SCALES: tuple[Scale, ...] = ("lambda", "unit")
@@ -100,8 +100,7 @@ def eigen_probe(
     """
     if scale not in SCALES:
         raise VaelensError(f"scale must be one of {SCALES}; got {scale!r}")
-    if kind not in KINDS:
-        raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+    check_kind(kind)
     if spectrum is not None and spectrum.kind != kind:
         raise VaelensError(
             f"the spectrum given is of the {spectrum.kind} metric but kind={kind!r}; pass a matching kind or spectrum"

@@ -35,7 +35,7 @@ def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
 
 @dataclass(frozen=True)
 class TrendPoint:
-    """One (dataset, model, beta, mixup) cell of a sweep, aggregated over its seeds.
+    """One (dataset, model, beta, defence, epochs) cell of a sweep, aggregated over its seeds.
 
     Every value is the median over seeds of the per-run value (numpy's median); ``rho_median_min``
     and ``rho_median_max`` give the spread of the per-run median rho(G) across seeds.
@@ -44,7 +44,6 @@ class TrendPoint:
     dataset: str
     model: str
     beta: float
-    mixup: bool
     n_seeds: int
     rho_median: float
     rho_median_min: float
@@ -52,8 +51,13 @@ class TrendPoint:
     entropy_median: float
     test_mse: float
     runs: tuple[ResultRow, ...]
-    defence: str = "none"
+    defence: str = "none"  # a name of training.DEFENCES
     epochs: int = 0
+
+    @property
+    def mixup(self) -> bool:
+        """Trained with mixup (trend.csv keeps this column for the readers of older files)."""
+        return self.defence == "mixup"
 
     def record(self) -> dict[str, object]:
         """The row of trend.csv."""
@@ -70,7 +74,7 @@ def aggregate(rows: Iterable[ResultRow]) -> list[TrendPoint]:
         rho = np.array([r.rho_median for r in runs])
         points.append(
             TrendPoint(
-                dataset, model, beta, defence == "mixup", len(runs), float(np.median(rho)), float(rho.min()),
+                dataset, model, beta, len(runs), float(np.median(rho)), float(rho.min()),
                 float(rho.max()), float(np.median([r.entropy_median for r in runs])),
                 float(np.median([r.test_mse for r in runs])), tuple(sorted(runs, key=lambda r: r.seed)), defence,
                 epochs,
@@ -142,20 +146,18 @@ class CurvePosition:
         return self.actual < self.expected
 
 
-def against_curve(
-    curve_x: Sequence[float], curve_y: Sequence[float], x: float, y: float, log_x: bool = False
-) -> CurvePosition:
-    """The position of (x, y) against the curve through (curve_x, curve_y); y values must be > 0.
+def against_curve(curve_x: Sequence[float], curve_y: Sequence[float], x: float, y: float) -> CurvePosition:
+    """The position of (x, y) against the curve through (curve_x, curve_y), interpolated linearly in
+    (log x, log y) (docs/method.md section 6.5); x and y values must be > 0.
 
-    ``log_x`` interpolates in log x as well (log-log, the frontier's convention); x values must then be > 0.
+    The one judgement of a run against a beta curve: compare's verdict, the mixup sentences and the
+    frontier all call it, so a run gets one ratio everywhere.
     """
-    xs = np.asarray(curve_x, dtype=float)
+    xs = np.log(np.maximum(np.asarray(curve_x, dtype=float), 1e-300))
     ys = np.log(np.maximum(np.asarray(curve_y, dtype=float), 1e-300))
     order = np.argsort(xs)
     xs, ys = xs[order], ys[order]
-    at = x
-    if log_x:
-        xs, at = np.log(np.maximum(xs, 1e-300)), math.log(max(x, 1e-300))
+    at = math.log(max(x, 1e-300))
     expected = float(np.exp(np.interp(at, xs, ys)))
     return CurvePosition(y, expected, y / expected if expected > 0 else float("inf"), not (xs[0] <= at <= xs[-1]))
 
@@ -328,12 +330,12 @@ def frontier(rows: Iterable[ResultRow], measure: Measure) -> list[FrontierVerdic
     Returns:
         One verdict per (dataset, model, defence, beta, epochs) with a curve of at least two betas.
     """
-    rows = list(rows)
     points = aggregate(rows)
-    curves: dict[tuple[str, str, int], list[TrendPoint]] = {}
-    for p in points:
-        if p.defence == "none":
-            curves.setdefault((p.dataset, p.model, p.epochs), []).append(p)
+    curves = {
+        (*key, epochs): curve
+        for epochs in sorted({p.epochs for p in points})
+        for key, curve in beta_curves([p for p in points if p.epochs == epochs]).items()
+    }
     out = []
     for p in points:
         curve = curves.get((p.dataset, p.model, p.epochs), [])
@@ -341,7 +343,7 @@ def frontier(rows: Iterable[ResultRow], measure: Measure) -> list[FrontierVerdic
             continue
         xs = [c.test_mse for c in curve]
         ys = [float(np.median([measure.of(r) for r in c.runs])) for c in curve]
-        positions = [against_curve(xs, ys, r.test_mse, measure.of(r), log_x=True) for r in p.runs]
+        positions = [against_curve(xs, ys, r.test_mse, measure.of(r)) for r in p.runs]
         out.append(
             FrontierVerdict(
                 p.dataset, p.model, p.defence, p.beta, p.epochs, measure.name,

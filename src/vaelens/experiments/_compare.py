@@ -25,11 +25,11 @@ from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import is_deterministic, model_input_shape
 from vaelens.data import MediaOptions, load_dataset, sample_shape, take
-from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, reconstruction_quality
+from vaelens.evaluation import AuditConfig, attack_sweep, audit, reconstruction_quality
 from vaelens.experiments._analysis import against_curve, position_phrase
 from vaelens.experiments._models import default_dataset, folder_image_shape, is_run_spec, load_model
 from vaelens.experiments._runs import parse_run_ref
-from vaelens.experiments._schema import strongest_of
+from vaelens.experiments._schema import ENSEMBLE, EVALUATED_KINDS, attack_specs, strongest_of
 from vaelens.training import read_config
 
 # (printed header, RunRow field): the columns a comparison table shows, in order
@@ -118,7 +118,7 @@ def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_
         run_dir, _ = parse_run_ref(spec)
         c = read_config(run_dir)
         name = Path(spec).name
-        entry = _Entry(spec, name, c.beta, c.mixup is not None, c.defence, c.dataset, c.model.likelihood,
+        entry = _Entry(spec, name, c.beta, c.defence.name == "mixup", c.defence.name, c.dataset, c.model.likelihood,
                        c.model.input_shape)  # fmt: skip
         return entry, None
     model = load_model(spec, "cpu", allow_pickle)
@@ -176,68 +176,72 @@ def compare_runs(
             DatasetMismatchWarning,
             stacklevel=2,
         )
-    first = entries[0]
-    name = dataset or first.dataset
-    if is_run_spec(first.spec):
-        c = read_config(parse_run_ref(first.spec)[0])
-        data = load_dataset(name, "test", c.data_root, image_size or c.image_size, channels or c.image_channels)
-    else:
-        held = loaded[0][1]
-        assert held is not None  # a spec that is not a run was loaded by _entry
-        data = load_dataset(name, "test", None, *folder_image_shape(held, image_size, channels), media)
-    shape = sample_shape(data)
-    for e in entries:
-        if e.shape is not None and tuple(e.shape) != shape:
-            raise VaelensError(f"{e.spec} takes inputs of shape {e.shape}, not {shape}; it cannot be compared")
-    x = take(data, n)[0]
+    name = dataset or entries[0].dataset
+    x = _test_inputs(loaded, name, image_size, channels, n, media)
     rows = []
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, "comparing", len(runs), interval=0.0)
         for entry, held in loaded:
             model = held if held is not None else load_model(entry.spec)
-            mse, nll, elbo, active = reconstruction_quality(model, x, cast(Any, entry.likelihood), seed)
-            scores = audit(
-                model,
-                x,
-                config=AuditConfig(
-                    kinds=("stochastic", "fisher", "output"), batch_size=batch_size, n_show=0, probe_n=0
-                ),
-                progress=False,
-            ).scores
-            specs = {
-                "eigen": AttackSpec("eigen"),
-                "pgd": AttackSpec("pgd", steps=pgd_steps, seed=seed),
-                "apgd": AttackSpec("apgd", steps=2 * pgd_steps, seed=seed),
-            }
-            damage = {
-                name: attack_sweep(model, x, [eps], spec, batch_size=batch_size, n_show=0, progress=False).damage[0]
-                for name, spec in specs.items()
-            }
-            eigen, pgd = damage["eigen"], damage["pgd"]
-            strongest_kl, strongest_shift = strongest_of(
-                {m: d.kl.double().numpy() for m, d in damage.items()},
-                {m: d.recon_shift.double().numpy() for m, d in damage.items()},
-            )
-            rho = scores["stochastic"].spectral_radius.double().numpy()
-            fisher = scores["fisher"].spectral_radius.double().numpy()
-            median = {kind: s.summary() for kind, s in scores.items()}  # numpy's median, as everywhere
-            rows.append(
-                RunRow(
-                    name=entry.name, beta=entry.beta, mixup=entry.mixup, defence=entry.defence, dataset=name,
-                    test_mse=mse, test_recon=nll, elbo=elbo, active_units=active,
-                    rho_median=float(np.median(rho)), rho_mean=float(rho.mean()),
-                    entropy_median=median["stochastic"]["von_neumann_entropy"]["median"],
-                    fisher_rho_median=float(np.median(fisher)), fisher_rho_mean=float(fisher.mean()),
-                    output_rho_median=median["output"]["spectral_radius"]["median"],
-                    eigen_kl=eigen.kl.mean().item(), pgd_kl=pgd.kl.mean().item(),
-                    pgd_recon_shift=pgd.recon_shift.mean().item(), apgd_kl=damage["apgd"].kl.mean().item(),
-                    strongest_kl=float(strongest_kl.mean()), strongest_recon_shift=float(strongest_shift.mean()),
-                    rho=rho,
-                )
-            )  # fmt: skip
+            rows.append(evaluate_model(entry, model, x, name, eps, pgd_steps, seed, batch_size))
             ticker.tick(entry.name)
         ticker.flush()
     return Comparison(rows, eps, len(x), verdict(rows), compare_output(runs, n, eps, pgd_steps, seed))
+
+
+def _test_inputs(
+    loaded: list[tuple[_Entry, torch.nn.Module | None]], name: str, image_size: int | None, channels: int | None,
+    n: int, media: MediaOptions | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """The first n test inputs (n, *s) of data set ``name``, at the shape the first model takes;
+    a one-line error if another model takes another shape."""
+    first, held = loaded[0]
+    if is_run_spec(first.spec):
+        c = read_config(parse_run_ref(first.spec)[0])
+        data = load_dataset(name, "test", c.data_root, image_size or c.image_size, channels or c.image_channels)
+    else:
+        assert held is not None  # a spec that is not a run was loaded by _entry
+        data = load_dataset(name, "test", None, *folder_image_shape(held, image_size, channels), media)
+    shape = sample_shape(data)
+    for e, _ in loaded:
+        if e.shape is not None and tuple(e.shape) != shape:
+            raise VaelensError(f"{e.spec} takes inputs of shape {e.shape}, not {shape}; it cannot be compared")
+    return take(data, n)[0]
+
+
+def evaluate_model(
+    entry: _Entry, model: torch.nn.Module, x: torch.Tensor, dataset: str, eps: float, pgd_steps: int, seed: int,
+    batch_size: int,
+) -> RunRow:  # fmt: skip
+    """One model's row: reconstruction, the audit of the evaluated kinds and the ensemble's attacks
+    at one budget, by the protocol a sweep uses (``EVALUATED_KINDS``, ``attack_specs``)."""
+    mse, nll, elbo, active = reconstruction_quality(model, x, cast(Any, entry.likelihood), seed)
+    config = AuditConfig(kinds=EVALUATED_KINDS, batch_size=batch_size, n_show=0, probe_n=0)
+    scores = audit(model, x, config=config, progress=False).scores
+    damage = {
+        method: attack_sweep(model, x, [eps], spec, batch_size=batch_size, n_show=0, progress=False).damage[0]
+        for method, spec in attack_specs(pgd_steps, seed, ENSEMBLE).items()
+    }
+    eigen, pgd = damage["eigen"], damage["pgd"]
+    strongest_kl, strongest_shift = strongest_of(
+        {m: d.kl.double().numpy() for m, d in damage.items()},
+        {m: d.recon_shift.double().numpy() for m, d in damage.items()},
+    )
+    rho = scores["stochastic"].spectral_radius.double().numpy()
+    fisher = scores["fisher"].spectral_radius.double().numpy()
+    median = {kind: s.summary() for kind, s in scores.items()}  # numpy's median, as everywhere
+    return RunRow(
+        name=entry.name, beta=entry.beta, mixup=entry.mixup, defence=entry.defence, dataset=dataset,
+        test_mse=mse, test_recon=nll, elbo=elbo, active_units=active,
+        rho_median=float(np.median(rho)), rho_mean=float(rho.mean()),
+        entropy_median=median["stochastic"]["von_neumann_entropy"]["median"],
+        fisher_rho_median=float(np.median(fisher)), fisher_rho_mean=float(fisher.mean()),
+        output_rho_median=median["output"]["spectral_radius"]["median"],
+        eigen_kl=eigen.kl.mean().item(), pgd_kl=pgd.kl.mean().item(),
+        pgd_recon_shift=pgd.recon_shift.mean().item(), apgd_kl=damage["apgd"].kl.mean().item(),
+        strongest_kl=float(strongest_kl.mean()), strongest_recon_shift=float(strongest_shift.mean()),
+        rho=rho,
+    )  # fmt: skip
 
 
 def verdict(rows: list[RunRow]) -> list[str]:

@@ -43,7 +43,7 @@ class Section:
 class Page:
     title: str
     intro: str
-    settings: str
+    settings: Table
     summary: list[str]
     results: Table
     sections: list[Section]

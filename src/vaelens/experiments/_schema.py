@@ -17,9 +17,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vaelens._errors import VaelensError
-from vaelens.evaluation import Method
+from vaelens._protocol import Kind
+from vaelens.evaluation import AttackSpec, Method
 
 ATTACK_METHODS: tuple[Method, ...] = ("eigen", "pgd", "apgd", "random")  # what a sweep runs per unit
+# the metric kinds audited per model, by a sweep and by compare
+EVALUATED_KINDS: tuple[Kind, ...] = ("stochastic", "fisher", "output")
 # the per-input best of these, on the KL objective, is the sweep's headline damage, "strongest"
 ENSEMBLE: tuple[Method, ...] = ("eigen", "pgd", "apgd")
 HEADLINE: Method = "strongest"
@@ -27,6 +30,14 @@ REPORTED_METHODS: tuple[Method, ...] = (*ATTACK_METHODS, HEADLINE)
 # the KL damage, its mean-shift and variance parts (they sum to it), and the reconstruction shift
 DAMAGE_MEASURES = ("kl", "recon_shift", "kl_mean", "kl_var")
 _SPLIT = ("kl_mean", "kl_var")  # absent from rows written before the split: read as NaN
+
+
+def attack_specs(pgd_steps: int, seed: int, methods: tuple[Method, ...] = ATTACK_METHODS) -> dict[Method, AttackSpec]:
+    """The attacks of the evaluation protocol, shared by a sweep and compare: APGD gets twice PGD's
+    steps (its usual budget); EigenAttack takes neither steps nor seed."""
+    return {m: AttackSpec(method=m, steps=2 * pgd_steps if m == "apgd" else pgd_steps, seed=seed) for m in methods}
+
+
 # samples.csv: column -> (metric kind, score) of the audit
 SCORE_COLUMNS = {
     "rho_stochastic": ("stochastic", "spectral_radius"),
@@ -84,7 +95,6 @@ class ResultRow:
     dataset: str
     model: str
     beta: float
-    mixup: bool
     seed: int
     epochs: int
     test_recon: float
@@ -101,14 +111,15 @@ class ResultRow:
     entropy_median: float
     rho_fisher_median: float
     rho_output_median: float
-    defence: str = "none"  # "none", "mixup" or "adversarial"
+    defence: str = "none"  # a name of training.DEFENCES
     damage: dict[tuple[str, str, float], float] = field(default_factory=dict)
 
     SCALARS: ClassVar[tuple[str, ...]]
 
-    def __post_init__(self) -> None:
-        if self.mixup and self.defence == "none":  # a row built before defences had names
-            object.__setattr__(self, "defence", "mixup")
+    @property
+    def mixup(self) -> bool:
+        """Trained with mixup (results.csv keeps this column for the readers of older files)."""
+        return self.defence == "mixup"
 
     def damage_at(self, method: str, measure: str, eps: float) -> float:
         try:
@@ -139,6 +150,8 @@ class ResultRow:
         values: dict[str, Any] = {}
         try:
             for name in cls.SCALARS:
+                if name == "mixup":  # derived from the defence
+                    continue
                 if name == "defence" and name not in record:  # a row written before adversarial training
                     record = {**record, name: "mixup" if str(record["mixup"]) == "True" else "none"}
                 raw = record[name]
@@ -167,4 +180,6 @@ def _damage_keys(eps: list[float] | tuple[float, ...]) -> list[tuple[str, str, f
     return [(m, q, float(e)) for m in REPORTED_METHODS for e in eps for q in DAMAGE_MEASURES]
 
 
+# results.csv's scalar columns, in order; "mixup" is derived from the defence and kept where it always stood
 ResultRow.SCALARS = tuple(f.name for f in dataclasses.fields(ResultRow) if f.name != "damage")
+ResultRow.SCALARS = (*ResultRow.SCALARS[:4], "mixup", *ResultRow.SCALARS[4:])

@@ -34,7 +34,6 @@ from vaelens._errors import VaelensError
 from vaelens._io import exclusive_lock, read_json, write_csv, write_json
 from vaelens._outputs import is_complete
 from vaelens._progress import Ticker
-from vaelens._protocol import Kind
 from vaelens.data import load_dataset, take
 from vaelens.evaluation import (
     AttackSpec,
@@ -53,23 +52,36 @@ from vaelens.experiments._schema import (
     ATTACK_METHODS,
     DAMAGE_MEASURES,
     ENSEMBLE,
+    EVALUATED_KINDS,
     HEADLINE,
     SCORE_COLUMNS,
     ResultRow,
+    attack_specs,
     damage_column,
     read_csv,
     strongest_of,
 )
 from vaelens.models import ModelConfig
-from vaelens.training import DEFENCES, AdversarialConfig, MixupConfig, TrainConfig, input_shape_of, train
+from vaelens.training import (
+    DEFENCES,
+    AdversarialConfig,
+    Defence,
+    MixupConfig,
+    NoDefence,
+    NoiseConfig,
+    TrainConfig,
+    check_defence,
+    input_shape_of,
+    train,
+)
 
 MIXUP_CHOICES = ("off", "on", "both")
 # settings added after sweeps were first written: a sweep.json without them has them at these values
 _LATER_DEFAULTS: dict[str, Any] = {
     "defences": None, "eval_epochs": [], "cosine_t_max": None, "mixup_target": "mean", "adv_eps": 1.0, "adv_steps": 5,
+    "noise_sigma": 0.25,
 }  # fmt: skip
 _NOT_IDENTITY = ("device",)  # a sweep started on a laptop may be finished on a cluster
-AUDIT_KINDS: tuple[Kind, ...] = ("stochastic", "fisher", "output")
 
 
 def parse_betas(spec: str | list | tuple) -> list[float]:
@@ -110,7 +122,8 @@ class SweepConfig:
     Arguments:
         datasets, models, betas, seeds: the grid (models: "mlp" or "conv").
         mixup: "off", "on" or "both" (the defences none and mixup; ignored when ``defences`` is set).
-        defences: the defences of the grid, from "none", "mixup" and "adversarial" (None: from ``mixup``).
+        defences: the defences of the grid, from "none", "mixup", "adversarial" and "noise" (None:
+            from ``mixup``).
         mixup_betas: restrict defended runs to these betas (None: every beta of the grid).
         epochs, latent_dim, batch_size, lr: training settings of every run.
         eval_epochs: also evaluate every run at these earlier epochs (one training per run).
@@ -118,6 +131,7 @@ class SweepConfig:
             used 200 over 100 epochs).
         mixup_target: the mixup latent target, "mean" or "sample" (docs/method.md section 6).
         adv_eps, adv_steps: the inner PGD of adversarial training (L2 budget, steps).
+        noise_sigma: the input noise of noise-augmentation training (docs/method.md section 6.6).
         n: test inputs audited and attacked per run.
         eps: L2 attack budgets.
         pgd_steps: PGD steps.
@@ -147,6 +161,7 @@ class SweepConfig:
     mixup_target: str = "mean"
     adv_eps: float = 1.0
     adv_steps: int = 5
+    noise_sigma: float = 0.25
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -158,9 +173,8 @@ class SweepConfig:
             bad = [d for d in self.defences if d not in DEFENCES]
             if bad or not self.defences:
                 raise VaelensError(f"defences must be some of {', '.join(DEFENCES)}; got {list(self.defences)}")
-        # the training settings are checked where they are used, once, by the configs that hold them
-        MixupConfig(latent_target=cast(Any, self.mixup_target))
-        AdversarialConfig(self.adv_eps, self.adv_steps)
+        for name in DEFENCES:  # the training settings are checked once, by the configs that hold them
+            self.defence_config(name)
         object.__setattr__(self, "betas", tuple(parse_betas(list(self.betas))))
         if self.mixup_betas is not None:
             object.__setattr__(self, "mixup_betas", tuple(parse_betas(list(self.mixup_betas))))
@@ -205,6 +219,16 @@ class SweepConfig:
         if self.defences is not None:
             return self.defences
         return {"off": ("none",), "on": ("mixup",), "both": ("none", "mixup")}[self.mixup]
+
+    def defence_config(self, name: str) -> Defence:
+        """The defence ``name`` with this sweep's settings for it."""
+        factories: dict[str, Callable[[], Defence]] = {
+            "none": NoDefence,
+            "mixup": lambda: MixupConfig(latent_target=cast(Any, self.mixup_target)),
+            "adversarial": lambda: AdversarialConfig(self.adv_eps, self.adv_steps),
+            "noise": lambda: NoiseConfig(self.noise_sigma),
+        }
+        return factories[check_defence(name, "defences")]()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
@@ -265,7 +289,7 @@ class SweepConfig:
     def units(self) -> list[Unit]:
         """The grid, seed by seed: an interrupted sweep has whole replicates of the grid done."""
         return [
-            Unit(dataset, model, beta, defence == "mixup", seed, defence == "adversarial")
+            Unit(dataset, model, beta, defence, seed)
             for seed in self.seeds
             for dataset in self.datasets
             for model in self.models
@@ -282,18 +306,13 @@ class Unit:
     dataset: str
     model: str
     beta: float
-    mixup: bool
+    defence: str  # a name of training.DEFENCES
     seed: int
-    adversarial: bool = False
-
-    @property
-    def defence(self) -> str:
-        return "mixup" if self.mixup else ("adversarial" if self.adversarial else "none")
 
     @property
     def name(self) -> str:
         safe = self.dataset.replace("/", "_").replace(":", "-")
-        suffix = {"none": "", "mixup": "_mixup", "adversarial": "_adv"}[self.defence]
+        suffix = DEFENCES[self.defence].run_suffix
         return f"{safe}_{self.model}_beta{self.beta:.4g}{suffix}_seed{self.seed}"
 
 
@@ -344,8 +363,7 @@ def unit_config(sweep: SweepConfig, unit: Unit, shape: tuple[int, ...] | None = 
     return TrainConfig(
         dataset=unit.dataset, model=model_config, beta=unit.beta, epochs=sweep.epochs, batch_size=sweep.batch_size,
         lr=sweep.lr, seed=unit.seed, device=sweep.device, cosine_t_max=sweep.cosine_t_max,
-        mixup=MixupConfig(latent_target=cast(Any, sweep.mixup_target)) if unit.mixup else None,
-        adversarial=AdversarialConfig(sweep.adv_eps, sweep.adv_steps) if unit.adversarial else None,
+        defence=sweep.defence_config(unit.defence),
         save_epochs=sweep.eval_epochs,
     )  # fmt: skip
 
@@ -413,14 +431,12 @@ def _evaluate(
     """Audit and attack one model of a unit into ``run_dir``; its result row (not yet written)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"run": run_dir.name}
-    audit_config = AuditConfig(kinds=AUDIT_KINDS, probe_n=min(sweep.probe_n, len(x)))
+    audit_config = AuditConfig(kinds=EVALUATED_KINDS, probe_n=min(sweep.probe_n, len(x)))
     if not is_complete(run_dir / "audit", "audit", audit_output(audit_config, meta)):
         stage("audit")
         audited = audit(model, x, labels, audit_config, False)
         write_audit(audited, run_dir / "audit", meta)
-    for method in ATTACK_METHODS:
-        steps = 2 * sweep.pgd_steps if method == "apgd" else sweep.pgd_steps  # APGD's usual budget
-        spec = AttackSpec(method=method, steps=steps, seed=unit.seed)
+    for method, spec in attack_specs(sweep.pgd_steps, unit.seed).items():
         if not is_complete(run_dir / spec.dirname, "attack", attack_output(spec, list(sweep.eps), meta)):
             stage(f"attack {method}")
             swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
@@ -435,7 +451,7 @@ def _collect(
     """Per-sample arrays (samples.csv) and the run's result row, from the files its stages wrote."""
     scores = read_csv(run_dir / "audit" / "scores.csv")
     by_kind: dict[str, dict[str, np.ndarray]] = {}
-    for kind in AUDIT_KINDS:
+    for kind in EVALUATED_KINDS:
         rows = [r for r in scores if r["kind"] == kind]
         by_kind[kind] = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("kind", "label")}
     n = len(by_kind["stochastic"]["index"])
@@ -461,7 +477,7 @@ def _collect(
     quality = reconstruction_quality(model, x, config.model.likelihood, unit.seed)
     rho = samples["rho_stochastic"]
     return ResultRow(
-        run=run_dir.name, dataset=unit.dataset, model=unit.model, beta=unit.beta, mixup=unit.mixup, seed=unit.seed,
+        run=run_dir.name, dataset=unit.dataset, model=unit.model, beta=unit.beta, seed=unit.seed,
         epochs=epoch, test_recon=quality.nll, test_mse=quality.mse, test_elbo=quality.elbo,
         train_kl=train_kl, active_units=quality.active_units, defence=unit.defence,
         rho_mean=float(rho.mean()), rho_median=float(np.median(rho)), rho_std=float(rho.std()),

@@ -17,6 +17,7 @@ from vaelens.geometry._metric import (
     Method,
     PullbackMetric,
     Spectrum,
+    check_kind,
     check_method,
     pullback_metric,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "Spectrum",
     "VmapFallbackWarning",
     "batched_jacobian",
+    "check_kind",
     "check_method",
     "decoder_jacobian",
     "encoder_jacobians",

@@ -18,6 +18,7 @@ never form L either: G v = J^T W J v costs one JVP and one VJP.
 from __future__ import annotations
 
 import math
+import typing
 import warnings
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -34,12 +35,19 @@ from vaelens.geometry._jacobian import (
     latent_size,
 )
 
-KINDS: tuple[Kind, ...] = ("mean", "stochastic", "fisher", "output", "output-stochastic")
+KINDS: tuple[Kind, ...] = typing.get_args(Kind)  # the Literal's names, in its order
 Method = Literal["auto", "exact", "lanczos"]
 METHODS: tuple[Method, ...] = ("auto", "exact", "lanczos")
 DEFAULT_MEMORY_BUDGET_GB = 2.0  # what the exact path may use before "auto" switches to Lanczos
 _EXACT_OVERHEAD = 3  # the factor, the Gram product's workspace and the batched Jacobian's buffers
 _noted: set[tuple[str, tuple[int, ...], str]] = set()
+
+
+def check_kind(kind: str) -> Kind:
+    """A metric kind name, checked: one of ``KINDS``. The one place the kinds are checked."""
+    if kind not in KINDS:
+        raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return cast(Kind, kind)
 
 
 def check_method(method: str) -> Method:
@@ -111,8 +119,7 @@ class PullbackMetric:
         chunk_size: int | None,
         memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
     ) -> None:
-        if kind not in KINDS:
-            raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+        check_kind(kind)
         if kind not in ("mean", "output"):
             require_variance(model, f"the {kind} metric")
         if chunk_size is not None and chunk_size < 1:

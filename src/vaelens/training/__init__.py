@@ -1,9 +1,17 @@
-"""Training beta-VAEs, plain or with a defence (docs/method.md sections 1, 6 and 7)."""
+"""Training beta-VAEs, plain or with a defence (docs/method.md sections 1, 6 and 7).
+
+Each defence is one file behind the ``Defence`` interface (``_defence.py``), found by name in
+``_registry.py``: none, mixup, adversarial and noise.
+"""
 
 from vaelens.training._adversarial import AdversarialConfig, AdversarialTerms, adversarial_terms
-from vaelens.training._config import DEFENCES, TrainConfig, input_shape_of
+from vaelens.training._config import TrainConfig, input_shape_of
+from vaelens.training._defence import Defence, DefenceBatch, DefenceLoss
 from vaelens.training._loss import LossTerms, Reconstruction, beta_vae_loss, kl_to_prior, reconstruct
 from vaelens.training._mixup import LATENT_TARGETS, MixupConfig, MixupTerms, mixup_terms
+from vaelens.training._noise import NoiseConfig
+from vaelens.training._none import NoDefence
+from vaelens.training._registry import DEFENCE_TERMS, DEFENCES, check_defence, defence_from_dict
 from vaelens.training._rundir import (
     CONFIG,
     EPOCH_FILES,
@@ -23,6 +31,14 @@ __all__ = [
     "AdversarialTerms",
     "adversarial_terms",
     "DEFENCES",
+    "DEFENCE_TERMS",
+    "Defence",
+    "DefenceBatch",
+    "DefenceLoss",
+    "NoDefence",
+    "NoiseConfig",
+    "check_defence",
+    "defence_from_dict",
     "EPOCH_FILES",
     "LATENT_TARGETS",
     "epoch_file",

@@ -12,7 +12,6 @@ parameters only through the added loss term, never through the attack's own step
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -24,12 +23,13 @@ from vaelens._divergences import gaussian_kl
 from vaelens._errors import VaelensError
 from vaelens._protocol import encode
 from vaelens.attacks import PGD
+from vaelens.training._defence import Defence, DefenceBatch, DefenceLoss
 from vaelens.training._loss import ElboPass, elbo_pass
 
 
 @dataclass(frozen=True)
-class AdversarialConfig:
-    """Adversarial-training settings.
+class AdversarialConfig(Defence):
+    """Adversarial training: the defence's settings and its loss.
 
     Arguments:
         eps: L2 budget of the inner attack, > 0 (default 1.0).
@@ -42,6 +42,12 @@ class AdversarialConfig:
     steps: int = 5
     weight: float = 1.0
 
+    name = "adversarial"
+    run_suffix = "_adv"
+    terms = ("adv_recon", "adv_kl", "adv_damage")
+    stream = "adversarial"
+    stream_on_device = True
+
     def __post_init__(self) -> None:
         check_fields(self)
         if not (math.isfinite(self.eps) and self.eps > 0):
@@ -51,12 +57,17 @@ class AdversarialConfig:
         if not (math.isfinite(self.weight) and self.weight >= 0):
             raise VaelensError(f"adversarial weight (--adv-weight) must be >= 0; got {self.weight}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AdversarialConfig:
         return from_dict(cls, d, "adversarial config")
+
+    def loss(self, batch: DefenceBatch) -> DefenceLoss:
+        """The weighted adversarial ELBO; x_adv's reparameterisation noise comes from the batch's
+        generator (on the model's device), the attack's random start from the step's seed."""
+        x = batch.x
+        adv_noise = torch.randn(batch.noise.shape, generator=batch.generator, device=x.device, dtype=x.dtype)
+        adv = adversarial_terms(batch.model, x, self, batch.beta, adv_noise, batch.likelihood, batch.seed)
+        return DefenceLoss((self.weight * adv.loss,), dict(zip(self.terms, adv[1:], strict=True)))
 
 
 class AdversarialTerms(NamedTuple):

@@ -12,9 +12,10 @@ from vaelens._errors import VaelensError
 from vaelens.data import load_dataset, sample_shape
 from vaelens.models import ModelConfig
 from vaelens.training._adversarial import AdversarialConfig
+from vaelens.training._defence import Defence
 from vaelens.training._mixup import MixupConfig
-
-DEFENCES = ("none", "mixup", "adversarial")
+from vaelens.training._none import NoDefence
+from vaelens.training._registry import defence_from_dict
 
 # Settings that say where or how fast a run executes, not what it computes. A run started again
 # with other values for these is the same run.
@@ -38,9 +39,8 @@ class TrainConfig:
         device: "cpu", "cuda" or "mps".
         data_root: cache directory for downloaded data sets (None = the default).
         image_size, image_channels: image size and channels for "folder:" data sets.
-        mixup: mixup training (docs/method.md section 6), or None.
-        adversarial: adversarial training (docs/method.md section 6.4), or None. At most one of
-            mixup and adversarial is set; neither is plain beta-VAE training.
+        defence: the defence trained with (docs/method.md section 6): ``NoDefence()`` (plain
+            beta-VAE training), ``MixupConfig``, ``AdversarialConfig`` or ``NoiseConfig``.
         save_epochs: epochs whose weights are kept as ``epoch-N.safetensors`` beside the final
             ones (each in 1..epochs), for evaluating one run at several training lengths.
     """
@@ -58,17 +58,14 @@ class TrainConfig:
     data_root: str | None = None
     image_size: int = 64
     image_channels: int = 3
-    mixup: MixupConfig | None = None
-    adversarial: AdversarialConfig | None = None
+    defence: Defence = field(default_factory=NoDefence)
     save_epochs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
-        if isinstance(self.mixup, dict):
-            object.__setattr__(self, "mixup", MixupConfig.from_dict(self.mixup))
-        if isinstance(self.adversarial, dict):
-            object.__setattr__(self, "adversarial", AdversarialConfig.from_dict(self.adversarial))
+        if isinstance(self.defence, dict):
+            object.__setattr__(self, "defence", defence_from_dict(self.defence))
         check_fields(self)
         object.__setattr__(self, "save_epochs", tuple(sorted(set(self.save_epochs))))
         checks = [
@@ -86,10 +83,6 @@ class TrainConfig:
                 f"save_epochs (--save-epochs) must lie in 1..epochs ({self.epochs}); got {list(self.save_epochs)}",
             ),
             (
-                self.mixup is None or self.adversarial is None,
-                "choose one defence: mixup or adversarial training, not both",
-            ),
-            (
                 self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                 f"device must be cpu, cuda or mps; got {self.device!r}",
             ),
@@ -101,18 +94,23 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()
-        d["mixup"] = None if self.mixup is None else self.mixup.to_dict()
-        d["adversarial"] = None if self.adversarial is None else self.adversarial.to_dict()
+        d["defence"] = self.defence.to_dict()
         d["save_epochs"] = list(self.save_epochs)
         return d
 
-    @property
-    def defence(self) -> str:
-        """ "none", "mixup" or "adversarial"."""
-        return "mixup" if self.mixup is not None else ("adversarial" if self.adversarial is not None else "none")
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a config.json, including one written before defences had one field (its
+        ``mixup`` and ``adversarial`` objects, at most one of them set)."""
+        if isinstance(d, dict) and ("mixup" in d or "adversarial" in d) and "defence" not in d:
+            d = dict(d)
+            mixup, adversarial = d.pop("mixup", None), d.pop("adversarial", None)
+            if mixup is not None and adversarial is not None:
+                raise VaelensError("a training config sets both mixup and adversarial; keep one defence")
+            if mixup is not None:
+                d["defence"] = MixupConfig.from_dict(mixup)
+            elif adversarial is not None:
+                d["defence"] = AdversarialConfig.from_dict(adversarial)
         return from_dict(cls, d, "training config")
 
     def identity(self) -> dict[str, Any]:

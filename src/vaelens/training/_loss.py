@@ -76,9 +76,18 @@ class ElboPass(NamedTuple):
     z: torch.Tensor
 
 
-def elbo_pass(model: torch.nn.Module, x: torch.Tensor, beta: float, noise: torch.Tensor, likelihood: str) -> ElboPass:
+def elbo_pass(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    beta: float,
+    noise: torch.Tensor,
+    likelihood: str,
+    target: torch.Tensor | None = None,
+) -> ElboPass:
+    """The beta-ELBO of a batch: encode x (B, *s), sample z with ``noise`` (B, k), reconstruct
+    ``target`` (B, *s; default x itself, the noise defence passes the clean images)."""
     mu, logvar = encode(model, x)  # (B, k) each
     z = mu + (0.5 * logvar).exp() * noise  # (B, k)
-    recon = reconstruct(model, z, x, likelihood).nll.mean()
+    recon = reconstruct(model, z, x if target is None else target, likelihood).nll.mean()
     kl = kl_to_prior(mu, logvar).mean()
     return ElboPass(LossTerms(recon + beta * kl, recon, kl), z)

@@ -14,7 +14,6 @@ mu(x_mix) (``latent_target="mean"``, the default) or a reparameterised sample of
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -24,14 +23,15 @@ import torch
 from vaelens._configs import check_fields, from_dict
 from vaelens._errors import VaelensError
 from vaelens._protocol import decode, encode
+from vaelens.training._defence import Defence, DefenceBatch, DefenceLoss
 from vaelens.training._loss import kl_to_prior
 
 LATENT_TARGETS = ("mean", "sample")
 
 
 @dataclass(frozen=True)
-class MixupConfig:
-    """Mixup settings.
+class MixupConfig(Defence):
+    """Mixup training: the defence's settings and its loss.
 
     Arguments:
         alpha: a of the Beta(a, a) mixing distribution, > 0 (0.5 in the paper).
@@ -49,6 +49,11 @@ class MixupConfig:
     weight_latent: float = 1.0
     latent_target: Literal["mean", "sample"] = "mean"
 
+    name = "mixup"
+    run_suffix = "_mixup"
+    terms = ("mix_kl", "mix_recon", "mix_latent")
+    stream = "mixup"
+
     def __post_init__(self) -> None:
         check_fields(self)
         if self.latent_target not in LATENT_TARGETS:
@@ -61,12 +66,21 @@ class MixupConfig:
         if not all(math.isfinite(w) and w >= 0 for w in weights):
             raise VaelensError(f"mixup weights must be >= 0; got {weights}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MixupConfig:
         return from_dict(cls, d, "mixup config")
+
+    def loss(self, batch: DefenceBatch) -> DefenceLoss:
+        """The three weighted mixup terms; alpha, the permutation and a sampled latent target's
+        noise come from the batch's generator (on the CPU)."""
+        device = batch.x.device
+        mixing = draw_mixing(self, len(batch.x), batch.generator, device)
+        target_noise = None
+        if self.latent_target == "sample":
+            target_noise = torch.randn(batch.z.shape, generator=batch.generator, dtype=batch.z.dtype).to(device)
+        mixed = mixup_terms(batch.model, batch.x, batch.z, *mixing, target_noise)
+        parts = (self.weight_kl * mixed.kl, self.weight_recon * mixed.recon, self.weight_latent * mixed.latent)
+        return DefenceLoss(parts, dict(zip(self.terms, mixed, strict=True)))
 
 
 class MixupTerms(NamedTuple):

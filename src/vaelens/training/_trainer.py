@@ -25,14 +25,15 @@ from torch.utils.data import DataLoader, Dataset
 from vaelens._errors import Interrupted, VaelensError
 from vaelens._io import fault_point, write_csv, write_json
 from vaelens._progress import Ticker, progress_bar
-from vaelens._protocol import encode, prepare_inputs, resolve_device
+from vaelens._protocol import encode, eval_mode, prepare_inputs, resolve_device
 from vaelens._tensors import load_optimizer, load_state_dict_checked, load_tensors
 from vaelens.data import TensorImageDataset, load_dataset
 from vaelens.models import build_model
-from vaelens.training._adversarial import adversarial_terms
 from vaelens.training._config import TrainConfig
+from vaelens.training._defence import Defence, DefenceBatch
 from vaelens.training._loss import elbo_pass, reconstruct
-from vaelens.training._mixup import draw_mixing, mixup_terms
+from vaelens.training._none import NoDefence
+from vaelens.training._registry import DEFENCE_TERMS
 from vaelens.training._rundir import (
     CONFIG,
     EPOCH_FILES,
@@ -47,11 +48,8 @@ from vaelens.training._rundir import (
     weight_files,
 )
 
-METRIC_FIELDS = [
-    "epoch", "loss", "recon", "kl", "mix_kl", "mix_recon", "mix_latent",
-    "adv_recon", "adv_kl", "adv_damage", "beta", "lr", "test_recon", "test_mse", "seconds",
-]  # fmt: skip
-_EXTRA_TERMS = ("mix_kl", "mix_recon", "mix_latent", "adv_recon", "adv_kl", "adv_damage")
+_LOGGED = ("loss", "recon", "kl", *DEFENCE_TERMS)  # the per-batch terms averaged over an epoch, by name
+METRIC_FIELDS = ["epoch", *_LOGGED, "beta", "lr", "test_recon", "test_mse", "seconds"]
 
 
 @dataclass
@@ -68,8 +66,7 @@ class EpochStreams(NamedTuple):
 
     shuffle: torch.Generator  # on the CPU: the order of the training set
     noise: torch.Generator  # on the model's device: the reparameterisation noise
-    mixup: torch.Generator  # on the CPU: mixing weights and partners
-    adversarial: torch.Generator  # on the model's device: the noise of the adversarial ELBO
+    defence: torch.Generator  # the defence's own (its ``stream``: on the CPU or the model's device)
 
 
 def stream_seed(seed: int, epoch: int, stream: str) -> int:
@@ -78,13 +75,14 @@ def stream_seed(seed: int, epoch: int, stream: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def epoch_streams(seed: int, epoch: int, device: torch.device) -> EpochStreams:
+def epoch_streams(seed: int, epoch: int, device: torch.device, defence: Defence | None = None) -> EpochStreams:
     # A distinct, reproducible stream per (epoch, use) makes resuming exact without saving RNG state.
     def gen(stream: str, on: torch.device) -> torch.Generator:
         return torch.Generator(device=on).manual_seed(stream_seed(seed, epoch, stream))
 
-    cpu = torch.device("cpu")
-    return EpochStreams(gen("shuffle", cpu), gen("noise", device), gen("mixup", cpu), gen("adversarial", device))
+    cpu, defence = torch.device("cpu"), defence or NoDefence()
+    own = gen(defence.stream, device if defence.stream_on_device else cpu)
+    return EpochStreams(gen("shuffle", cpu), gen("noise", device), own)
 
 
 def _batches(dataset: Dataset, batch_size: int, generator: torch.Generator, shuffle: bool):
@@ -115,18 +113,16 @@ def evaluate_reconstruction(
 
     Batches go to the model's device and dtype.
     """
-    was_training = model.training
-    model.eval()
     total_loss, total_sq, count, pixels = 0.0, 0.0, 0, 0
-    for x in _batches(dataset, batch_size, torch.Generator(), shuffle=False):
-        x = prepare_inputs(model, x, check=False)  # the data set's images were checked when loaded
-        mu = encode(model, x).mu  # (B, k)
-        mean, nll = reconstruct(model, mu, x, likelihood)
-        total_loss += nll.sum().item()
-        total_sq += (mean - x).square().sum().item()
-        count += len(x)
-        pixels += x.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for x in _batches(dataset, batch_size, torch.Generator(), shuffle=False):
+            x = prepare_inputs(model, x, check=False)  # the data set's images were checked when loaded
+            mu = encode(model, x).mu  # (B, k)
+            mean, nll = reconstruct(model, mu, x, likelihood)
+            total_loss += nll.sum().item()
+            total_sq += (mean - x).square().sum().item()
+            count += len(x)
+            pixels += x.numel()
     return total_loss / max(count, 1), total_sq / max(pixels, 1)
 
 
@@ -136,7 +132,7 @@ def _read_metrics(path: Path, epochs_done: int) -> list[dict[str, float]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = [{k: int(float(v)) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     for row in rows:  # a run written before the adversarial terms existed
-        for k in _EXTRA_TERMS:
+        for k in DEFENCE_TERMS:
             row.setdefault(k, 0.0)
     return rows[:epochs_done]
 
@@ -205,104 +201,28 @@ def _train(
     checkpoint_every: float,
 ) -> TrainResult:
     state = _prepare_run_dir(out, config)
-    if train_set is None:
-        train_set = load_dataset(config.dataset, "train", config.data_root, config.image_size, config.image_channels)
-    if test_set is None:
-        test_set = load_dataset(config.dataset, "test", config.data_root, config.image_size, config.image_channels)
-
-    torch.manual_seed(config.seed)
-    model = build_model(config.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start, kept = 0, cast(dict[str, dict[str, str]], {})
-    if state is not None:
-        kept = dict(state.get(EPOCH_FILES, {}))
-        start = int(state["epoch"])
-        model_name, optim_name = weight_files(state)
-        tensors = load_tensors(out / model_name, checksum(state, "model_sha256", out))
-        load_state_dict_checked(model, tensors, out / model_name)
-        load_optimizer(out / optim_name, optimizer, state["param_groups"], checksum(state, "optim_sha256", out))
+    train_set = _load_split(config, "train") if train_set is None else train_set
+    test_set = _load_split(config, "test") if test_set is None else test_set
+    model, optimizer, start, kept = _restore(config, out, device, state)
     metrics = _read_metrics(out / METRICS, start)
     last_checkpoint = time.monotonic()
-
     steps_per_epoch = n_batches(train_set, config.batch_size)
-    t_max = config.cosine_t_max or config.epochs
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    likelihood = config.model.likelihood
     model.train()
     try:
         with progress_bar(progress) as bar:
-            ticker = Ticker(
-                bar, f"training {out.name}", config.epochs * steps_per_epoch, completed=start * steps_per_epoch
-            )
+            total = config.epochs * steps_per_epoch
+            ticker = Ticker(bar, f"training {out.name}", total, completed=start * steps_per_epoch)
             for epoch in range(start, config.epochs):
                 tic = time.perf_counter()
-                lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / t_max))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                streams = epoch_streams(config.seed, epoch, device)
-                sums, seen = torch.zeros(len(_EXTRA_TERMS) + 3), 0
-                for i, x in enumerate(_batches(train_set, config.batch_size, streams.shuffle, shuffle=True)):
-                    x = prepare_inputs(model, x, "training images", check=epoch == start)  # each batch checked once
-                    step = epoch * steps_per_epoch + i
-                    beta = config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
-                    noise = torch.randn(
-                        (len(x), config.model.latent_dim), generator=streams.noise, device=device, dtype=x.dtype
-                    )
-                    terms, z = elbo_pass(model, x, beta, noise, likelihood)
-                    loss, extra = terms.loss, [torch.zeros(())] * len(_EXTRA_TERMS)
-                    if config.mixup is not None:
-                        m = config.mixup
-                        mixing = draw_mixing(m, len(x), streams.mixup, device)
-                        target_noise = None
-                        if m.latent_target == "sample":
-                            target_noise = torch.randn(z.shape, generator=streams.mixup, dtype=z.dtype).to(device)
-                        mixed = mixup_terms(model, x, z, *mixing, target_noise)
-                        loss = (
-                            loss
-                            + m.weight_kl * mixed.kl
-                            + m.weight_recon * mixed.recon
-                            + m.weight_latent * mixed.latent
-                        )
-                        extra[:3] = mixed
-                    elif config.adversarial is not None:
-                        adv_noise = torch.randn(
-                            noise.shape, generator=streams.adversarial, device=device, dtype=x.dtype
-                        )
-                        attack_seed = stream_seed(config.seed, epoch, f"adversarial/{i}")
-                        adv = adversarial_terms(model, x, config.adversarial, beta, adv_noise, likelihood, attack_seed)
-                        loss = loss + config.adversarial.weight * adv.loss
-                        extra[3:] = [adv.recon, adv.kl, adv.damage]
-                    parts = [loss, terms.recon, terms.kl, *extra]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    sums += torch.stack([t.detach().cpu() for t in parts]) * len(x)
-                    seen += len(x)
-                    ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.2f}")
-                ticker.flush()
-                loss, recon, kl, *extra_means = (sums / seen).tolist()
-                if not math.isfinite(loss):
-                    raise VaelensError(f"training diverged at epoch {epoch + 1} (loss {loss}); lower --lr or --beta")
-                test_recon, test_mse = evaluate_reconstruction(model, test_set, likelihood)
-                model.train()
+                means, beta, lr = _train_epoch(config, model, optimizer, train_set, epoch, epoch == start, ticker)
+                test_recon, test_mse = evaluate_reconstruction(model, test_set, config.model.likelihood)
                 metrics.append(
-                    {
-                        "epoch": epoch + 1,
-                        "loss": loss,
-                        "recon": recon,
-                        "kl": kl,
-                        **dict(zip(_EXTRA_TERMS, extra_means, strict=True)),
-                        "beta": beta,
-                        "lr": lr,
-                        "test_recon": test_recon,
-                        "test_mse": test_mse,
-                        "seconds": time.perf_counter() - tic,
-                    }
-                )
+                    {"epoch": epoch + 1, **means, "beta": beta, "lr": lr, "test_recon": test_recon,
+                     "test_mse": test_mse, "seconds": time.perf_counter() - tic}
+                )  # fmt: skip
                 write_csv(out / METRICS, metrics, METRIC_FIELDS)
                 fault_point("train:epoch-end")
-                now = time.monotonic()
-                keep = epoch + 1 in config.save_epochs
+                now, keep = time.monotonic(), epoch + 1 in config.save_epochs
                 if epoch + 1 == config.epochs or keep or now - last_checkpoint >= checkpoint_every:
                     kept = commit_checkpoint(out, model, optimizer, epoch + 1, metrics[-1], kept, keep)[EPOCH_FILES]
                     last_checkpoint = now
@@ -312,3 +232,89 @@ def _train(
         raise Interrupted(f"interrupted: {saved} in {out}; run the same command again to resume from there") from None
     model.eval()
     return TrainResult(model, out, metrics)
+
+
+def _load_split(config: TrainConfig, split: str) -> Dataset:
+    return load_dataset(config.dataset, split, config.data_root, config.image_size, config.image_channels)
+
+
+def _restore(
+    config: TrainConfig, out: Path, device: torch.device, state: dict | None
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, int, dict[str, dict[str, str]]]:
+    """A fresh model and optimiser, or the checkpointed ones; the epochs done and the kept epochs."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if state is None:
+        return model, optimizer, 0, {}
+    model_name, optim_name = weight_files(state)
+    tensors = load_tensors(out / model_name, checksum(state, "model_sha256", out))
+    load_state_dict_checked(model, tensors, out / model_name)
+    load_optimizer(out / optim_name, optimizer, state["param_groups"], checksum(state, "optim_sha256", out))
+    return model, optimizer, int(state["epoch"]), dict(state.get(EPOCH_FILES, {}))
+
+
+def _train_epoch(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_set: Dataset,
+    epoch: int,
+    check: bool,
+    ticker: Ticker,
+) -> tuple[dict[str, float], float, float]:
+    """One pass over the training set: the mean of each logged term, the last beta and the lr.
+
+    ``check``: check each batch's values (the first epoch of a process: the data are the same later).
+    """
+    steps_per_epoch = n_batches(train_set, config.batch_size)
+    lr = config.lr * 0.5 * (1 + math.cos(math.pi * epoch / (config.cosine_t_max or config.epochs)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    device = next(model.parameters()).device
+    streams = epoch_streams(config.seed, epoch, device, config.defence)
+    sums, seen, beta = torch.zeros(len(_LOGGED)), 0, config.beta
+    for i, x in enumerate(_batches(train_set, config.batch_size, streams.shuffle, shuffle=True)):
+        x = prepare_inputs(model, x, "training images", check=check)
+        beta = _beta_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
+        loss, logged = _step(
+            config, model, x, beta, streams, stream_seed(config.seed, epoch, f"{config.defence.stream}/{i}")
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += torch.stack([logged[name].detach().cpu() for name in _LOGGED]) * len(x)
+        seen += len(x)
+        ticker.tick(f"epoch {epoch + 1}/{config.epochs} loss {loss.item():.2f}")
+    ticker.flush()
+    means = dict(zip(_LOGGED, (sums / seen).tolist(), strict=True))
+    if not math.isfinite(means["loss"]):
+        raise VaelensError(f"training diverged at epoch {epoch + 1} (loss {means['loss']}); lower --lr or --beta")
+    return means, beta, lr
+
+
+def _beta_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """beta at a step: rising linearly over the KL warm-up, then constant."""
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    return config.beta * min(1.0, (step + 1) / warmup_steps) if warmup_steps else config.beta
+
+
+def _step(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    beta: float,
+    streams: EpochStreams,
+    seed: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one batch x (B, *s) and every logged term by name (zero where unused)."""
+    defence, likelihood = config.defence, config.model.likelihood
+    noise = torch.randn((len(x), config.model.latent_dim), generator=streams.noise, device=x.device, dtype=x.dtype)
+    terms, z = elbo_pass(model, defence.inputs(x, streams.defence), beta, noise, likelihood, target=x)
+    loss, logged = terms.loss, {name: torch.zeros(()) for name in DEFENCE_TERMS}
+    added = defence.loss(DefenceBatch(model, x, z, noise, beta, likelihood, streams.defence, seed))
+    if added is not None:
+        for part in added.parts:
+            loss = loss + part
+        logged.update(added.terms)
+    return loss, {"loss": loss, "recon": terms.recon, "kl": terms.kl, **logged}
