@@ -186,3 +186,27 @@ def test_checkpointing_gives_the_same_metric_and_leaves_the_model_as_it_was():
     checkpointed.checkpointing = True
     torch.testing.assert_close(pullback_metric(checkpointed, x, "stochastic").lanczos(2, iters=8).values, top)
     assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def test_half_precision_model_from_a_python_factory_is_upcast_on_a_copy(tmp_path):
+    from vaelens.adapters import UpcastNote
+    from vaelens.experiments import load_model
+
+    (tmp_path / "zoo_half_factory.py").write_text(
+        "import torch\n\n"
+        "class Half(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.enc, self.dec = torch.nn.Linear(4, 4), torch.nn.Linear(2, 4)\n"
+        "    def encode(self, x):\n"
+        "        return self.enc(x.flatten(1)).chunk(2, dim=1)\n"
+        "    def decode(self, z):\n"
+        "        return self.dec(z)\n\n"
+        "MODEL = Half().half()\n\n"
+        "def make():\n"
+        "    return MODEL\n"
+    )
+    with pytest.warns(UpcastNote, match="float32 copy"):
+        vae = load_model(f"python:{tmp_path / 'zoo_half_factory.py'}:make")
+    assert next(vae.parameters()).dtype == torch.float32  # a copy: the user.s half model is unchanged
+    assert next(__import__("zoo_half_factory").MODEL.parameters()).dtype == torch.float16
