@@ -208,5 +208,5 @@ def test_half_precision_model_from_a_python_factory_is_upcast_on_a_copy(tmp_path
     )
     with pytest.warns(UpcastNote, match="float32 copy"):
         vae = load_model(f"python:{tmp_path / 'zoo_half_factory.py'}:make")
-    assert next(vae.parameters()).dtype == torch.float32  # a copy: the user.s half model is unchanged
+    assert next(vae.parameters()).dtype == torch.float32  # a copy: the user's half model is unchanged
     assert next(__import__("zoo_half_factory").MODEL.parameters()).dtype == torch.float16
