@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch.func import jacfwd, jacrev, jvp, vjp, vmap
 
 from vaelens._errors import VaelensError
@@ -246,11 +247,8 @@ class EncoderLinearization:
         self.mu, self.sigma = self._out[:, : self.k].detach(), self._out[:, self.k :].detach()
 
     def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if getattr(self.model, "checkpointing", False):  # J v = d/du <J^T u, v>, by autograd
-            u = torch.zeros_like(self._out).requires_grad_(True)
-            context = getattr(self.model, "recompute_context", contextlib.nullcontext)
-            with eval_mode(self.model), torch.enable_grad(), context():
-                tangent = torch.autograd.grad(self._vjp(u)[0], u, v)[0]
+        if getattr(self.model, "checkpointing", False):
+            tangent = self._checkpointed_jvp(v)
         else:
             with eval_mode(self.model), torch.no_grad():
                 tangent = forward_product(self.model, self._f, self.x, v, self._vjp, self._out)
@@ -259,6 +257,18 @@ class EncoderLinearization:
     def vjp(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model), torch.no_grad():
             return self._vjp(torch.cat([a, b], dim=1))[0]
+
+    def _checkpointed_jvp(self, v: torch.Tensor) -> torch.Tensor:
+        """J v for a checkpointed model: autograd's forward mode without a graph (it keeps no
+        activations), else J v = d/du <J^T u, v> by double backward."""
+        try:
+            with eval_mode(self.model), torch.no_grad(), fwAD.dual_level():
+                return fwAD.unpack_dual(self._f(fwAD.make_dual(self.x, v))).tangent
+        except (NotImplementedError, RuntimeError):
+            u = torch.zeros_like(self._out).requires_grad_(True)
+            context = getattr(self.model, "recompute_context", contextlib.nullcontext)
+            with eval_mode(self.model), torch.enable_grad(), context():
+                return torch.autograd.grad(self._vjp(u)[0], u, v)[0]
 
 
 class DecoderLinearization:
