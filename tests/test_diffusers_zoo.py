@@ -210,3 +210,14 @@ def test_half_precision_model_from_a_python_factory_is_upcast_on_a_copy(tmp_path
         vae = load_model(f"python:{tmp_path / 'zoo_half_factory.py'}:make")
     assert next(vae.parameters()).dtype == torch.float32  # a copy: the user's half model is unchanged
     assert next(__import__("zoo_half_factory").MODEL.parameters()).dtype == torch.float16
+
+
+def test_pythae_and_monai_rows_agree_with_their_adapters():
+    from vaelens.adapters import _pythae
+    from vaelens.adapters._registry import refusals
+
+    assert set(refusals("pythae")) == set(_pythae.REFUSED)
+    rows = {name: e for (library, name), e in REGISTRY.items() if library == "pythae"}
+    assert len(rows) == 25  # pythae 0.1.2's whole zoo
+    assert {n for n, e in rows.items() if "Hamiltonian" in e.note} == set(_pythae.FLOW_REFINED)
+    assert REGISTRY[("monai", "AutoencoderKL")].posterior == "sigma"
