@@ -22,6 +22,11 @@ meta device (nothing runs), the bytes a VJP saves, and an extrapolation, not a m
 what one H100 needs per 512 x 512 image.
 
     flock /tmp/vaelens-heavy.lock python benchmarks/scale.py [--sizes 128,256] [--iters 20]
+    flock /tmp/vaelens-heavy.lock python benchmarks/scale.py --checkpointing --sizes 256
+
+``--checkpointing`` measures only one G v ("mean" kind: the linearising pass, one JVP, one VJP) at
+each size with and without gradient checkpointing (``--checkpointing`` in the CLI), each in its own
+child: the peak resident memory it adds and its time, and their ratios.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ SD_V1 = dict(  # diffusers' AutoencoderKL config of the Stable Diffusion v1 VAE
     scaling_factor=0.18215,
 )
 PARTS = ("base", "lanczos1", "lanczos8", "eigen", "pgd", "protect")
+CHECKPOINT_PARTS = ("gv", "gv-checkpointed")
 # Assumed H100 throughput for the extrapolation (TFLOP/s actually achieved, not peak).
 H100 = {"fp32 (vaelens' precision): 67 peak, 50% used": 33.5e12, "TF32/bf16 tensor cores: ~400 achieved": 400e12}
 
@@ -110,7 +116,16 @@ def child(part: str, size: int, args: argparse.Namespace) -> dict:
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     d = x.numel()
     eps = args.rms / 255 * math.sqrt(d)
-    if part == "base":
+    if part in CHECKPOINT_PARTS:  # one G v (mean kind) from scratch: the linearising pass, one JVP, one VJP
+        model.checkpointing = part == "gv-checkpointed"
+        base = hwm_mb()
+        tic = time.perf_counter()
+        lin = EncoderLinearization(model, x)
+        a, b = lin.jvp(v)
+        lin.vjp(a, torch.zeros_like(b))
+        out["seconds"] = time.perf_counter() - tic
+        out["peak_growth_mb"] = hwm_mb() - base
+    elif part == "base":
         with torch.no_grad():
             model.encode(x)
             out["forward_s"] = statistics.median(clock(lambda: model.encode(x)) for _ in range(3))
@@ -268,7 +283,10 @@ def main() -> None:
     parser.add_argument("--pgd-steps", type=int, default=50)
     parser.add_argument("--protect-steps", type=int, default=20, help="reported per 100 steps")
     parser.add_argument("--rms", type=float, default=2.0, help="L2 budget as RMS per pixel in 8-bit units")
-    parser.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--checkpointing", action="store_true", help="only: one G v at each size with and without checkpointing"
+    )
+    parser.add_argument("--child", choices=PARTS + CHECKPOINT_PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -277,6 +295,9 @@ def main() -> None:
     import diffusers
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
+    if args.checkpointing:
+        checkpointing(sizes, args)
+        return
     vae = sd_vae("meta")
     n_enc = encoder_parameters(vae)
     weights = sum(p.numel() for p in vae.parameters()) * 4
@@ -312,6 +333,21 @@ def main() -> None:
     for line in extrapolate(counted[512], args.iters, args.pgd_steps, weights, factor, top):
         print(line)
     print(json.dumps({"encoder_parameters": n_enc, "counted": counted, "results": results}))
+
+
+def checkpointing(sizes: tuple[int, ...], args: argparse.Namespace) -> None:
+    """Peak memory and time of one G v with and without gradient checkpointing, in one run."""
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; SD v1 AutoencoderKL, random weights")
+    for s in sizes:
+        plain, ckpt = (run_child(part, s, args) for part in CHECKPOINT_PARTS)
+        print(
+            f"{s} x {s}: one G v {plain['seconds']:.2f} s, peak +{plain['peak_growth_mb']:.0f} MB; checkpointed "
+            f"{ckpt['seconds']:.2f} s, peak +{ckpt['peak_growth_mb']:.0f} MB; memory ratio "
+            f"{ckpt['peak_growth_mb'] / plain['peak_growth_mb']:.2f}, "
+            f"time ratio {ckpt['seconds'] / plain['seconds']:.2f} "
+            f"(load {plain['load_before']:.1f}, {ckpt['load_before']:.1f})"
+        )
+        print(json.dumps({"size": s, "plain": plain, "checkpointed": ckpt}))
 
 
 def report(s: int, r: dict[str, dict], c: dict, args: argparse.Namespace) -> None:

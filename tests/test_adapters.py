@@ -8,6 +8,8 @@ every call; pickled folders refused; and the CLI end to end on folders saved her
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -199,7 +201,7 @@ def test_user_model_unchanged_after_every_call(case):
 
 def test_adapter_maps_ranges_and_flattens_latents():
     kl = tiny_kl()
-    vae = from_diffusers(kl)
+    vae = from_diffusers(kl, latent_space="raw")
     x = torch.rand(2, 3, 16, 24)  # any size divisible by 8
     mu, logvar = vae.encode(x)
     assert mu.shape == logvar.shape == (2, 4 * 2 * 3)
@@ -209,6 +211,11 @@ def test_adapter_maps_ranges_and_flattens_latents():
     recon = vae.decode(mu)
     torch.testing.assert_close(recon, (kl.decode(direct.mean).sample + 1) / 2)
     assert vae.size_multiple == 8 and vae.input_channels == 3
+    scaled = from_diffusers(kl)  # the default: the latent Stable Diffusion's UNet sees, z * 0.18215
+    mu_s, logvar_s = scaled.encode(x)
+    torch.testing.assert_close(mu_s, 0.18215 * mu)
+    torch.testing.assert_close(logvar_s, logvar + 2 * math.log(0.18215))
+    torch.testing.assert_close(scaled.decode(mu_s), recon)
 
 
 def test_sizes_not_divisible_by_8_and_wrong_channels_get_one_line_errors():

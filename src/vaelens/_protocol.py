@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
 import torch
@@ -92,19 +93,85 @@ def model_input_shape(model: torch.nn.Module) -> tuple[int, ...] | None:
     return tuple(shape) if shape is not None else None
 
 
+SPATIAL_AXES = {
+    "image": (1, 2),
+    "image-as-video": (1, 2),
+    "video": (2, 3),
+    "audio": (1,),
+    "waveform": (0,),
+    "spectrogram": (1,),
+    "volume": (1, 2, 3),
+}
+"""Per layout: the per-sample axes whose sizes must be multiples of a model's ``size_multiple``."""
+LAYOUT_TEXT = {"image": "(B, {c}, H, W)", "image-as-video": "(B, {c}, H, W)", "video": "(B, {c}, T, H, W)",
+               "audio": "(B, {c}, T)", "waveform": "(B, T)", "spectrogram": "(B, {c}, T, F)",
+               "volume": "(B, {c}, D, H, W)"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What inputs a model of any size takes (adapters declare it through their attributes).
+
+    Arguments:
+        layout: image, video, audio, waveform, spectrogram or volume (see ``SPATIAL_AXES``).
+        channels: the channel count (None: any).
+        size_multiple: the spatial sizes must be multiples of this.
+        frame_multiple, causal: video frames T must be a multiple of ``frame_multiple``, or for a
+            causal video VAE one more than a multiple.
+    """
+
+    layout: str = "image"
+    channels: int | None = None
+    size_multiple: int = 1
+    frame_multiple: int = 1
+    causal: bool = False
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> InputSpec:
+        return cls(getattr(model, "input_layout", "image"), getattr(model, "input_channels", None),
+                   getattr(model, "size_multiple", 1), getattr(model, "frame_multiple", 1),
+                   getattr(model, "causal", False))  # fmt: skip
+
+    @property
+    def constrained(self) -> bool:
+        return self.channels is not None or self.size_multiple > 1 or self.layout != "image" or self.frame_multiple > 1
+
+    def check(self, x: torch.Tensor, name: str) -> None:
+        """Refuse, in one line, a batch this model cannot take."""
+        text = LAYOUT_TEXT.get(self.layout, "(B, ...)").format(c=self.channels or "C")
+        has_channels = self.layout != "waveform"
+        if x.dim() != len(LAYOUT_TEXT[self.layout].split(",")) or (
+            has_channels and self.channels is not None and x.shape[1] != self.channels
+        ):
+            raise VaelensError(
+                f"{name} has shape {tuple(x.shape)} but the model takes {self.layout} inputs {text}; "
+                "reshape the inputs or pass --channels"
+            )
+        sizes = [x.shape[1 + a] for a in SPATIAL_AXES[self.layout]]
+        if any(s % self.size_multiple for s in sizes):
+            fixed = " x ".join(str(max(1, s // self.size_multiple) * self.size_multiple) for s in sizes)
+            raise VaelensError(
+                f"{name} is {' x '.join(map(str, sizes))} but the model needs sizes divisible by {self.size_multiple}; "
+                f"resize or pad the inputs (e.g. to {fixed}{', --image-size' if self.layout == 'image' else ''})"
+            )
+        if self.layout == "video" and (x.shape[2] - self.causal) % self.frame_multiple:
+            want = f"{'1 + ' if self.causal else ''}a multiple of {self.frame_multiple}"
+            raise VaelensError(f"{name} has {x.shape[2]} frames but the model takes {want} frames; pass --frames")
+
+
 def check_images(
     x: torch.Tensor,
     name: str = "x",
     shape: tuple[int, ...] | None = None,
     channels: int | None = None,
     size_multiple: int = 1,
-    spatial_dims: int = 2,
+    spec: InputSpec | None = None,
 ) -> None:
     """Check a batch of inputs where it enters: a float tensor (B, *shape), finite, in [0, 1].
 
-    Models that take images of any size (adapters) declare ``channels`` and ``size_multiple``
-    instead of a fixed shape: (B, channels, H, W) with H and W multiples of ``size_multiple``;
-    volumes (``spatial_dims=3``) are (B, channels, D, H, W).
+    Models that take inputs of any size (adapters) declare an ``InputSpec`` instead of a fixed
+    shape (or, for images, ``channels`` and ``size_multiple``): (B, channels, H, W) with H and W
+    multiples of ``size_multiple``; videos, audio and volumes as their layout says.
     """
     if not isinstance(x, torch.Tensor):
         raise VaelensError(f"{name} must be a torch.Tensor of shape (B, ...); got {type(x).__name__}")
@@ -119,19 +186,9 @@ def check_images(
             f"{name} has per-sample shape {tuple(x.shape[1:])} but the model expects "
             f"{tuple(shape)}; reshape or resize the inputs"
         )
-    if shape is None and (channels is not None or size_multiple > 1):
-        axes = "D, H, W" if spatial_dims == 3 else "H, W"
-        if x.dim() != 2 + spatial_dims or (channels is not None and x.shape[1] != channels):
-            raise VaelensError(
-                f"{name} has shape {tuple(x.shape)} but the model takes {'volumes' if spatial_dims == 3 else 'images'} "
-                f"(B, {channels or 'C'}, {axes}); reshape the inputs or pass --channels"
-            )
-        if any(s % size_multiple for s in x.shape[2:]):
-            raise VaelensError(
-                f"{name} is {' x '.join(map(str, x.shape[2:]))} but the model needs {axes} divisible by "
-                f"{size_multiple}; resize or pad the inputs (e.g. --image-size "
-                f"{max(1, x.shape[-1] // size_multiple) * size_multiple})"
-            )
+    spec = spec or InputSpec(channels=channels, size_multiple=size_multiple)
+    if shape is None and spec.constrained:
+        spec.check(x, name)
     if not torch.isfinite(x).all():
         raise VaelensError(f"{name} contains NaN or Inf; clean the inputs first")
     if x.numel() and (x.min() < 0 or x.max() > 1):
@@ -172,9 +229,7 @@ def prepare_inputs(model: torch.nn.Module, x: torch.Tensor, name: str = "x", che
     skips the value checks (finite, in [0, 1]) for data that has already passed them.
     """
     if check:
-        spatial = 3 if getattr(model, "input_layout", "image") == "volume" else 2
-        check_images(x, name, model_input_shape(model), getattr(model, "input_channels", None),
-                     getattr(model, "size_multiple", 1), spatial)  # fmt: skip
+        check_images(x, name, model_input_shape(model), spec=InputSpec.of(model))
     dtype, device = model_dtype_device(model)
     return x.detach().to(device=device, dtype=dtype)
 

@@ -255,8 +255,17 @@ def info(
 
 OVERWRITE = typer.Option("--overwrite", help="Replace what another command or config wrote into --out.")
 MODEL_HELP = (
-    "Any VAE instead of a run: diffusers:DIR (save_pretrained folder, or a pipeline with vae/), pythae:DIR "
+    "Any VAE instead of a run: diffusers:DIR (save_pretrained folder, or a pipeline with vae/), "
+    "diffusers:ORG/NAME[@REVISION][#SUBFOLDER] (a hub id; offline, the HF cache), pythae:DIR "
     "(model.save folder) or python:MODULE:FUNCTION (imports and runs that code of yours)."
+)
+LATENT_SPACE = typer.Option(
+    "--latent-space",
+    help="diffusers models: diffusion (the latent the diffusion model sees, by the config's scaling_factor, "
+    "shift_factor or latents_mean/std) or raw (the encoder's own).",
+)
+CHECKPOINTING = typer.Option(
+    "--checkpointing", help="Gradient checkpointing where the model's class supports it: less memory, more time."
 )
 ALLOW_PICKLE = typer.Option(
     "--allow-pickle",
@@ -300,9 +309,26 @@ def _source(run: str | None, model: str | None) -> Source:
     return Source(run, {"run": run})
 
 
+def _rms_budgets(eps_rms: str, norm: str, d: int) -> list[float]:
+    """Absolute L2 budgets for RMS-per-element ones: ||delta||_2 = eps_rms * sqrt(d), so a budget
+    means the same for a 28 x 28 digit, a 512 x 512 photo and a clip of 33 frames."""
+    if norm != "l2":
+        raise VaelensError("--eps-rms is an L2 budget; with --norm linf, --eps is already per element")
+    return [r * d**0.5 for r in _float_list(eps_rms, "--eps-rms")]
+
+
+def _latent_meta(model: Any) -> dict[str, Any]:
+    """What summary.json records of a third-party model's latent space (nothing for vaelens' runs)."""
+    if not hasattr(model, "latent_space"):
+        return {}
+    norm = getattr(model, "latent_norm", None)
+    return {"latent_space": model.latent_space, "latent_normalisation": norm.source if norm is not None else None}
+
+
 def _audit_run(source: Source, config: AuditConfig, dataset: str | None, split: str, n: int, out: Path, device: str,
                quiet: bool, overwrite: bool, image_size: int | None = None, channels: int | None = None,
-               allow_pickle: bool = False, media: Any = None) -> None:  # fmt: skip
+               allow_pickle: bool = False, media: Any = None, latent_space: str = "diffusion",
+               checkpointing: bool = False) -> None:  # fmt: skip
     """Audit a model on the first n inputs of a split; write files, print a table."""
     from vaelens.evaluation import SUMMARY_STATS, audit_output, write_audit
     from vaelens.evaluation import audit as run_audit
@@ -310,8 +336,8 @@ def _audit_run(source: Source, config: AuditConfig, dataset: str | None, split: 
 
     spec = source.spec
     model, name, x, labels = load_model_inputs(spec, dataset, split, n, device, image_size, channels, allow_pickle,
-                                               media)  # fmt: skip
-    meta = {**source.meta, "dataset": name, "split": split}
+                                               media, latent_space, checkpointing)  # fmt: skip
+    meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(model)}
     claim_output(out, "audit", audit_output(config, meta), overwrite)  # refuse before computing
     result = run_audit(model, x, labels, config, progress=not quiet)
     paths = write_audit(result, out, meta, overwrite)
@@ -361,6 +387,8 @@ def audit(
     sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
     seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
+    checkpointing: Annotated[bool, CHECKPOINTING] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -382,7 +410,7 @@ def audit(
     )
     source = _source(run, model)
     _audit_run(source, config, dataset, split, n, out or source.out("audit"), device, quiet, overwrite, image_size,
-               channels, allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
+               channels, allow_pickle, _media(frames, sample_rate, seconds), latent_space, checkpointing)  # fmt: skip
 
 
 @command
@@ -398,6 +426,10 @@ def attack(
     ] = None,
     norm: Annotated[str, typer.Option(help="l2 or linf.")] = "l2",
     eps: Annotated[str, typer.Option(help="Budget, or a comma-separated list for a curve.")] = "1.0",
+    eps_rms: Annotated[
+        str | None,
+        typer.Option(help="L2 budget(s) as RMS per input element, for any input size: eps = eps_rms * sqrt(d)."),
+    ] = None,
     steps: Annotated[int, typer.Option(help="PGD steps.")] = 50,
     restarts: Annotated[int, typer.Option(help="PGD restarts (best kept).")] = 1,
     kind: Annotated[str, typer.Option(help="Metric kind for --method eigen.")] = "fisher",
@@ -422,6 +454,8 @@ def attack(
     sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
     seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
+    checkpointing: Annotated[bool, CHECKPOINTING] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -435,9 +469,12 @@ def attack(
                       directions, targeted, seed)  # fmt: skip
     budgets = _float_list(eps, "--eps")
     source = _source(run, model)
+    media = _media(frames, sample_rate, seconds)
     vae, name, x, labels = load_model_inputs(source.spec, dataset, split, n, device, image_size, channels, allow_pickle,
-                                             _media(frames, sample_rate, seconds))  # fmt: skip
-    meta = {**source.meta, "dataset": name, "split": split}
+                                             media, latent_space, checkpointing)  # fmt: skip
+    meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(vae)}
+    if eps_rms is not None:
+        budgets, meta["eps_rms"] = _rms_budgets(eps_rms, norm, x[0].numel()), eps_rms
     x_target = choose_targets(x, seed) if targeted else None  # refused (n < 2) before anything is claimed
     out = claim_output(out or source.out(spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
     result = attack_sweep(vae, x, budgets, spec, x_target, batch_size, progress=not quiet)
@@ -644,6 +681,8 @@ def protect(
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
+    checkpointing: Annotated[bool, CHECKPOINTING] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -671,10 +710,11 @@ def protect(
     files = read_image_files(images)
     goal = read_image(target) if target is not None else None
     keep = read_image(mask, 1)[0].float() / 255 if mask is not None else None  # (H, W): each pixel's share of eps
-    vae = load_model(model, device, allow_pickle)
+    vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
     pictures = {name: f.pixels for name, f in files.items()}
     check_inputs(vae, pictures, keep)  # every image against the model, before anything is claimed
-    meta = {"model": model, "images": str(images), "target": target and str(target), "mask": mask and str(mask)}
+    meta = {"model": model, "images": str(images), "target": target and str(target), "mask": mask and str(mask),
+            **_latent_meta(vae)}  # fmt: skip
     with released_if_refused(out):
         claim_protection(out, list(pictures), config, meta, overwrite)  # refuse before computing
         results = run_protect(vae, pictures, config, goal, keep, progress=not quiet)

@@ -3,18 +3,24 @@ or any encode/decode pair. Each adapter imports its library only when called; a 
 gets a one-line error naming the ``pip install`` that adds it.
 """
 
-from vaelens.adapters._base import AdaptedVAE, UpcastNote, adapt, require_extra, wrap
+from vaelens.adapters._base import AdaptedVAE, LatentNorm, UpcastNote, require_extra, wrap
 from vaelens.adapters._diffusers import from_diffusers
 from vaelens.adapters._monai import from_monai
 from vaelens.adapters._padding import Padded, fit_model, image_channels
 from vaelens.adapters._pythae import FlowPosteriorWarning, from_pythae, load_pythae, load_pythae_hub
+from vaelens.adapters._registry import REGISTRY, Entry, UnknownClassWarning, adapt, coverage_table
 
 __all__ = [
+    "REGISTRY",
     "AdaptedVAE",
+    "Entry",
     "FlowPosteriorWarning",
+    "LatentNorm",
     "Padded",
+    "UnknownClassWarning",
     "UpcastNote",
     "adapt",
+    "coverage_table",
     "fit_model",
     "from_diffusers",
     "from_monai",

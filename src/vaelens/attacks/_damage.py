@@ -60,9 +60,17 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """MS-SSIM per sample between image batches in [0, 1], with as many scales as the size allows.
 
     A 3x3 window and up to 5 scales: 4 for 28x28 images, 2 for 8x8; plain SSIM (one scale) for
-    smaller ones. Flat inputs, and images narrower than the window, get NaN, since MS-SSIM needs
-    images.
+    smaller ones. Videos (B, C, T, H, W) get the mean over their frames; other inputs (flat,
+    audio, volumes) and images narrower than the window,
+    get NaN, since MS-SSIM needs images.
     """
+    if a.dim() == 5:  # a video: frame by frame, averaged
+        n, t = a.shape[0], a.shape[2]
+        frames = lambda v: v.transpose(1, 2).flatten(0, 1)  # noqa: E731 - (B, C, T, H, W) -> (B*T, C, H, W)
+        return ms_ssim(frames(a), frames(b)).view(n, t).mean(1)
+    if a.dim() != 4:
+        return torch.full((len(a),), float("nan"), dtype=a.dtype)
+
     side, kernel = min(a.shape[-2:]), 3
     if a.dim() != 4 or side < kernel:
         return torch.full((len(a),), float("nan"), dtype=a.dtype)

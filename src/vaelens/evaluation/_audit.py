@@ -230,6 +230,13 @@ def _probe(
 def _lanczos_scores(metric: PullbackMetric, config: AuditConfig, bar: Any, start: int, total: int) -> Scores:
     """Scores from the top Lanczos eigenvalues, a chunk of inputs at a time, with progress per chunk."""
     step = config.chunk_size or 1
+    need = metric.lanczos_bytes(config.iters, min(step, len(metric)))
+    if need > config.memory_budget_gb * 2**30:  # large videos and volumes: say so before running out
+        raise VaelensError(
+            f"Lanczos with {config.iters} iterations on {min(step, len(metric))} input(s) of shape "
+            f"{metric.input_shape} holds about {need / 2**30:.2f} GiB, over --memory-gb "
+            f"{config.memory_budget_gb:g}; lower --iters or --chunk-size, or raise --memory-gb"
+        )
     r = min(metric.rank_bound, config.iters)
     task = Ticker(bar, f"lanczos {metric.kind}", len(metric), interval=0.0)
     parts = []

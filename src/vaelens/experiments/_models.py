@@ -6,6 +6,7 @@ A spec names where a model comes from, through a name-to-factory table:
 | -------------------------- | ------------------------------------------------------------------- |
 | ``RUN`` or ``RUN@N``       | a vaelens run directory (the weights after epoch N)                 |
 | ``diffusers:DIR``          | a folder written by ``save_pretrained`` (or a pipeline with ``vae/``) |
+| ``diffusers:ORG/NAME``     | a hub id, ``[@revision][#subfolder]``; offline, from the HF cache    |
 | ``pythae:DIR``             | a folder written by a pythae model's ``save`` (or ``final_model``)   |
 | ``pythae:ORG/NAME``        | a hub id, ``[@revision]``; offline, from the HF cache; no pickles   |
 | ``python:MODULE:FUNCTION`` | what a factory of the user's returns (runs the user's code)         |
@@ -26,18 +27,21 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import check_runs, model_input_shape, prepare_inputs, resolve_device
-from vaelens.adapters import adapt, load_pythae, load_pythae_hub, require_extra
+from vaelens.adapters import AdaptedVAE, adapt, load_pythae, load_pythae_hub, require_extra
+from vaelens.adapters._base import float32_for_derivatives
 from vaelens.data import OFFLINE, MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref
 
 PREFIXES = ("diffusers", "pythae", "python")
-DIFFUSERS_CLASSES = ("AutoencoderKL", "AsymmetricAutoencoderKL", "AutoencoderTiny")
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?(#[\w./-]+)?")
+"""org/name[@revision][#subfolder], as the hub spells repository ids."""
 
 
 def is_run_spec(spec: str) -> bool:
@@ -45,26 +49,73 @@ def is_run_spec(spec: str) -> bool:
     return spec.split(":", 1)[0] not in PREFIXES or Path(spec).is_dir()
 
 
+def hub_folder(spec: str, allow_pickle: bool) -> Path:
+    """The local folder of ``org/name[@revision][#subfolder]`` through huggingface_hub, as diffusers
+    resolves it: online it downloads the VAE's config and weights only (bounded timeouts); offline
+    (``HF_HUB_OFFLINE=1``) it reads the cache. A pipeline repository's VAE is its vae/ subfolder."""
+    hub = require_extra("huggingface_hub")
+    rest, _, sub = spec.partition("#")
+    repo, _, revision = rest.partition("@")
+    offline = bool(hub.constants.HF_HUB_OFFLINE)
+    weights = ["*.safetensors", "*.json"] + (["*.bin"] if allow_pickle else [])
+    folders = [sub.strip("/")] if sub else ["", "vae"]
+    patterns = [f"{f}/{w}" if f else w for f in folders for w in weights]
+    try:
+        root = hub.snapshot_download(
+            repo, revision=revision or None, allow_patterns=patterns, local_files_only=offline, etag_timeout=10
+        )
+    except Exception as e:  # noqa: BLE001 - the hub raises many kinds (HTTP, offline, not found, timeout)
+        msg = " ".join(str(e).split())[:160]
+        where = "in the local cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face hub"
+        raise VaelensError(
+            f"diffusers:{spec}: cannot find {repo}{'@' + revision if revision else ''} {where} "
+            f"({type(e).__name__}: {msg}); check the id, or download it once online, or give a local folder"
+        ) from None
+    return Path(root) / sub.strip("/") if sub else Path(root)
+
+
+def _diffusers_class(diffusers: Any, config_path: Path, name: str) -> Any:
+    """The diffusers class a config names, refused in one line when vaelens cannot take it."""
+    from vaelens.adapters._registry import REGISTRY
+
+    entry = REGISTRY.get(("diffusers", name))
+    cls = getattr(diffusers, name, None) if name else None
+    if entry is not None and entry.refusal is not None:
+        raise VaelensError(
+            f"{config_path} is a {name} model, which vaelens does not take ({entry.refusal}); "
+            "wrap it in a factory of yours (--model python:FILE.py:FUNCTION, with vaelens.adapters.wrap)"
+        )
+    if cls is None or not callable(getattr(cls, "encode", None)):
+        raise VaelensError(
+            f"{config_path} is a {name or 'unnamed'} model, which the installed diffusers has no autoencoder "
+            "class for; upgrade diffusers, or load it in a factory of yours (--model python:FILE.py:FUNCTION, "
+            "with vaelens.adapters.wrap)"
+        )
+    return cls
+
+
 def _diffusers(path: str, allow_pickle: bool) -> torch.nn.Module:
     diffusers = require_extra("diffusers")
-    folder = Path(path).expanduser()
+    local, _, sub = path.partition("#")
+    folder = Path(local).expanduser()
+    if folder.is_dir():
+        folder = folder / sub.strip("/") if sub else folder
+    elif HUB_ID.fullmatch(path):
+        folder = hub_folder(path, allow_pickle)
     if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
         folder = folder / "vae"  # a whole pipeline folder: its VAE
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise VaelensError(
             f"diffusers:{path} holds no config.json (nor vae/config.json); give a folder written by "
-            "save_pretrained, or a pipeline folder with a vae/ subfolder"
+            "save_pretrained, a pipeline folder with a vae/ subfolder, or a hub id org/name[@revision][#subfolder]"
         )
     try:
         config = json.loads(config_path.read_text())
     except ValueError as e:
         raise VaelensError(f"{config_path} is not valid JSON ({e}); re-save the model") from None
     name = config.get("_class_name", "") if isinstance(config, dict) else ""
-    if name not in DIFFUSERS_CLASSES:
-        raise VaelensError(
-            f"{config_path} is a {name or 'unnamed'} model; diffusers: takes {', '.join(DIFFUSERS_CLASSES)}"
-        )
+    cls = _diffusers_class(diffusers, config_path, name)
     has_safetensors = any(folder.glob("*.safetensors"))
     if not has_safetensors and not any(folder.glob("*.bin")):
         raise VaelensError(
@@ -77,7 +128,7 @@ def _diffusers(path: str, allow_pickle: bool) -> torch.nn.Module:
             "the source, pass --allow-pickle"
         )
     try:
-        return getattr(diffusers, name).from_pretrained(
+        return cls.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=has_safetensors, low_cpu_mem_usage=False
         )
     except Exception as e:  # noqa: BLE001 - a damaged folder can make diffusers raise anything; name it in one line
@@ -153,26 +204,46 @@ LOADERS: dict[str, Callable[[str, bool], torch.nn.Module]] = {
 }
 
 
-def load_model(spec: str, device: str | torch.device = "cpu", allow_pickle: bool = False) -> torch.nn.Module:
+def load_model(
+    spec: str,
+    device: str | torch.device = "cpu",
+    allow_pickle: bool = False,
+    latent_space: str = "diffusion",
+    checkpointing: bool = False,
+) -> torch.nn.Module:
     """The VAE a spec names (see the module docstring), on ``device``, in eval mode.
 
     Arguments:
-        spec: ``RUN``, ``RUN@N``, ``diffusers:DIR``, ``pythae:DIR`` or ``python:MODULE:FUNCTION``.
+        spec: ``RUN``, ``RUN@N``, ``diffusers:DIR``, ``diffusers:ORG/NAME[@REV][#SUB]``, ``pythae:DIR``
+            or ``python:MODULE:FUNCTION``.
         device: where to put it.
         allow_pickle: allow pickled files (pythae's custom networks, diffusers' .bin weights).
             Unpickling runs whatever code the file holds: only for files from a trusted source.
+        latent_space: "diffusion" (the latent the diffusion model sees, where the config has a
+            normalisation) or "raw", for diffusers models.
+        checkpointing: gradient checkpointing in the model's blocks where its class supports it
+            (less memory for derivatives, one more forward pass).
+
+    A half-precision model is worked on as a float32 copy, whichever loader returned it.
 
     Examples::
 
         >>> vae = load_model("diffusers:sd-vae-ft-mse")          # a save_pretrained folder
+        >>> vae = load_model("diffusers:stabilityai/sd-vae-ft-mse@main")   # a hub id (or its cache)
         >>> vae = load_model("runs/beta1@20")                     # a run, after epoch 20
     """
     spec = str(spec)
+    if latent_space not in ("diffusion", "raw"):
+        raise VaelensError(f"--latent-space must be diffusion or raw; got {latent_space!r}")
     if is_run_spec(spec):
         run_dir, epoch = parse_run_ref(spec)
         return load(run_dir, device, epoch)
     prefix, rest = spec.split(":", 1)
-    model = adapt(LOADERS[prefix](rest, allow_pickle))
+    model = adapt(LOADERS[prefix](rest, allow_pickle), latent_space=latent_space)
+    if isinstance(model, AdaptedVAE):
+        model.checkpointing = checkpointing
+    else:  # a protocol module from a python: factory: upcast like adapted ones
+        model = float32_for_derivatives(model)
     return model.to(resolve_device(device)).eval()
 
 
@@ -209,18 +280,21 @@ def load_model_inputs(
     channels: int | None = None,
     allow_pickle: bool = False,
     media: MediaOptions | None = None,
+    latent_space: str = "diffusion",
+    checkpointing: bool = False,
 ) -> RunInputs:
     """A model by spec and the first n inputs of a split of a data set, checked to fit the model.
 
     For a run, the data set defaults to the run's own. For other models it is ``dataset``
     (``folder:DIR`` images at ``image_size`` with ``channels``, by default the model's own; video,
     audio or NIfTI files cut as ``media`` says), or the offline set whose shape the model takes.
+    ``latent_space`` and ``checkpointing``: see ``load_model``.
     """
     if is_run_spec(str(spec)):
         return load_run_inputs(spec, dataset, split, n, device)
     if not isinstance(n, int) or n < 1:
         raise VaelensError(f"n (inputs to evaluate, --n) must be >= 1; got {n}")
-    model = load_model(spec, device, allow_pickle)
+    model = load_model(spec, device, allow_pickle, latent_space, checkpointing)
     name = dataset or default_dataset(model)
     x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels), media), n)
     first = prepare_inputs(model, x[:1])  # a data set that does not fit the model fails here, in one line

@@ -9,6 +9,7 @@ plain autograd: one backward pass per output row.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch.func import jacfwd, jacrev, jvp, vjp, vmap
 
 from vaelens._errors import VaelensError
@@ -216,6 +218,26 @@ def forward_product(
             ) from None
 
 
+def _autograd_vjp(
+    model: torch.nn.Module, f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, Callable]:
+    """f(x) and its VJP by plain autograd, for models with gradient checkpointing: the graph keeps
+    only the checkpointed blocks' boundaries, and each VJP recomputes the blocks (torch.func's
+    transforms do not support the saved-tensor hooks checkpointing uses)."""
+    xg = x.detach().requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():
+        out = f(xg)  # (B, m)
+
+    def pullback(u: torch.Tensor) -> tuple[torch.Tensor]:
+        # the blocks are recomputed here, and must run as in the forward (an adapter's attention kernel)
+        context = getattr(model, "recompute_context", contextlib.nullcontext)
+        with eval_mode(model), torch.enable_grad(), context():
+            grad = torch.autograd.grad(out, xg, u, retain_graph=True, create_graph=u.requires_grad)[0]
+        return (grad,)
+
+    return out.detach(), pullback
+
+
 class EncoderLinearization:
     """Matrix-free products with the encoder's Jacobian J = d(mu, sigma)/dx at a batch x.
 
@@ -227,19 +249,37 @@ class EncoderLinearization:
     def __init__(self, model: torch.nn.Module, x: torch.Tensor) -> None:
         self.model, self.x = model, x
         self._f = _encoder_rows(model)
-        with eval_mode(model), torch.no_grad():  # func transforms ignore the outer no_grad
-            self._out, self._vjp = _call(model, lambda xb: vjp(self._f, xb), x)[:2]
+        if getattr(model, "checkpointing", False):  # torch.func cannot trace checkpointed blocks
+            self._out, self._vjp = _call(model, lambda xb: _autograd_vjp(model, self._f, xb), x)
+        else:
+            with eval_mode(model), torch.no_grad():  # func transforms ignore the outer no_grad
+                self._out, self._vjp = _call(model, lambda xb: vjp(self._f, xb), x)[:2]
         self.k = self._out.shape[1] // 2
         self.mu, self.sigma = self._out[:, : self.k].detach(), self._out[:, self.k :].detach()
 
     def jvp(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with eval_mode(self.model), torch.no_grad():
-            tangent = forward_product(self.model, self._f, self.x, v, self._vjp, self._out)
+        if getattr(self.model, "checkpointing", False):
+            tangent = self._checkpointed_jvp(v)
+        else:
+            with eval_mode(self.model), torch.no_grad():
+                tangent = forward_product(self.model, self._f, self.x, v, self._vjp, self._out)
         return tangent[:, : self.k], tangent[:, self.k :]
 
     def vjp(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model), torch.no_grad():
             return self._vjp(torch.cat([a, b], dim=1))[0]
+
+    def _checkpointed_jvp(self, v: torch.Tensor) -> torch.Tensor:
+        """J v for a checkpointed model: autograd's forward mode without a graph (it keeps no
+        activations), else J v = d/du <J^T u, v> by double backward."""
+        try:
+            with eval_mode(self.model), torch.no_grad(), fwAD.dual_level():
+                return fwAD.unpack_dual(self._f(fwAD.make_dual(self.x, v))).tangent
+        except (NotImplementedError, RuntimeError):
+            u = torch.zeros_like(self._out).requires_grad_(True)
+            context = getattr(self.model, "recompute_context", contextlib.nullcontext)
+            with eval_mode(self.model), torch.enable_grad(), context():
+                return torch.autograd.grad(self._vjp(u)[0], u, v)[0]
 
 
 class DecoderLinearization:
