@@ -9,6 +9,7 @@ from vaelens._errors import Interrupted, VaelensError
 from vaelens._protocol import Posterior
 from vaelens._version import __version__
 from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
+from vaelens.certify import Certificate, certify, smooth
 from vaelens.evaluation import eigen_probe
 from vaelens.experiments import load, load_model
 from vaelens.geometry import (
@@ -24,12 +25,14 @@ __all__ = [
     "adapters",
     "load_model",
     "PGD",
+    "Certificate",
     "Damage",
     "EigenAttack",
     "Interrupted",
     "RandomNoise",
     "TargetedAttack",
     "attack_damage",
+    "certify",
     "Posterior",
     "PullbackMetric",
     "Scores",
@@ -42,5 +45,6 @@ __all__ = [
     "load",
     "pullback_metric",
     "robustness_scores",
+    "smooth",
     "train",
 ]

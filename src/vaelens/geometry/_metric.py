@@ -25,7 +25,7 @@ from typing import Literal, cast
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, check_finite, prepare_inputs, require_variance
+from vaelens._protocol import Kind, check_finite, prepare_inputs, require_jacobian, require_variance
 from vaelens.geometry._jacobian import (
     DecoderLinearization,
     EncoderLinearization,
@@ -113,6 +113,7 @@ class PullbackMetric:
     ) -> None:
         if kind not in KINDS:
             raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+        require_jacobian(model, "the pullback metric")
         if kind not in ("mean", "output"):
             require_variance(model, f"the {kind} metric")
         if chunk_size is not None and chunk_size < 1:
