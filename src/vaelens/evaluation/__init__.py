@@ -16,6 +16,7 @@ from vaelens.evaluation._attacks import (
     write_attack_report,
 )
 from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
+from vaelens.evaluation._bracket import Bracket, bracket, summarize, write_certification
 from vaelens.evaluation._probe import ProbeResult, eigen_probe
 from vaelens.evaluation._protect import (
     ProtectConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "AttackSweepResult",
     "AuditConfig",
     "AuditResult",
+    "Bracket",
     "ProbeResult",
     "ProtectConfig",
     "Protection",
@@ -56,6 +58,7 @@ __all__ = [
     "audit_output",
     "audit",
     "auddc",
+    "bracket",
     "choose_targets",
     "eigen_probe",
     "evaluation_transforms",
@@ -69,7 +72,9 @@ __all__ = [
     "read_image",
     "read_images",
     "reconstruction_quality",
+    "summarize",
     "write_attack_report",
     "write_audit",
+    "write_certification",
     "write_protection",
 ]

@@ -24,11 +24,17 @@ from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
 from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
-from vaelens._protocol import is_deterministic, model_input_shape
+from vaelens._protocol import geometry_base, is_deterministic, model_input_shape
 from vaelens.data import load_dataset, sample_shape, take
 from vaelens.evaluation import AttackSpec, AuditConfig, attack_sweep, audit, reconstruction_quality
 from vaelens.experiments._analysis import against_curve, position_phrase
-from vaelens.experiments._models import default_dataset, folder_image_shape, is_run_spec, load_model
+from vaelens.experiments._models import (
+    default_dataset,
+    folder_image_shape,
+    is_run_spec,
+    load_model,
+    parse_smooth_spec,
+)
 from vaelens.experiments._runs import parse_run_ref
 from vaelens.experiments._schema import strongest_of
 from vaelens.training import read_config
@@ -122,6 +128,11 @@ def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_
         entry = _Entry(spec, name, c.beta, c.mixup is not None, c.defence, c.dataset, c.model.likelihood,
                        c.model.input_shape)  # fmt: skip
         return entry, None
+    smoothing = parse_smooth_spec(spec)
+    if smoothing is not None and is_run_spec(smoothing.inner):  # a smoothed run: judged against the beta curve
+        inner, _ = _entry(smoothing.inner, dataset, allow_pickle)
+        name = f"smooth{smoothing.options['sigma']:g}:{inner.name}"
+        return inner._replace(spec=spec, name=name, defence=f"smoothed ({inner.defence})"), load_model(spec)
     model = load_model(spec, "cpu", allow_pickle)
     if is_deterministic(model):
         raise VaelensError(
@@ -196,7 +207,7 @@ def compare_runs(
             model = held if held is not None else load_model(entry.spec)
             mse, nll, elbo, active = reconstruction_quality(model, x, cast(Any, entry.likelihood), seed)
             scores = audit(
-                model,
+                geometry_base(model) or model,  # a smoothed model has no Jacobian: its base's spectra
                 x,
                 config=AuditConfig(
                     kinds=("stochastic", "fisher", "output"), batch_size=batch_size, n_show=0, probe_n=0

@@ -8,6 +8,8 @@ A spec names where a model comes from, through a name-to-factory table:
 | ``diffusers:DIR``          | a folder written by ``save_pretrained`` (or a pipeline with ``vae/``) |
 | ``pythae:DIR``             | a folder written by a pythae model's ``save``                       |
 | ``python:MODULE:FUNCTION`` | what a factory of the user's returns (runs the user's code)         |
+| ``smooth:SIGMA[,k=v]:SPEC`` | the model SPEC names, center-smoothed (``vaelens.smooth``, options: |
+|                            | n, n0, alpha, seed, delta, output, chunk_size)                      |
 
 Third-party models come back behind their adapter (``vaelens.adapters``), so every command works
 on them as on vaelens' own runs. Nothing is downloaded; nothing is unpickled unless the user
@@ -22,17 +24,52 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import model_input_shape, prepare_inputs, resolve_device
 from vaelens.adapters import adapt, load_pythae, require_extra
+from vaelens.certify import smooth
 from vaelens.data import OFFLINE, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref
 
-PREFIXES = ("diffusers", "pythae", "python")
+PREFIXES = ("diffusers", "pythae", "python", "smooth")
+SMOOTH_OPTIONS: dict[str, type] = {
+    "n": int, "n0": int, "alpha": float, "seed": int, "delta": float, "output": str, "chunk_size": int
+}  # fmt: skip
+SMOOTH_FORM = "smooth:SIGMA[,n=N,n0=N0,alpha=A,seed=S,output=latent|recon]:SPEC, e.g. smooth:0.25,n=500:runs/beta1"
+
+
+class SmoothSpec(NamedTuple):
+    """A ``smooth:`` spec read: the inner spec and the keyword arguments of ``vaelens.smooth``."""
+
+    inner: str
+    options: dict[str, Any]
+
+
+def parse_smooth_spec(spec: str) -> SmoothSpec | None:
+    """``smooth:SIGMA[,key=value...]:SPEC`` as (SPEC, {sigma, ...}); None for any other spec."""
+    if not str(spec).startswith("smooth:"):
+        return None
+    _, settings, inner = (str(spec).split(":", 2) + [""])[:3]
+    fields = settings.split(",")
+    try:
+        options: dict[str, Any] = {"sigma": float(fields[0])}
+        for field in fields[1:]:
+            key, _, value = field.partition("=")
+            if key.strip() not in SMOOTH_OPTIONS:
+                raise ValueError(f"unknown option {key.strip()!r}")
+            options[key.strip()] = SMOOTH_OPTIONS[key.strip()](value.strip())
+    except ValueError as e:
+        raise VaelensError(f"{spec!r} is not a smooth spec ({e}); write {SMOOTH_FORM}") from None
+    if not inner:
+        raise VaelensError(f"{spec!r} names no model to smooth; write {SMOOTH_FORM}")
+    return SmoothSpec(inner, options)
+
+
 DIFFUSERS_CLASSES = ("AutoencoderKL", "AsymmetricAutoencoderKL", "AutoencoderTiny")
 
 
@@ -135,6 +172,9 @@ def load_model(spec: str, device: str | torch.device = "cpu", allow_pickle: bool
         >>> vae = load_model("runs/beta1@20")                     # a run, after epoch 20
     """
     spec = str(spec)
+    smoothing = parse_smooth_spec(spec)
+    if smoothing is not None:
+        return smooth(load_model(smoothing.inner, device, allow_pickle), **smoothing.options)
     if is_run_spec(spec):
         run_dir, epoch = parse_run_ref(spec)
         return load(run_dir, device, epoch)
@@ -177,6 +217,10 @@ def load_model_inputs(
     (``folder:DIR`` images at ``image_size`` with ``channels``, by default the model's own), or the
     offline set whose shape the model takes.
     """
+    smoothing = parse_smooth_spec(str(spec))
+    if smoothing is not None:
+        inner = load_model_inputs(smoothing.inner, dataset, split, n, device, image_size, channels, allow_pickle)
+        return inner._replace(model=smooth(inner.model, **smoothing.options))
     if is_run_spec(str(spec)):
         return load_run_inputs(spec, dataset, split, n, device)
     if not isinstance(n, int) or n < 1:
