@@ -188,3 +188,29 @@ def test_attacks_on_the_smoothed_model_never_exceed_the_certificate(tmp_path_fac
             answered = ~cert.abstain
             assert answered.any()
             assert (shift[answered] <= cert.bound[answered]).all(), (architecture, eps, shift, cert.bound)
+
+
+def _bracket(bound, attacked, abstain):
+    from vaelens.certify import Certificate
+    from vaelens.evaluation import Bracket
+
+    bound, attacked = torch.tensor(bound, dtype=torch.float64), torch.tensor(attacked, dtype=torch.float64)
+    abstain = torch.tensor(abstain)
+    cert = Certificate(torch.zeros(len(bound), 3), bound.masked_fill(abstain, math.nan), abstain,
+                       torch.zeros(len(bound)), (0.1, 0.2), 0.25, 0.001, "latent", 0.1, 2000, 100)  # fmt: skip
+    return Bracket(cert, attacked, attacked, torch.ones(len(bound)), torch.ones(len(bound)))
+
+
+def test_summary_findings_are_true_of_the_numbers():
+    from vaelens.evaluation import summarize
+
+    s = summarize(_bracket([[1.0, 1.2], [2.0, 2.2]], [[0.1, 0.4], [0.1, 0.4]], [[False, False], [False, True]]))
+    rows = s["per_eps"]
+    assert rows[0]["median_gap"] == pytest.approx(15.0) and rows[1]["median_gap"] == pytest.approx(3.0)
+    assert rows[1]["abstain_rate"] == 0.5 and rows[1]["median_bound"] == pytest.approx(1.2)  # answered only
+    assert s["finding"] == {"largest_gap_eps": 0.1, "largest_gap": pytest.approx(15.0), "gap_falls_with_eps": True}
+    assert "shrinks as eps grows" in s["explanation"] and "15x" in s["explanation"]
+    rising = summarize(_bracket([[1.0, 4.0]], [[0.5, 0.1]], [[False, False]]))
+    assert rising["finding"]["largest_gap_eps"] == 0.2 and "does not shrink" in rising["explanation"]
+    over = summarize(_bracket([[1.0, 1.0]], [[2.0, 0.5]], [[False, False]]))
+    assert over["per_eps"][0]["exceeded"] == 1

@@ -468,6 +468,9 @@ def _print_certification(results: list[Any], title: str, attack: bool) -> None:
                     f"{s['output']} eps {r['eps']:g}: an attack exceeded the certificate on {r['exceeded']} inputs "
                     "(possible with probability alpha per input; report it if it recurs)"))  # fmt: skip
     console.print(table)
+    for result in results:
+        console.print(f"reconstruction MSE with the center chosen in {result.certificate.output}: "
+                      f"{result.recon_mse.mean():.4g} smoothed, {result.base_recon_mse.mean():.4g} base")  # fmt: skip
     if attack:
         for result in results:
             console.print(f"{result.certificate.output}: {summarize(result)['explanation']}", highlight=False)
@@ -488,6 +491,9 @@ def certify(
     ] = False,
     steps: Annotated[int, typer.Option(help="PGD steps of the --attack ensemble (APGD takes twice as many).")] = 20,
     inputs: Annotated[int, typer.Option(help="Inputs to certify (the first of the split).")] = 100,
+    attack_inputs: Annotated[
+        int | None, typer.Option(help="Attack only the first this many inputs (default: all).")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Data set (default: the run's own).")] = None,
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Inputs smoothed at once.")] = 32,
@@ -518,10 +524,11 @@ def certify(
                                               allow_pickle)  # fmt: skip
     meta = {**source.meta, "dataset": name, "split": split, "inputs": len(x), "sigma": sigma, "eps": budgets,
             "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
-            "seed": seed}  # fmt: skip
+            "attack_inputs": attack_inputs, "seed": seed}  # fmt: skip
     out = claim_output(out or source.out("certify"), "certify", meta, overwrite)  # refuse before computing
     results = [
-        bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, progress=not quiet) for c in configs
+        bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, not quiet, attack_inputs)
+        for c in configs
     ]
     paths = write_certification(results, out, meta, labels, overwrite)
     _print_certification(results, f"certified smoothing (sigma {sigma:g}, n {n}, alpha {alpha:g}) of {source.spec} "

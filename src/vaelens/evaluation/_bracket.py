@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from vaelens._io import save_figure, write_csv, write_json
 from vaelens._outputs import claim_output, finish_output
-from vaelens._protocol import Kind
+from vaelens._protocol import Kind, decode, encode, prepare_inputs
 from vaelens.attacks import Reference, Strongest, divergence
 from vaelens.certify import Certificate, SmoothedVAE, certify_smoothed
 from vaelens.certify._certificate import check_eps
@@ -38,11 +38,15 @@ class Bracket(NamedTuple):
         attacked: (N, E) L2 shift of the output reached by ``Strongest`` on the smoothed model (the
             same noise as the certificate's), or None when not attacked.
         predicted: (N, E) sqrt(lambda_1) eps of the base model's metric.
+        recon_mse: (N,) per-pixel MSE between x and the smoothed model's reconstruction.
+        base_recon_mse: (N,) the same for the base model, g(mu(x)): the difference is what smoothing costs.
     """
 
     certificate: Certificate
     attacked: torch.Tensor | None
     predicted: torch.Tensor
+    recon_mse: torch.Tensor
+    base_recon_mse: torch.Tensor
 
     @property
     def gap(self) -> torch.Tensor:
@@ -60,18 +64,36 @@ def _predicted(smoothed: SmoothedVAE, x: torch.Tensor, eps: tuple[float, ...], b
     return lam.double().clamp_min(0).sqrt().cpu()[:, None] * torch.tensor(eps, dtype=torch.float64)  # (N, E)
 
 
-def _attacked(smoothed: SmoothedVAE, x: torch.Tensor, eps: tuple[float, ...], steps: int, batch_size: int,
-              seed: int) -> torch.Tensor:  # fmt: skip
+def _recon_mse(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N,) per-pixel MSE between x and decode(encode(x).mu)."""
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = prepare_inputs(model, x[i : i + batch_size])
+            recon = decode(model, encode(model, xb).mu)
+            parts.append((recon - xb).flatten(1).square().mean(1).double().cpu())
+    return torch.cat(parts)
+
+
+def _attacked(smoothed: SmoothedVAE, x: torch.Tensor, cert: Certificate, steps: int, batch_size: int,
+              seed: int, limit: int | None) -> torch.Tensor:  # fmt: skip
+    """(N, E) L2 shift reached by Strongest on the first ``limit`` inputs where the certificate
+    answers (NaN elsewhere: an abstained input has no bound to bracket)."""
     objective = smoothed.config.output
-    out = torch.empty(len(x), len(eps), dtype=torch.float64)
+    eps = cert.eps if isinstance(cert.eps, tuple) else (cert.eps,)
+    out = torch.full((len(x), len(eps)), math.nan, dtype=torch.float64)
+    answered = ~cert.abstain.view(len(x), -1)  # (N, E)
+    answered[limit:] = False
     for j, e in enumerate(eps):
         attack = Strongest(smoothed, e, "l2", objective, steps, seed=seed)
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
+        rows = answered[:, j].nonzero().flatten()
+        for i in range(0, len(rows), batch_size):
+            idx = rows[i : i + batch_size]
+            xb = x[idx]
             x_adv = attack(xb)
             with torch.no_grad():
                 reached = divergence(smoothed, x_adv, Reference.of(smoothed, xb.to(x_adv)), objective)
-            out[i : i + len(xb), j] = reached.clamp_min(0).sqrt().double().cpu()
+            out[idx, j] = reached.clamp_min(0).sqrt().double().cpu()
     return out
 
 
@@ -84,6 +106,7 @@ def bracket(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = False,
+    attack_inputs: int | None = None,
 ) -> Bracket:
     """Certify a smoothed model at x, attack it with ``Strongest`` (PGD ``steps``, APGD twice as
     many, EigenAttack on the base's directions) and predict from the base model's geometry.
@@ -93,6 +116,9 @@ def bracket(
         x: (N, *input_shape) inputs in [0, 1].
         eps: L2 budgets.
         attack: run the attacks (the costly part: every step samples n0 + n noisy copies).
+        steps, seed: the attacks' PGD steps and seed.
+        attack_inputs: attack only the first this many inputs (None: all). Inputs where the
+            certificate abstains are not attacked; both get NaN.
 
     Returns:
         ``Bracket`` with (N, E) tensors.
@@ -100,8 +126,9 @@ def bracket(
     budgets = check_eps(eps)
     cert = certify_smoothed(smoothed, x, budgets, batch_size, progress)
     predicted = _predicted(smoothed, x, budgets, batch_size)
-    attacked = _attacked(smoothed, x, budgets, steps, batch_size, seed) if attack else None
-    return Bracket(cert, attacked, predicted)
+    attacked = _attacked(smoothed, x, cert, steps, batch_size, seed, attack_inputs) if attack else None
+    mse, base_mse = _recon_mse(smoothed, x, batch_size), _recon_mse(smoothed.base, x, batch_size)
+    return Bracket(cert, attacked, predicted, mse, base_mse)
 
 
 def _median(values: torch.Tensor) -> float:
@@ -138,6 +165,7 @@ def summarize(b: Bracket) -> dict[str, Any]:
     return {
         "output": cert.output, "sigma": cert.sigma, "alpha": cert.alpha, "delta": cert.delta, "n": cert.n,
         "n0": cert.n0, "inputs": len(cert.bound), "median_clean_distance": _median(cert.clean_distance),
+        "recon_mse": float(b.recon_mse.mean()), "base_recon_mse": float(b.base_recon_mse.mean()),
         "per_eps": rows, "finding": finding, "explanation": explain(finding, cert.sigma),
     }  # fmt: skip
 
@@ -175,7 +203,8 @@ def write_certification(
                     "eps": e, "bound": float(cert.bound[i, j]), "bound_rms": float(cert.bound_rms[i, j]),
                     "abstain": bool(cert.abstain[i, j]), "clean_distance": float(cert.clean_distance[i]),
                     "attacked": float(b.attacked[i, j]) if b.attacked is not None else math.nan,
-                    "predicted": float(b.predicted[i, j]),
+                    "predicted": float(b.predicted[i, j]), "recon_mse": float(b.recon_mse[i]),
+                    "base_recon_mse": float(b.base_recon_mse[i]),
                 })  # fmt: skip
     write_csv(paths["certificates.csv"], records, list(records[0]))
     write_json(paths["summary.json"], {**meta, "outputs": [summarize(b) for b in brackets]})
