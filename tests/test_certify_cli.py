@@ -102,3 +102,16 @@ def test_smooth_spec_is_attacked_and_audit_refuses_it(run_cli, digits_run, tmp_p
     assert code == 2 and "smooth spec" in err
     code, _, err = run_cli("certify", "--model", spec, "--out", tmp_path / "e", *SMALL)
     assert code == 2 and "smooths the model itself" in err
+
+
+@pytest.mark.slow
+def test_compare_puts_a_smoothed_run_beside_its_base(run_cli, digits_run, tmp_path):
+    spec = f"smooth:0.25,n=200,n0=10,delta=0.3:{digits_run}"
+    code, _, err = run_cli("compare", digits_run, "--model", spec, "--n", "6", "--steps", "2", "--out", tmp_path / "c",
+                           "--quiet")  # fmt: skip
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads((tmp_path / "c" / "comparison.json").read_text())["runs"]}
+    smoothed = rows[f"smooth0.25:{digits_run.name}"]
+    assert smoothed["defence"] == "smoothed (none)" and smoothed["beta"] == rows[digits_run.name]["beta"]
+    assert smoothed["rho_median"] == rows[digits_run.name]["rho_median"]  # the base's spectra
+    assert smoothed["test_mse"] != rows[digits_run.name]["test_mse"]  # the smoothed model's reconstructions
