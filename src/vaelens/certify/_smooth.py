@@ -203,16 +203,26 @@ class SmoothedVAE(torch.nn.Module):
 
     def _blocks(self, x: torch.Tensor, stream: int, total: int) -> Any:
         """Yield (start, noise (r, *s), outputs (B, r, D)) over the stream's first ``total`` rows."""
-        step = self.config.chunk_size
         for start in range(0, total, BLOCK):
             rows = min(BLOCK, total - start)
             eta = self._noise(stream, start // BLOCK, rows, x)  # (r, *s)
-            pairs = len(x) * rows
-            parts = []
-            for i in range(0, pairs, step):
-                idx = torch.arange(i, min(i + step, pairs), device=x.device)
-                parts.append(self._output(x[idx // rows] + eta[idx % rows]))  # (c, D)
-            yield start, eta, torch.cat(parts).view(len(x), rows, -1)
+            yield start, eta, self._evaluate(x, eta)
+
+    def _evaluate(self, x: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        """f(x_b + eta_r) for every input and noise row, (B, r, D), at most ``chunk_size`` rows per
+        pass; the noisy copies are made by broadcasting, a group of inputs by a run of noise rows."""
+        span = min(len(eta), self.config.chunk_size)  # noise rows per pass
+        group = max(1, self.config.chunk_size // span)  # inputs per pass
+        out: torch.Tensor | None = None
+        for i in range(0, len(x), group):
+            for r in range(0, len(eta), span):
+                noisy = x[i : i + group, None] + eta[None, r : r + span]  # (g, s, *input_shape)
+                values = self._output(noisy.flatten(0, 1)).view(noisy.shape[0], noisy.shape[1], -1)  # (g, s, D)
+                if out is None:
+                    out = values.new_empty(len(x), len(eta), values.shape[-1])
+                out[i : i + group, r : r + span] = values
+        assert out is not None
+        return out
 
     @torch.no_grad()
     def select(self, x: torch.Tensor) -> Selection:
@@ -226,13 +236,16 @@ class SmoothedVAE(torch.nn.Module):
             noise.append(eta)
         candidates = torch.cat(cand, dim=1)  # (B, n0, D)
         candidate_noise = torch.cat(noise)  # (n0, *s)
-        dist = torch.empty(len(x), c.n0, c.n, dtype=candidates.dtype, device=x.device)
+        square = torch.empty(len(x), c.n0, c.n, dtype=candidates.dtype, device=x.device)
+        norms = candidates.square().sum(-1, keepdim=True)  # (B, n0, 1)
         for start, _, out in self._blocks(x, _MEDIANS, c.n):
-            dist[:, :, start : start + out.shape[1]] = torch.cdist(candidates, out)  # (B, n0, r)
-        medians = dist.kthvalue(math.ceil(c.n / 2), dim=2).values  # (B, n0)
+            # squared distances ||c||^2 + ||s||^2 - 2 c.s, (B, n0, r): the order, hence the median, is the same
+            block = torch.baddbmm(norms, candidates, out.transpose(1, 2), alpha=-2)
+            square[:, :, start : start + out.shape[1]] = block.add_(out.square().sum(-1)[:, None]).clamp_min_(0)
+        medians = square.kthvalue(math.ceil(c.n / 2), dim=2).values  # (B, n0)
         radius, index = medians.min(dim=1)  # (B,)
         rows = torch.arange(len(x), device=x.device)
-        return Selection(index, candidates[rows, index], radius, candidate_noise[index])
+        return Selection(index, candidates[rows, index], radius.sqrt(), candidate_noise[index])
 
     @torch.no_grad()
     def smooth(self, x: torch.Tensor) -> Smoothed:
