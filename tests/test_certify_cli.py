@@ -28,6 +28,13 @@ def _certify(run: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def test_console_script_refuses_a_bad_sigma_in_one_line(digits_run, tmp_path):
+    proc = _certify(digits_run, tmp_path / "cert", "--sigma", "0")
+    assert proc.returncode == 2 and "sigma" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
 def test_console_script_certifies(digits_run, tmp_path):
     out = tmp_path / "cert"
     proc = _certify(digits_run, out)
