@@ -10,6 +10,10 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def _fmt(value: float, spec: str, suffix: str = "") -> str:
+    return "-" if value != value else f"{value:{spec}}{suffix}"
+
+
 def _med(values: list[float]) -> float:
     finite = [v for v in values if v is not None and v == v]
     return statistics.median(finite) if finite else float("nan")
@@ -34,11 +38,11 @@ def main(root: Path) -> None:
           "| gap (certified / attacked) | sqrt(l1) eps (base) | attacks over the bound |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for (model, defence, sigma, output, eps), c in sorted(cells.items()):
-        rms = f"{_med(c['median_bound_rms']):.4g}" if output == "recon" else ""
+        rms = _fmt(_med(c["median_bound_rms"]), ".4g") if output == "recon" else ""
         print(f"| {model} | {defence} | {sigma:g} | {output} | {eps:g} | {len(c['abstain_rate'])} "
-              f"| {_med(c['median_bound']):.4g} | {rms} | {100 * statistics.mean(c['abstain_rate']):.0f}% "
-              f"| {_med(c['median_attacked']):.4g} | {_med(c['median_gap']):.3g}x | {_med(c['median_predicted']):.4g} "
-              f"| {sum(c['exceeded'])} |")  # fmt: skip
+              f"| {_fmt(_med(c['median_bound']), '.4g')} | {rms} | {100 * statistics.mean(c['abstain_rate']):.0f}% "
+              f"| {_fmt(_med(c['median_attacked']), '.4g')} | {_fmt(_med(c['median_gap']), '.3g', 'x')} "
+              f"| {_fmt(_med(c['median_predicted']), '.4g')} | {sum(c['exceeded'])} |")  # fmt: skip
     print()
     print("| model | defence | sigma | center chosen in | recon MSE, base | recon MSE, smoothed | cost |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
