@@ -23,6 +23,7 @@ from vaelens._protocol import Posterior, decode, encode, eval_mode, prepare_inpu
 Output = Literal["latent", "recon"]
 OUTPUTS: tuple[Output, ...] = ("latent", "recon")
 BLOCK = 256  # noise rows per seeded block: the draws do not depend on chunk_size or the batch
+BLOCK_NUMBERS = 1 << 22  # ... and fewer rows for large images, so a block stays under 16 MiB in float32
 _CANDIDATES, _MEDIANS, _ESTIMATE = 0, 1, 2  # the three independent noise streams
 
 
@@ -194,18 +195,26 @@ class SmoothedVAE(torch.nn.Module):
         mu = encode(self.base, inputs).mu  # (R, k)
         return mu if self.config.output == "latent" else decode(self.base, mu).flatten(1)
 
+    @staticmethod
+    def _block_rows(like: torch.Tensor) -> int:
+        """Rows per seeded noise block for this input shape (fixed by the shape alone)."""
+        return max(1, min(BLOCK, BLOCK_NUMBERS // like[0].numel()))
+
     def _noise(self, stream: int, block: int, rows: int, like: torch.Tensor) -> torch.Tensor:
         """Noise rows (rows, *input_shape) of one seeded block, times sigma."""
         digest = hashlib.blake2b(f"{self.config.seed}/{stream}/{block}".encode(), digest_size=8).digest()
         gen = torch.Generator(device=like.device).manual_seed(int.from_bytes(digest, "little") >> 1)
-        eta = torch.randn((BLOCK, *like.shape[1:]), generator=gen, device=like.device, dtype=like.dtype)
+        eta = torch.randn(
+            (self._block_rows(like), *like.shape[1:]), generator=gen, device=like.device, dtype=like.dtype
+        )
         return eta[:rows] * self.config.sigma
 
     def _blocks(self, x: torch.Tensor, stream: int, total: int) -> Any:
         """Yield (start, noise (r, *s), outputs (B, r, D)) over the stream's first ``total`` rows."""
-        for start in range(0, total, BLOCK):
-            rows = min(BLOCK, total - start)
-            eta = self._noise(stream, start // BLOCK, rows, x)  # (r, *s)
+        size = self._block_rows(x)
+        for start in range(0, total, size):
+            rows = min(size, total - start)
+            eta = self._noise(stream, start // size, rows, x)  # (r, *s)
             yield start, eta, self._evaluate(x, eta)
 
     def _evaluate(self, x: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
