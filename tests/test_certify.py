@@ -214,3 +214,19 @@ def test_summary_findings_are_true_of_the_numbers():
     assert rising["finding"]["largest_gap_eps"] == 0.2 and "does not shrink" in rising["explanation"]
     over = summarize(_bracket([[1.0, 1.0]], [[2.0, 0.5]], [[False, False]]))
     assert over["per_eps"][0]["exceeded"] == 1
+
+
+def test_bracket_attacks_every_answered_input_unless_limited():
+    from vaelens.evaluation import bracket
+
+    smoothed = vaelens.smooth(linear(), 0.25, n=300, n0=20, delta=0.25)
+    inside = 0.25 + 0.5 * X
+    full = bracket(smoothed, inside, (0.05, 1.0), steps=2)
+    assert full.attacked is not None
+    answered = ~full.certificate.abstain
+    assert answered[:, 0].all() and not answered[:, 1].any()
+    assert full.attacked[:, 0].isfinite().all() and full.attacked[:, 1].isnan().all()  # abstained: not attacked
+    assert (full.attacked[:, 0] <= full.certificate.bound[:, 0]).all()
+    limited = bracket(smoothed, inside, 0.05, steps=2, attack_inputs=1)
+    assert limited.attacked is not None
+    assert limited.attacked[0].isfinite().all() and limited.attacked[1:].isnan().all()

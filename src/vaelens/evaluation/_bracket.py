@@ -83,7 +83,8 @@ def _attacked(smoothed: SmoothedVAE, x: torch.Tensor, cert: Certificate, steps: 
     eps = cert.eps if isinstance(cert.eps, tuple) else (cert.eps,)
     out = torch.full((len(x), len(eps)), math.nan, dtype=torch.float64)
     answered = ~cert.abstain.view(len(x), -1)  # (N, E)
-    answered[limit:] = False
+    if limit is not None:
+        answered[limit:] = False
     for j, e in enumerate(eps):
         attack = Strongest(smoothed, e, "l2", objective, steps, seed=seed)
         rows = answered[:, j].nonzero().flatten()
