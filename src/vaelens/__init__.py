@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vaelens import adapters, data
     from vaelens._protocol import Posterior
     from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
+    from vaelens.certify import Certificate, certify, smooth
     from vaelens.evaluation import eigen_probe
     from vaelens.experiments import load, load_model
     from vaelens.geometry import PullbackMetric, Scores, Spectrum, pullback_metric, robustness_scores
@@ -35,6 +36,9 @@ _HOMES = {
     "RandomNoise": "vaelens.attacks",
     "TargetedAttack": "vaelens.attacks",
     "attack_damage": "vaelens.attacks",
+    "Certificate": "vaelens.certify",
+    "certify": "vaelens.certify",
+    "smooth": "vaelens.certify",
     "eigen_probe": "vaelens.evaluation",
     "load": "vaelens.experiments",
     "load_model": "vaelens.experiments",
@@ -66,12 +70,14 @@ __all__ = [
     "adapters",
     "load_model",
     "PGD",
+    "Certificate",
     "Damage",
     "EigenAttack",
     "Interrupted",
     "RandomNoise",
     "TargetedAttack",
     "attack_damage",
+    "certify",
     "Posterior",
     "PullbackMetric",
     "Scores",
@@ -84,5 +90,6 @@ __all__ = [
     "load",
     "pullback_metric",
     "robustness_scores",
+    "smooth",
     "train",
 ]

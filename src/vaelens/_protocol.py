@@ -213,6 +213,27 @@ def require_variance(model: torch.nn.Module, what: str) -> None:
         )
 
 
+def geometry_base(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The model whose Jacobian stands in for this one's, if it has no Jacobian of its own.
+
+    A center-smoothed model (``vaelens.smooth``, docs/method.md section 10) is piecewise the base
+    model at a noisy input, with jumps where the chosen sample changes: it declares its base in a
+    ``geometry_base`` attribute. Attacks take directions from the base; audits refuse it.
+    """
+    base = getattr(model, "geometry_base", None)
+    return base if isinstance(base, torch.nn.Module) else None
+
+
+def require_jacobian(model: torch.nn.Module, what: str) -> None:
+    """Refuse, in one line, something that needs the model's own Jacobian on a smoothed model."""
+    if geometry_base(model) is not None:
+        name = getattr(model, "name", type(model).__name__)
+        raise VaelensError(
+            f"{name} is a smoothed model, which has no Jacobian of its own, so {what} is undefined for it; "
+            "audit its base model (drop smooth: from the spec) or certify it with vaelens certify"
+        )
+
+
 def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
     """The dtype and device of the model's first floating parameter (float32 on cpu if none)."""
     for p in model.parameters():

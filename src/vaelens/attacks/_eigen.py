@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, Norm, Objective
+from vaelens._protocol import Kind, Norm, Objective, geometry_base
 from vaelens.attacks._base import Attack, best_of
 from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
 from vaelens.geometry import KINDS, Method, check_method, pullback_metric
@@ -68,7 +68,8 @@ class EigenAttack(Attack):
         self.objective = check_objective(objective or KIND_OBJECTIVE[kind])
 
     def forward(self, x: torch.Tensor, x_target: torch.Tensor | None) -> torch.Tensor:
-        metric = pullback_metric(self.model, x, self.kind, self.chunk_size)
+        # a smoothed model has no Jacobian: its base's eigenvectors at x propose the directions
+        metric = pullback_metric(geometry_base(self.model) or self.model, x, self.kind, self.chunk_size)
         k = min(self.directions, metric.rank_bound)
         vectors = metric.eigen(k, self.method, max(self.iters, k)).require_vectors()  # (B, k, *s), unit L2 norm
         steps = vectors.sign() if self.norm == "linf" else vectors

@@ -17,6 +17,7 @@ from vaelens.evaluation._attacks import (
     write_attack_report,
 )
 from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
+from vaelens.evaluation._bracket import Bracket, bracket, summarize, write_certification
 from vaelens.evaluation._images import ImageFile, read_image, read_image_file, read_image_files, read_images
 from vaelens.evaluation._probe import ProbeResult, eigen_probe
 from vaelens.evaluation._protect import (
@@ -49,6 +50,7 @@ __all__ = [
     "AttackSweepResult",
     "AuditConfig",
     "AuditResult",
+    "Bracket",
     "ProbeResult",
     "ImageFile",
     "ProtectConfig",
@@ -61,6 +63,7 @@ __all__ = [
     "audit_output",
     "audit",
     "auddc",
+    "bracket",
     "check_inputs",
     "check_not_images",
     "choose_targets",
@@ -80,7 +83,9 @@ __all__ = [
     "read_image_files",
     "read_images",
     "reconstruction_quality",
+    "summarize",
     "write_attack_report",
     "write_audit",
+    "write_certification",
     "write_protection",
 ]

@@ -19,7 +19,7 @@ from vaelens._errors import VaelensError
 from vaelens._io import write_csv, write_json
 from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
-from vaelens._protocol import Kind, prepare_inputs
+from vaelens._protocol import Kind, prepare_inputs, require_jacobian
 from vaelens.evaluation._plots import eigen_directions, histograms, input_layout, probe_curves
 from vaelens.evaluation._probe import SCALES, ProbeResult, Scale, eigen_probe
 from vaelens.geometry import (
@@ -148,6 +148,7 @@ def audit(
     config = config or AuditConfig()
     if len(x) == 0:
         raise VaelensError("no inputs to audit; pass at least one")
+    require_jacobian(model, "an audit (spectra of G)")
     prepare_inputs(model, x[: config.batch_size])  # fail fast, with the one-line error, on bad input
     labels = torch.full((len(x),), -1) if labels is None else labels
     parts: dict[Kind, list[Scores]] = {kind: [] for kind in config.kinds}

@@ -23,11 +23,17 @@ from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
 from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
-from vaelens._protocol import is_deterministic, model_input_shape
+from vaelens._protocol import geometry_base, is_deterministic, model_input_shape
 from vaelens.data import MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import AuditConfig, attack_sweep, audit, reconstruction_quality
 from vaelens.experiments._analysis import against_curve, position_phrase
-from vaelens.experiments._models import default_dataset, folder_image_shape, is_run_spec, load_model
+from vaelens.experiments._models import (
+    default_dataset,
+    folder_image_shape,
+    is_run_spec,
+    load_model,
+    parse_smooth_spec,
+)
 from vaelens.experiments._runs import parse_run_ref
 from vaelens.experiments._schema import ENSEMBLE, EVALUATED_KINDS, attack_specs, strongest_of
 from vaelens.training import read_config
@@ -121,6 +127,11 @@ def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_
         entry = _Entry(spec, name, c.beta, c.defence.name == "mixup", c.defence.name, c.dataset, c.model.likelihood,
                        c.model.input_shape)  # fmt: skip
         return entry, None
+    smoothing = parse_smooth_spec(spec)
+    if smoothing is not None and is_run_spec(smoothing.inner):  # a smoothed run: judged against the beta curve
+        inner, _ = _entry(smoothing.inner, dataset, allow_pickle)
+        name = f"smooth{smoothing.options['sigma']:g}:{inner.name}"
+        return inner._replace(spec=spec, name=name, defence=f"smoothed ({inner.defence})"), load_model(spec)
     model = load_model(spec, "cpu", allow_pickle)
     if is_deterministic(model):
         raise VaelensError(
@@ -217,7 +228,12 @@ def evaluate_model(
     at one budget, by the protocol a sweep uses (``EVALUATED_KINDS``, ``attack_specs``)."""
     mse, nll, elbo, active = reconstruction_quality(model, x, cast(Any, entry.likelihood), seed)
     config = AuditConfig(kinds=EVALUATED_KINDS, batch_size=batch_size, n_show=0, probe_n=0)
-    scores = audit(model, x, config=config, progress=False).scores
+    scores = audit(
+        geometry_base(model) or model,
+        x,  # a smoothed model has no Jacobian: its base's spectra
+        config=config,
+        progress=False,
+    ).scores
     damage = {
         method: attack_sweep(model, x, [eps], spec, batch_size=batch_size, n_show=0, progress=False).damage[0]
         for method, spec in attack_specs(pgd_steps, seed, ENSEMBLE).items()

@@ -10,6 +10,8 @@ A spec names where a model comes from, through a name-to-factory table:
 | ``pythae:DIR``             | a folder written by a pythae model's ``save`` (or ``final_model``)   |
 | ``pythae:ORG/NAME``        | a hub id, ``[@revision]``; offline, from the HF cache; no pickles   |
 | ``python:MODULE:FUNCTION`` | what a factory of the user's returns (runs the user's code)         |
+| ``smooth:SIGMA[,k=v]:SPEC`` | the model SPEC names, center-smoothed (``vaelens.smooth``, options: |
+|                            | n, n0, alpha, seed, delta, output, chunk_size)                      |
 
 Third-party models come back behind their adapter (``vaelens.adapters``), so every command works
 on them as on vaelens' own runs. Only hub ids download (the VAE's files, through huggingface_hub,
@@ -27,7 +29,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -35,13 +37,46 @@ from vaelens._errors import VaelensError
 from vaelens._protocol import check_runs, model_input_shape, prepare_inputs, resolve_device
 from vaelens.adapters import AdaptedVAE, adapt, load_pythae, load_pythae_hub, require_extra
 from vaelens.adapters._base import float32_for_derivatives
+from vaelens.certify import smooth
 from vaelens.data import OFFLINE, MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref
 
-PREFIXES = ("diffusers", "pythae", "python")
+PREFIXES = ("diffusers", "pythae", "python", "smooth")
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?(#[\w./-]+)?")
 """org/name[@revision][#subfolder], as the hub spells repository ids."""
+
+SMOOTH_OPTIONS: dict[str, type] = {
+    "n": int, "n0": int, "alpha": float, "seed": int, "delta": float, "output": str, "chunk_size": int
+}  # fmt: skip
+SMOOTH_FORM = "smooth:SIGMA[,n=N,n0=N0,alpha=A,seed=S,output=latent|recon]:SPEC, e.g. smooth:0.25,n=500:runs/beta1"
+
+
+class SmoothSpec(NamedTuple):
+    """A ``smooth:`` spec read: the inner spec and the keyword arguments of ``vaelens.smooth``."""
+
+    inner: str
+    options: dict[str, Any]
+
+
+def parse_smooth_spec(spec: str) -> SmoothSpec | None:
+    """``smooth:SIGMA[,key=value...]:SPEC`` as (SPEC, {sigma, ...}); None for any other spec."""
+    if not str(spec).startswith("smooth:"):
+        return None
+    _, settings, inner = (str(spec).split(":", 2) + [""])[:3]
+    fields = settings.split(",")
+    try:
+        options: dict[str, Any] = {"sigma": float(fields[0])}
+        for field in fields[1:]:
+            key, _, value = field.partition("=")
+            if key.strip() not in SMOOTH_OPTIONS:
+                raise ValueError(f"unknown option {key.strip()!r}")
+            options[key.strip()] = SMOOTH_OPTIONS[key.strip()](value.strip())
+    except ValueError as e:
+        raise VaelensError(f"{spec!r} is not a smooth spec ({e}); write {SMOOTH_FORM}") from None
+    if not inner:
+        raise VaelensError(f"{spec!r} names no model to smooth; write {SMOOTH_FORM}")
+    return SmoothSpec(inner, options)
 
 
 def is_run_spec(spec: str) -> bool:
@@ -235,6 +270,11 @@ def load_model(
     spec = str(spec)
     if latent_space not in ("diffusion", "raw"):
         raise VaelensError(f"--latent-space must be diffusion or raw; got {latent_space!r}")
+    smoothing = parse_smooth_spec(spec)
+    if smoothing is not None:
+        return smooth(
+            load_model(smoothing.inner, device, allow_pickle, latent_space, checkpointing), **smoothing.options
+        )
     if is_run_spec(spec):
         run_dir, epoch = parse_run_ref(spec)
         return load(run_dir, device, epoch)
@@ -290,6 +330,10 @@ def load_model_inputs(
     audio or NIfTI files cut as ``media`` says), or the offline set whose shape the model takes.
     ``latent_space`` and ``checkpointing``: see ``load_model``.
     """
+    smoothing = parse_smooth_spec(str(spec))
+    if smoothing is not None:
+        inner = load_model_inputs(smoothing.inner, dataset, split, n, device, image_size, channels, allow_pickle)
+        return inner._replace(model=smooth(inner.model, **smoothing.options))
     if is_run_spec(str(spec)):
         return load_run_inputs(spec, dataset, split, n, device)
     if not isinstance(n, int) or n < 1:

@@ -26,7 +26,7 @@ from typing import Literal, cast
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, check_finite, prepare_inputs, require_variance
+from vaelens._protocol import Kind, check_finite, prepare_inputs, require_jacobian, require_variance
 from vaelens.geometry._jacobian import (
     DecoderLinearization,
     EncoderLinearization,
@@ -120,6 +120,7 @@ class PullbackMetric:
         memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
     ) -> None:
         check_kind(kind)
+        require_jacobian(model, "the pullback metric")
         if kind not in ("mean", "output"):
             require_variance(model, f"the {kind} metric")
         if chunk_size is not None and chunk_size < 1:
