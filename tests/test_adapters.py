@@ -283,7 +283,7 @@ def test_monai_3d_takes_volumes_and_refuses_images_in_one_line():
     torch.testing.assert_close(mu, z_mu.flatten(1))
     torch.testing.assert_close(logvar, 2 * z_sigma.log().flatten(1))
     assert vae.decode(mu).shape == v.shape and vae.input_layout == "volume"
-    with pytest.raises(VaelensError, match=r"takes volumes \(B, 1, D, H, W\)"):
+    with pytest.raises(VaelensError, match=r"takes volume inputs \(B, 1, D, H, W\)"):
         pullback_metric(vae, torch.rand(2, 1, 8, 8), "mean")
     with pytest.raises(VaelensError, match="divisible by 2"):
         pullback_metric(vae, torch.rand(2, 1, 8, 5, 8), "mean")
