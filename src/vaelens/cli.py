@@ -465,14 +465,13 @@ def attack(
     from vaelens.evaluation import AttackSpec, attack_output, attack_sweep, choose_targets, write_attack_report
     from vaelens.experiments import load_model_inputs
 
-    # the names are checked by AttackSpec and the attack it builds
     spec = AttackSpec(cast(Any, method), cast(Any, norm), cast(Any, objective), steps, restarts, cast(Any, kind),
                       directions, targeted, seed)  # fmt: skip
     budgets = _float_list(eps, "--eps")
     source = _source(run, model)
-    media = _media(frames, sample_rate, seconds)
     vae, name, x, labels = load_model_inputs(source.spec, dataset, split, n, device, image_size, channels, allow_pickle,
-                                             media, latent_space, checkpointing)  # fmt: skip
+                                             _media(frames, sample_rate, seconds), latent_space,
+                                             checkpointing)  # fmt: skip
     meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(vae)}
     if eps_rms is not None:
         budgets, meta["eps_rms"] = _rms_budgets(eps_rms, norm, x[0].numel()), eps_rms
@@ -496,13 +495,8 @@ def attack(
             console.print(f"eps {e:g}: mean SKL to the targets' posteriors {before:.4g} -> {after.mean().item():.4g}")
     for e, stuck in zip(result.eps, result.no_progress(), strict=True):
         if stuck:
-            err_console.print(
-                Text("warning: ", style="yellow")
-                + Text(
-                    f"eps {e:g}: the attack left {stuck} of {len(x)} inputs "
-                    "unchanged (flagged no_progress in damage.csv)"
-                )  # fmt: skip
-            )
+            note = f"eps {e:g}: the attack left {stuck} of {len(x)} inputs unchanged (no_progress in damage.csv)"
+            err_console.print(Text("warning: ", style="yellow") + Text(note))
     for metric, value in result.auddc().items():
         if metric in ("kl", "recon_shift"):
             console.print(f"AUDDC ({metric}): {value:.4g}")

@@ -3,7 +3,7 @@ or any encode/decode pair. Each adapter imports its library only when called; a 
 gets a one-line error naming the ``pip install`` that adds it.
 """
 
-from vaelens.adapters._base import AdaptedVAE, LatentNorm, UpcastNote, require_extra, wrap
+from vaelens.adapters._base import AdaptedVAE, LatentNorm, UpcastNote, float32_for_derivatives, require_extra, wrap
 from vaelens.adapters._diffusers import from_diffusers
 from vaelens.adapters._monai import from_monai
 from vaelens.adapters._padding import Padded, fit_model, image_channels
@@ -22,6 +22,7 @@ __all__ = [
     "adapt",
     "coverage_table",
     "fit_model",
+    "float32_for_derivatives",
     "from_diffusers",
     "from_monai",
     "from_pythae",
