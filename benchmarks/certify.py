@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from vaelens.attacks import Strongest
-from vaelens.certify import certify_smoothed, smooth
+from vaelens.certification import certify_smoothed, smooth
 from vaelens.models import ModelConfig, build_model
 
 

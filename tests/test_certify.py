@@ -12,7 +12,7 @@ from torch import nn
 import vaelens
 from vaelens import VaelensError
 from vaelens.attacks import APGD, Reference, Strongest, divergence
-from vaelens.certify import SmoothConfig, certify_smoothed, required_quantile
+from vaelens.certification import SmoothConfig, certify_smoothed, required_quantile
 from vaelens.evaluation import AuditConfig, audit
 from vaelens.experiments import load
 from vaelens.models import ModelConfig
@@ -191,7 +191,7 @@ def test_attacks_on_the_smoothed_model_never_exceed_the_certificate(tmp_path_fac
 
 
 def _bracket(bound, attacked, abstain):
-    from vaelens.certify import Certificate
+    from vaelens.certification import Certificate
     from vaelens.evaluation import Bracket
 
     bound, attacked = torch.tensor(bound, dtype=torch.float64), torch.tensor(attacked, dtype=torch.float64)

@@ -20,6 +20,7 @@ RANKS = {
     "geometry": 2,
     "attacks": 3,
     "training": 4,
+    "certification": 4,
     "evaluation": 5,
     "experiments": 6,
     "cli": 7,

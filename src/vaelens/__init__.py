@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from vaelens import adapters, data
     from vaelens._protocol import Posterior
     from vaelens.attacks import PGD, Damage, EigenAttack, RandomNoise, TargetedAttack, attack_damage
-    from vaelens.certify import Certificate, certify, smooth
+    from vaelens.certification import Certificate, certify, smooth
     from vaelens.evaluation import eigen_probe
     from vaelens.experiments import load, load_model
     from vaelens.geometry import PullbackMetric, Scores, Spectrum, pullback_metric, robustness_scores
@@ -36,9 +36,9 @@ _HOMES = {
     "RandomNoise": "vaelens.attacks",
     "TargetedAttack": "vaelens.attacks",
     "attack_damage": "vaelens.attacks",
-    "Certificate": "vaelens.certify",
-    "certify": "vaelens.certify",
-    "smooth": "vaelens.certify",
+    "Certificate": "vaelens.certification",
+    "certify": "vaelens.certification",
+    "smooth": "vaelens.certification",
     "eigen_probe": "vaelens.evaluation",
     "load": "vaelens.experiments",
     "load_model": "vaelens.experiments",

@@ -562,7 +562,7 @@ def certify(
 ) -> None:
     """Certify the center-smoothed model: a bound on how far any L2 perturbation of size eps can move its
     latent center or reconstruction (docs/method.md s. 10); with --attack, the attacks' damage beside it."""
-    from vaelens.certify import OUTPUTS, SmoothConfig, SmoothedVAE, check_eps
+    from vaelens.certification import OUTPUTS, SmoothConfig, SmoothedVAE, check_eps
     from vaelens.evaluation import bracket, write_certification
     from vaelens.experiments import load_model_inputs
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from vaelens._io import save_figure, write_csv, write_json
 from vaelens._outputs import claim_output, finish_output
 from vaelens._protocol import Kind, decode, encode, prepare_inputs
 from vaelens.attacks import Reference, Strongest, divergence
-from vaelens.certify import Certificate, SmoothedVAE, certify_smoothed
-from vaelens.certify._certificate import check_eps
+from vaelens.certification import Certificate, SmoothedVAE, certify_smoothed, check_eps
 from vaelens.geometry import pullback_metric
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PREDICTING_KIND: dict[str, Kind] = {"latent": "mean", "recon": "output"}
 FILES = ("certificates.csv", "summary.json", "bracket.png")
@@ -215,6 +216,8 @@ def write_certification(
 
 
 def _figure(brackets: Sequence[Bracket]) -> Figure:
+    from matplotlib.figure import Figure  # matplotlib only where a figure is drawn
+
     fig = Figure(figsize=(5.5 * len(brackets), 4))
     axes = np.atleast_1d(fig.subplots(1, len(brackets)))
     for ax, b in zip(axes, brackets, strict=True):

@@ -36,7 +36,7 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._protocol import check_runs, model_input_shape, prepare_inputs, resolve_device
 from vaelens.adapters import AdaptedVAE, adapt, float32_for_derivatives, load_pythae, load_pythae_hub, require_extra
-from vaelens.certify import smooth
+from vaelens.certification import smooth
 from vaelens.data import OFFLINE, MediaOptions, load_dataset, sample_shape, take
 from vaelens.evaluation import image_channels
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, parse_run_ref

@@ -1,8 +1,8 @@
 """Certified robustness: center smoothing of a VAE and certificates on its outputs
 (docs/method.md section 10). Library layer: pure functions over (model, x)."""
 
-from vaelens.certify._certificate import Certificate, certify, certify_smoothed, check_eps, required_quantile
-from vaelens.certify._smooth import OUTPUTS, SmoothConfig, Smoothed, SmoothedVAE, auto_delta, smooth
+from vaelens.certification._certificate import Certificate, certify, certify_smoothed, check_eps, required_quantile
+from vaelens.certification._smooth import OUTPUTS, SmoothConfig, Smoothed, SmoothedVAE, auto_delta, smooth
 
 __all__ = [
     "OUTPUTS",

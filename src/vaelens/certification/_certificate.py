@@ -21,7 +21,7 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import decode, encode, eval_mode, prepare_inputs
-from vaelens.certify._smooth import Output, SmoothConfig, SmoothedVAE, smooth
+from vaelens.certification._smooth import Output, SmoothConfig, SmoothedVAE, smooth
 
 BETA = 2.0  # the sample with the smallest median distance is a 2-approximate minimum enclosing ball
 
@@ -150,7 +150,7 @@ def certify(
         vae: the base VAE (not already smoothed).
         x: (B, *input_shape) inputs in [0, 1], moved to the model's device and dtype.
         eps: an L2 budget (> 0), or a sequence of budgets certified from the same samples.
-        sigma, n, n0, alpha, output, seed, chunk_size, delta: see ``vaelens.certify.SmoothConfig``.
+        sigma, n, n0, alpha, output, seed, chunk_size, delta: see ``vaelens.certification.SmoothConfig``.
         batch_size: inputs smoothed at once.
         progress: show a progress bar.
 
