@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -183,8 +184,19 @@ def load_pythae(folder: str | Path, allow_pickle: bool = False) -> torch.nn.Modu
 
 
 def _rebuild(cls: type, config_cls: type, config: dict[str, Any], folder: Path) -> torch.nn.Module:
+    weights_path = folder / "model.pt"
+    if not weights_path.is_file():
+        raise VaelensError(f"{folder} holds no model.pt (the weights); re-save the model with model.save()")
     model = cls(config_cls(**config))
-    weights = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    try:
+        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise VaelensError(
+            f"{weights_path} is damaged or not a torch weights file ({type(e).__name__}); re-save the model "
+            "with model.save()"
+        ) from None
+    if not isinstance(weights, dict) or "model_state_dict" not in weights:
+        raise VaelensError(f"{weights_path} holds no model_state_dict; re-save the model with model.save()")
     model.load_state_dict(weights["model_state_dict"])
     for key, attribute in (("M", "M_tens"), ("centroids", "centroids_tens")):  # RHVAE's metric, kept beside
         if key in weights:
