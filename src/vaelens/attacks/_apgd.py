@@ -10,19 +10,27 @@ settles on targeted problems; this schedule does both.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Norm, Objective
-from vaelens.attacks._base import Attack, ascent_step, best_of, check_steps, first_direction, project, random_in_ball
-from vaelens.attacks._objectives import Reference, check_objective, divergence
+from vaelens.attacks._base import (
+    Attack,
+    Transform,
+    ascent_step,
+    best_of,
+    check_steps,
+    first_direction,
+    objective_gradient,
+    project,
+    random_in_ball,
+)
+from vaelens.attacks._objectives import Reference, check_objective
 
 MOMENTUM = 0.75  # alpha of the paper: weight of the new gradient step against the last move
 RHO = 0.75  # the share of steps since the last checkpoint that must improve the objective
-Transform = Callable[[torch.Tensor], torch.Tensor]
-"""A random transform of a batch, (B, *s) -> (B, *s): a fresh draw at every call."""
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -72,15 +80,8 @@ def auto_pgd(
         return (x + weight * project(u, eps, norm)).clamp(0, 1)
 
     def value_and_grad(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xa = xa.detach().requires_grad_(True)
-        with torch.enable_grad():
-            if transform is None:
-                value = sign * divergence(model, xa, ref, objective)  # (B,)
-            else:
-                draws = [divergence(model, transform(xa), ref, objective) for _ in range(samples)]
-                value = sign * torch.stack(draws).mean(0)  # (B,)
-            grad = torch.autograd.grad(value.sum(), xa)[0]
-        return value.detach(), grad if mask is None else grad * mask
+        value, grad = objective_gradient(model, xa, ref, objective, maximize, transform, samples)
+        return value, grad if mask is None else grad * mask
 
     x_prev = proj(x + delta)
     f_prev, g = value_and_grad(x_prev)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import Kind, Norm, frozen, is_deterministic, prepare_inputs
+from vaelens._protocol import Kind, Norm, Objective, frozen, is_deterministic, prepare_inputs
+from vaelens.attacks._objectives import Reference, divergence
 from vaelens.geometry import pullback_metric
 
 NORMS: tuple[Norm, ...] = ("l2", "linf")
+Transform = Callable[[torch.Tensor], torch.Tensor]
+"""A random transform of a batch, (B, *s) -> (B, *s): a fresh draw at every call."""
 
 
 def check_budget(eps: float, norm: Norm) -> None:
@@ -142,6 +145,33 @@ class Attack:
 
 
 # -- step helpers shared by PGD, APGD and the targeted attack ---------------------------------------
+def objective_gradient(
+    model: torch.nn.Module,
+    xa: torch.Tensor,
+    ref: Reference,
+    objective: Objective,
+    maximize: bool = True,
+    transform: Transform | None = None,
+    samples: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The objective D(xa, ref), signed (+ to maximise, - to minimise), per sample (B,), and its
+    gradient with respect to the input xa (B, *s). The one place an attack differentiates its objective.
+
+    With ``transform`` (expectation over transformation, docs/method.md section 9) the objective is
+    the mean of D(transform(xa), ref) over ``samples`` fresh draws.
+    """
+    xa = xa.detach().requires_grad_(True)
+    sign = 1.0 if maximize else -1.0
+    with torch.enable_grad():
+        if transform is None:
+            value = sign * divergence(model, xa, ref, objective)  # (B,)
+        else:
+            draws = [divergence(model, transform(xa), ref, objective) for _ in range(samples)]
+            value = sign * torch.stack(draws).mean(0)  # (B,)
+        grad = torch.autograd.grad(value.sum(), xa)[0]  # (B, *s)
+    return value.detach(), grad
+
+
 def check_steps(steps: int, step_size: float | None) -> None:
     if not isinstance(steps, int) or steps < 1:
         raise VaelensError(f"steps must be a positive integer; got {steps!r}")

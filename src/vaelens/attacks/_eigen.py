@@ -17,7 +17,7 @@ from vaelens._errors import VaelensError
 from vaelens._protocol import Kind, Norm, Objective, geometry_base
 from vaelens.attacks._base import Attack, best_of
 from vaelens.attacks._objectives import KIND_OBJECTIVE, Reference, check_objective, divergence
-from vaelens.geometry import KINDS, Method, check_method, pullback_metric
+from vaelens.geometry import Method, check_kind, check_method, pullback_metric
 
 
 class EigenAttack(Attack):
@@ -59,8 +59,7 @@ class EigenAttack(Attack):
     ) -> None:
         super().__init__(model, eps, norm, seed=None)
         check_method(method)
-        if kind not in KINDS:
-            raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
+        kind = check_kind(kind)
         if not isinstance(directions, int) or directions < 1:
             raise VaelensError(f"directions must be a positive integer; got {directions!r}")
         self.kind, self.directions, self.chunk_size = kind, directions, chunk_size

@@ -12,6 +12,7 @@ from vaelens.attacks._base import (  # the step helpers live in _base, shared wi
     best_of,
     check_steps,
     first_direction,
+    objective_gradient,
     project,
     random_in_ball,
 )
@@ -37,21 +38,23 @@ def projected_gradient(
     sign = 1.0 if maximize else -1.0
     view = (-1, *[1] * (x.dim() - 1))
     best, best_score = x.clone(), torch.full((len(x),), -float("inf"), dtype=x.dtype, device=x.device)
-    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+    delta = (x + delta).clamp(0, 1) - x
     for step in range(steps + 1):
-        with torch.enable_grad():
-            score = sign * divergence(model, x + delta, ref, objective)  # (B,)
-            grad = torch.autograd.grad(score.sum(), delta)[0] if step < steps else None
-        if step == 0 and grad is not None:
-            grad = first_direction(model, x + delta.detach(), grad)
+        if step == steps:  # the last iterate is scored, not stepped from
+            with torch.no_grad():
+                score = sign * divergence(model, x + delta, ref, objective)  # (B,)
+        else:
+            score, grad = objective_gradient(model, x + delta, ref, objective, maximize)  # (B,), (B, *s)
+            if step == 0:  # a zero gradient (KL at delta = 0) gets a direction
+                grad = first_direction(model, x + delta, grad)
         with torch.no_grad():
-            better = score.detach() > best_score
-            best = torch.where(better.view(view), (x + delta).detach(), best)
-            best_score = torch.where(better, score.detach(), best_score)
-            if grad is None:
+            better = score > best_score
+            best = torch.where(better.view(view), x + delta, best)
+            best_score = torch.where(better, score, best_score)
+            if step == steps:
                 break
             moved = delta + step_size * ascent_step(grad, norm)
-            delta = ((x + project(moved, eps, norm)).clamp(0, 1) - x).requires_grad_(True)
+            delta = (x + project(moved, eps, norm)).clamp(0, 1) - x
     return best, sign * best_score
 
 

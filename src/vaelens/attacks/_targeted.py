@@ -6,8 +6,8 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._protocol import Norm, Objective
-from vaelens.attacks._apgd import Transform, auto_pgd
-from vaelens.attacks._base import Attack, check_steps, random_in_ball
+from vaelens.attacks._apgd import auto_pgd
+from vaelens.attacks._base import Attack, Transform, check_steps, random_in_ball
 from vaelens.attacks._objectives import Reference, check_objective
 
 

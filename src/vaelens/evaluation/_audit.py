@@ -31,6 +31,7 @@ from vaelens.geometry import (
     PullbackMetric,
     Scores,
     Spectrum,
+    check_kind,
     check_method,
     pullback_metric,
     robustness_scores,
@@ -80,9 +81,10 @@ class AuditConfig:
         check_fields(self)
         object.__setattr__(self, "kinds", tuple(self.kinds))
         check_unique(self.kinds, "kinds")
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if not self.kinds or unknown:
-            raise VaelensError(f"unknown metric kind(s) {unknown or '(none given)'}; choose from {', '.join(KINDS)}")
+        if not self.kinds:
+            raise VaelensError(f"no metric kind given; choose some of {', '.join(KINDS)}")
+        for kind in self.kinds:
+            check_kind(kind)
         if self.batch_size < 1:
             raise VaelensError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.normalize not in NORMALIZATIONS:

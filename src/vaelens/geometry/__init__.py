@@ -15,10 +15,12 @@ from vaelens.geometry._metric import (
     METHODS,
     LanczosNotice,
     Method,
+    MetricKind,
     PullbackMetric,
     Spectrum,
     check_kind,
     check_method,
+    metric_kind,
     pullback_metric,
 )
 from vaelens.geometry._scores import NORMALIZATIONS, Normalization, Scores, robustness_scores
@@ -29,6 +31,7 @@ __all__ = [
     "METHODS",
     "LanczosNotice",
     "Method",
+    "MetricKind",
     "NORMALIZATIONS",
     "Normalization",
     "EncoderJacobians",
@@ -44,6 +47,7 @@ __all__ = [
     "encoder_jacobians",
     "eval_mode",
     "frozen",
+    "metric_kind",
     "pullback_metric",
     "robustness_scores",
 ]

@@ -29,6 +29,7 @@ from vaelens._errors import VaelensError
 from vaelens._protocol import Kind, check_finite, prepare_inputs, require_jacobian, require_variance
 from vaelens.geometry._jacobian import (
     DecoderLinearization,
+    EncoderJacobians,
     EncoderLinearization,
     decoder_jacobian,
     encoder_jacobians,
@@ -45,9 +46,14 @@ _noted: set[tuple[str, tuple[int, ...], str]] = set()
 
 def check_kind(kind: str) -> Kind:
     """A metric kind name, checked: one of ``KINDS``. The one place the kinds are checked."""
-    if kind not in KINDS:
+    return metric_kind(kind).name
+
+
+def metric_kind(kind: str) -> MetricKind:
+    """The object behind a kind's name; an unknown name is a one-line error naming the choices."""
+    if kind not in _BY_NAME:
         raise VaelensError(f"unknown metric kind {kind!r}; choose one of {', '.join(KINDS)}")
-    return cast(Kind, kind)
+    return _BY_NAME[cast(Kind, kind)]
 
 
 def check_method(method: str) -> Method:
@@ -55,6 +61,91 @@ def check_method(method: str) -> Method:
     if method not in METHODS:
         raise VaelensError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return cast(Method, method)
+
+
+# -- the kinds: one small object each, knowing its factor rows and its product ---------------------
+class MetricKind:
+    """One metric kind (docs/method.md section 3): how its thin factor L and its product G v are
+    built from the encoder's (and, for the output kinds, the decoder's) linearisation.
+
+    A subclass sets ``name``, ``needs_variance`` (it reads sigma, so a deterministic encoder has
+    none) and ``blocks`` (rows of L per latent dimension: 1 or 2), and writes ``factor`` and
+    ``matvec``; ``PullbackMetric`` asks it and never looks at the name.
+    """
+
+    name: Kind
+    needs_variance = True
+    blocks = 2
+
+    def factor(self, metric: PullbackMetric, jac: EncoderJacobians) -> torch.Tensor:
+        """L (B, m, d) from the encoder Jacobians at the metric's inputs."""
+        raise NotImplementedError
+
+    def matvec(self, metric: PullbackMetric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """G v (B, *s) from J_mu v = a and J_sigma v = b, each (B, k), through the metric's linearisations."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"MetricKind({self.name!r})"
+
+
+class _Mean(MetricKind):
+    name, needs_variance, blocks = "mean", False, 1
+
+    def factor(self, metric: PullbackMetric, jac: EncoderJacobians) -> torch.Tensor:
+        return jac.jac_mu  # (B, k, d)
+
+    def matvec(self, metric: PullbackMetric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return metric.encoder.vjp(a, torch.zeros_like(b))
+
+
+class _Stochastic(MetricKind):
+    name = "stochastic"
+
+    def factor(self, metric: PullbackMetric, jac: EncoderJacobians) -> torch.Tensor:
+        return jac.jac  # (B, 2k, d)
+
+    def matvec(self, metric: PullbackMetric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return metric.encoder.vjp(a, b)
+
+
+class _Fisher(MetricKind):
+    name = "fisher"
+
+    def factor(self, metric: PullbackMetric, jac: EncoderJacobians) -> torch.Tensor:
+        weights = torch.cat([1.0 / jac.sigma, math.sqrt(2.0) / jac.sigma], dim=1)  # (B, 2k)
+        return jac.jac * weights.unsqueeze(-1)  # (B, 2k, d)
+
+    def matvec(self, metric: PullbackMetric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        s2 = metric.encoder.sigma.square()  # (B, k)
+        return metric.encoder.vjp(a / s2, 2.0 * b / s2)
+
+
+class _Output(MetricKind):
+    name, needs_variance, blocks = "output", False, 1
+
+    def factor(self, metric: PullbackMetric, jac: EncoderJacobians) -> torch.Tensor:
+        return _sqrt_psd(metric.decoder_gram(jac.mu)) @ jac.jac_mu  # (B, k, d)
+
+    def matvec(self, metric: PullbackMetric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return metric.encoder.vjp(metric.decoder_product(a), torch.zeros_like(b))
+
+
+class _OutputStochastic(MetricKind):
+    name = "output-stochastic"
+
+    def factor(self, metric: PullbackMetric, jac: EncoderJacobians) -> torch.Tensor:
+        a = metric.decoder_gram(jac.mu)  # (B, k, k)
+        sigma_rows = a.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().unsqueeze(-1) * jac.jac_sigma  # (B, k, d)
+        return torch.cat([_sqrt_psd(a) @ jac.jac_mu, sigma_rows], dim=1)  # (B, 2k, d)
+
+    def matvec(self, metric: PullbackMetric, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return metric.encoder.vjp(metric.decoder_product(a), metric.decoder_diagonal() * b)
+
+
+_OBJECTS = (_Mean(), _Stochastic(), _Fisher(), _Output(), _OutputStochastic())
+_BY_NAME: dict[Kind, MetricKind] = {k.name: k for k in _OBJECTS}
+assert tuple(_BY_NAME) == KINDS, "one object per name of the Kind Literal, in its order"
 
 
 class LanczosNotice(UserWarning):
@@ -119,9 +210,9 @@ class PullbackMetric:
         chunk_size: int | None,
         memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
     ) -> None:
-        check_kind(kind)
+        self.ops = metric_kind(kind)
         require_jacobian(model, "the pullback metric")
-        if kind not in ("mean", "output"):
+        if self.ops.needs_variance:
             require_variance(model, f"the {kind} metric")
         if chunk_size is not None and chunk_size < 1:
             raise VaelensError(f"chunk_size must be a positive integer or None; got {chunk_size}")
@@ -159,34 +250,18 @@ class PullbackMetric:
         """L with G = L^T L, shape (B, m, d)."""
         if self._factor is None:
             jac = encoder_jacobians(self.model, self.x, self.chunk_size)
-            if self.kind == "mean":
-                rows = [jac.jac_mu]
-            elif self.kind == "stochastic":
-                rows = [jac.jac]
-            elif self.kind == "fisher":
-                weights = torch.cat([1.0 / jac.sigma, math.sqrt(2.0) / jac.sigma], dim=1)  # (B, 2k)
-                rows = [jac.jac * weights.unsqueeze(-1)]
-            else:
-                jg = decoder_jacobian(self.model, jac.mu, self.chunk_size)  # (B, d, k)
-                a = jg.transpose(1, 2) @ jg  # (B, k, k)
-                rows = [_sqrt_psd(a) @ jac.jac_mu]
-                if self.kind == "output-stochastic":
-                    rows.append(a.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().unsqueeze(-1) * jac.jac_sigma)
-            self._factor = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)  # (B, m, d)
+            self._factor = self.ops.factor(self, jac)  # (B, m, d)
             check_finite(self._factor, f"the Jacobians of {type(self.model).__name__} at these inputs")
         return self._factor
 
     @property
     def rank_bound(self) -> int:
         """The largest possible rank of G: min(m, d)."""
-        k = self._latent_dim()
-        m = k if self.kind in ("mean", "output") else 2 * k
-        return min(m, self.dim)
+        return min(self.ops.blocks * self._latent_dim(), self.dim)
 
     def _latent_dim(self) -> int:
         if self._factor is not None:
-            m = self._factor.shape[1]
-            return m if self.kind in ("mean", "output") else m // 2
+            return self._factor.shape[1] // self.ops.blocks
         if self._encoder_lin is not None:
             return self._encoder_lin.k
         if self._k is None:  # one sample, not the batch: Lanczos on chunks must not hold the batch's graph
@@ -281,7 +356,9 @@ class PullbackMetric:
         return f.transpose(1, 2) @ f
 
     # -- matrix-free ------------------------------------------------------------------------
-    def _encoder(self) -> EncoderLinearization:
+    @property
+    def encoder(self) -> EncoderLinearization:
+        """The encoder's linearisation at x (JVP and VJP), built on first use."""
         if self._encoder_lin is None:
             self._encoder_lin = EncoderLinearization(self.model, self.x)
         return self._encoder_lin
@@ -292,26 +369,27 @@ class PullbackMetric:
             raise VaelensError(
                 f"v must have shape {(len(self.x), *self.input_shape)} to multiply G; got {tuple(v.shape)}"
             )
-        enc = self._encoder()
-        v = v.to(self.x)
-        a, b = enc.jvp(v)  # J_mu v, J_sigma v: (B, k) each
-        zero = torch.zeros_like(b)
-        if self.kind == "mean":
-            return enc.vjp(a, zero)
-        if self.kind == "stochastic":
-            return enc.vjp(a, b)
-        if self.kind == "fisher":
-            s2 = enc.sigma.square()
-            return enc.vjp(a / s2, 2.0 * b / s2)
+        a, b = self.encoder.jvp(v.to(self.x))  # J_mu v, J_sigma v: (B, k) each
+        return self.ops.matvec(self, a, b)
+
+    # -- the decoder's part, for the output kinds --------------------------------------------
+    def decoder_gram(self, mu: torch.Tensor) -> torch.Tensor:
+        """A = J_g^T J_g at the codes mu (B, k): (B, k, k)."""
+        jg = decoder_jacobian(self.model, mu, self.chunk_size)  # (B, d, k)
+        return jg.transpose(1, 2) @ jg
+
+    def decoder_product(self, a: torch.Tensor) -> torch.Tensor:
+        """A a for a (B, k), matrix-free: one JVP and one VJP through the decoder at mu."""
         if self._decoder_lin is None:
-            self._decoder_lin = DecoderLinearization(self.model, enc.mu)
-        aa = self._decoder_lin.vjp(self._decoder_lin.jvp(a))  # A J_mu v: (B, k)
-        if self.kind == "output":
-            return enc.vjp(aa, zero)
-        if self._diag_a is None:  # diag(A) needs the decoder Jacobian (k forward-mode passes)
-            jg = decoder_jacobian(self.model, enc.mu, self.chunk_size)
+            self._decoder_lin = DecoderLinearization(self.model, self.encoder.mu)
+        return self._decoder_lin.vjp(self._decoder_lin.jvp(a))  # (B, k)
+
+    def decoder_diagonal(self) -> torch.Tensor:
+        """diag(A) (B, k), cached: it needs the decoder Jacobian (k forward-mode passes)."""
+        if self._diag_a is None:
+            jg = decoder_jacobian(self.model, self.encoder.mu, self.chunk_size)  # (B, d, k)
             self._diag_a = jg.square().sum(1)  # (B, k)
-        return enc.vjp(aa, self._diag_a * b)
+        return self._diag_a
 
     def lanczos(self, r: int = 1, iters: int = 30, seed: int = 0, vectors: bool = True) -> Spectrum:
         """The top-r eigenpairs by batched Lanczos with full reorthogonalisation, matrix-free.
