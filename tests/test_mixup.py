@@ -228,3 +228,17 @@ def test_compare_judges_an_adversarial_run_instead_of_drawing_the_curve_with_it(
     assert [r.defence for r in comp.rows] == ["none", "none", "adversarial"]
     assert any(s.startswith("adv (beta 1, adversarial): median rho(G)") for s in comp.verdict)
     assert not any("Against adv" in s for s in comp.verdict)  # never the undefended baseline of its beta
+
+
+def test_compare_passes_allow_pickle_on_when_it_loads_a_run(three_runs, monkeypatch):
+    from vaelens.experiments import _compare
+
+    real, seen = _compare.load_model, []
+
+    def spy(spec, device="cpu", allow_pickle=False, **kw):
+        seen.append(allow_pickle)
+        return real(spec, device, allow_pickle, **kw)
+
+    monkeypatch.setattr(_compare, "load_model", spy)
+    _compare.compare_runs([three_runs / "b1"], n=4, eps=0.5, pgd_steps=1, progress=False, allow_pickle=True)
+    assert seen == [True]

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -23,10 +23,10 @@ from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json, write_text
 from vaelens._outputs import claim_output, finish_output
 from vaelens._progress import Ticker, progress_bar
-from vaelens._protocol import geometry_base, is_deterministic, model_input_shape
+from vaelens._protocol import is_deterministic, model_input_shape
 from vaelens.data import MediaOptions, load_dataset, sample_shape, take
-from vaelens.evaluation import AuditConfig, attack_sweep, audit, reconstruction_quality
 from vaelens.experiments._analysis import against_curve, position_phrase
+from vaelens.experiments._evaluate import Protocol, evaluate_model
 from vaelens.experiments._models import (
     default_dataset,
     folder_image_shape,
@@ -35,7 +35,7 @@ from vaelens.experiments._models import (
     parse_smooth_spec,
 )
 from vaelens.experiments._runs import parse_run_ref
-from vaelens.experiments._schema import ENSEMBLE, EVALUATED_KINDS, attack_specs, strongest_of
+from vaelens.experiments._schema import ENSEMBLE, strongest_of
 from vaelens.training import read_config
 
 # (printed header, RunRow field): the columns a comparison table shows, in order
@@ -131,7 +131,8 @@ def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_
     if smoothing is not None and is_run_spec(smoothing.inner):  # a smoothed run: judged against the beta curve
         inner, _ = _entry(smoothing.inner, dataset, allow_pickle)
         name = f"smooth{smoothing.options['sigma']:g}:{inner.name}"
-        return inner._replace(spec=spec, name=name, defence=f"smoothed ({inner.defence})"), load_model(spec)
+        smoothed = load_model(spec, "cpu", allow_pickle)
+        return inner._replace(spec=spec, name=name, defence=f"smoothed ({inner.defence})"), smoothed
     model = load_model(spec, "cpu", allow_pickle)
     if is_deterministic(model):
         raise VaelensError(
@@ -193,8 +194,8 @@ def compare_runs(
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, "comparing", len(runs), interval=0.0)
         for entry, held in loaded:
-            model = held if held is not None else load_model(entry.spec)
-            rows.append(evaluate_model(entry, model, x, name, eps, pgd_steps, seed, batch_size))
+            model = held if held is not None else load_model(entry.spec, "cpu", allow_pickle)
+            rows.append(_row(entry, model, x, name, eps, pgd_steps, seed, batch_size))
             ticker.tick(entry.name)
         ticker.flush()
     return Comparison(rows, eps, len(x), verdict(rows), compare_output(runs, n, eps, pgd_steps, seed))
@@ -220,24 +221,18 @@ def _test_inputs(
     return take(data, n)[0]
 
 
-def evaluate_model(
+def _row(
     entry: _Entry, model: torch.nn.Module, x: torch.Tensor, dataset: str, eps: float, pgd_steps: int, seed: int,
     batch_size: int,
 ) -> RunRow:  # fmt: skip
     """One model's row: reconstruction, the audit of the evaluated kinds and the ensemble's attacks
-    at one budget, by the protocol a sweep uses (``EVALUATED_KINDS``, ``attack_specs``)."""
-    mse, nll, elbo, active = reconstruction_quality(model, x, cast(Any, entry.likelihood), seed)
-    config = AuditConfig(kinds=EVALUATED_KINDS, batch_size=batch_size, n_show=0, probe_n=0)
-    scores = audit(
-        geometry_base(model) or model,
-        x,  # a smoothed model has no Jacobian: its base's spectra
-        config=config,
-        progress=False,
-    ).scores
-    damage = {
-        method: attack_sweep(model, x, [eps], spec, batch_size=batch_size, n_show=0, progress=False).damage[0]
-        for method, spec in attack_specs(pgd_steps, seed, ENSEMBLE).items()
-    }
+    at one budget, by the protocol a sweep uses (``evaluate_model``)."""
+    protocol = Protocol((eps,), pgd_steps, seed, ENSEMBLE, batch_size=batch_size, images=False)
+    done = evaluate_model(model, x, protocol, cast(str, entry.likelihood))
+    mse, nll, elbo, active = done.quality
+    assert done.audited is not None  # nothing is skipped in memory
+    scores = done.audited.scores
+    damage = {method: swept.damage[0] for method, swept in done.swept.items()}
     eigen, pgd = damage["eigen"], damage["pgd"]
     strongest_kl, strongest_shift = strongest_of(
         {m: d.kl.double().numpy() for m, d in damage.items()},

@@ -37,15 +37,16 @@ from vaelens._progress import Ticker
 from vaelens.data import load_dataset, take
 from vaelens.evaluation import (
     AttackSpec,
+    AttackSweepResult,
     AuditConfig,
+    AuditResult,
+    Quality,
     attack_output,
-    attack_sweep,
-    audit,
     audit_output,
-    reconstruction_quality,
     write_attack_report,
     write_audit,
 )
+from vaelens.experiments._evaluate import Keeper, Protocol, evaluate_model
 from vaelens.experiments._presets import PRESETS
 from vaelens.experiments._runs import load
 from vaelens.experiments._schema import (
@@ -56,7 +57,6 @@ from vaelens.experiments._schema import (
     HEADLINE,
     SCORE_COLUMNS,
     ResultRow,
-    attack_specs,
     damage_column,
     read_csv,
     strongest_of,
@@ -424,30 +424,39 @@ def _run_unit_locked(sweep: SweepConfig, unit: Unit, run_dir: Path, done: Path, 
     return row
 
 
+class _RunKeeper(Keeper):
+    """Writes each stage of an evaluation into a run directory, and skips a stage already written."""
+
+    def __init__(self, model: torch.nn.Module, run_dir: Path, labels: torch.Tensor, eps: list[float]) -> None:
+        self.model, self.run_dir, self.labels, self.eps = model, run_dir, labels, eps
+        self.meta = {"run": run_dir.name}
+
+    def has_audit(self, config: AuditConfig) -> bool:
+        return is_complete(self.run_dir / "audit", "audit", audit_output(config, self.meta))
+
+    def keep_audit(self, result: AuditResult) -> None:
+        write_audit(result, self.run_dir / "audit", self.meta)
+
+    def has_attack(self, spec: AttackSpec) -> bool:
+        return is_complete(self.run_dir / spec.dirname, "attack", attack_output(spec, self.eps, self.meta))
+
+    def keep_attack(self, spec: AttackSpec, result: AttackSweepResult) -> None:
+        write_attack_report(result, self.model, self.run_dir / spec.dirname, self.labels, self.meta)
+
+
 def _evaluate(
     sweep: SweepConfig, unit: Unit, config: TrainConfig, run_dir: Path, model: torch.nn.Module, x: torch.Tensor,
     labels: torch.Tensor, epoch: int, train_kl: float, stage: Callable[[str], None],
 ) -> ResultRow:  # fmt: skip
     """Audit and attack one model of a unit into ``run_dir``; its result row (not yet written)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"run": run_dir.name}
-    audit_config = AuditConfig(kinds=EVALUATED_KINDS, probe_n=min(sweep.probe_n, len(x)))
-    if not is_complete(run_dir / "audit", "audit", audit_output(audit_config, meta)):
-        stage("audit")
-        audited = audit(model, x, labels, audit_config, False)
-        write_audit(audited, run_dir / "audit", meta)
-    for method, spec in attack_specs(sweep.pgd_steps, unit.seed).items():
-        if not is_complete(run_dir / spec.dirname, "attack", attack_output(spec, list(sweep.eps), meta)):
-            stage(f"attack {method}")
-            swept = attack_sweep(model, x, list(sweep.eps), spec, progress=False)
-            write_attack_report(swept, model, run_dir / spec.dirname, labels, meta)
-    return _collect(sweep, unit, config, run_dir, model, x, epoch, train_kl)
+    protocol = Protocol(tuple(sweep.eps), sweep.pgd_steps, unit.seed, probe_n=sweep.probe_n)
+    keeper = _RunKeeper(model, run_dir, labels, list(sweep.eps))
+    done = evaluate_model(model, x, protocol, config.model.likelihood, labels, keeper, stage)
+    return _collect(sweep, unit, run_dir, done.quality, epoch, train_kl)
 
 
-def _collect(
-    sweep: SweepConfig, unit: Unit, config: TrainConfig, run_dir: Path, model: torch.nn.Module, x: torch.Tensor,
-    epoch: int, train_kl: float,
-) -> ResultRow:  # fmt: skip
+def _collect(sweep: SweepConfig, unit: Unit, run_dir: Path, quality: Quality, epoch: int, train_kl: float) -> ResultRow:
     """Per-sample arrays (samples.csv) and the run's result row, from the files its stages wrote."""
     scores = read_csv(run_dir / "audit" / "scores.csv")
     by_kind: dict[str, dict[str, np.ndarray]] = {}
@@ -474,7 +483,6 @@ def _collect(
             samples[damage_column(HEADLINE, measure, e)] = values
             damage[(HEADLINE, measure, e)] = float(values.mean())
     write_csv(run_dir / "samples.csv", [{k: float(v[i]) for k, v in samples.items()} for i in range(n)], list(samples))
-    quality = reconstruction_quality(model, x, config.model.likelihood, unit.seed)
     rho = samples["rho_stochastic"]
     return ResultRow(
         run=run_dir.name, dataset=unit.dataset, model=unit.model, beta=unit.beta, seed=unit.seed,
