@@ -10,10 +10,13 @@ import pytest
 from vaelens.experiments import ResultRow, against_curve, aggregate, damage_column
 from vaelens.experiments._analysis import (
     beta_curves,
+    mixup_findings,
     mixup_sentences,
+    over_seeds,
     probe_picks,
     score_validity,
     spearman,
+    trend_findings,
     trend_sentences,
 )
 from vaelens.experiments._schema import DAMAGE_MEASURES
@@ -90,6 +93,27 @@ def test_mixup_verdict_on_known_answers():
     assert "extrapolated" in mixup_sentences(aggregate(curve + far))[0]
     lonely = mixup_sentences(aggregate([curve[0], *better]))
     assert "at least two betas" in lonely[0]
+
+
+def test_findings_carry_their_kind_and_the_numbers_their_text_states():
+    curve = [row(0.1, mse=0.1, rho=10.0), row(1.0, mse=0.2, rho=4.0), row(10.0, mse=0.4, rho=1.0)]
+    better = [row(1.0, seed=s, mixup=True, mse=0.2, rho=v) for s, v in ((0, 1.0), (1, 2.0))]
+    points = aggregate(curve + better)
+    trend, direction = trend_findings("mnist-5k / mlp", beta_curves(points)[("mnist-5k", "mlp")])
+    assert (trend.kind, direction.kind, trend.subject) == ("beta-trend", "trend-direction", "mnist-5k / mlp")
+    assert (
+        trend.numbers["rho_spearman"] == pytest.approx(-1.0) and f"{trend.numbers['rho_spearman']:+.2f}" in trend.text
+    )
+    (mixup,) = mixup_findings(points)
+    assert mixup.kind == "mixup" and mixup.numbers["ratio"] == pytest.approx(0.375)
+    assert f"ratio {mixup.numbers['ratio']:.3g}" in mixup.text and mixup.numbers["seeds_below"] == 2
+    (lonely,) = mixup_findings(aggregate([curve[0], *better]))
+    assert lonely.kind == "unjudged" and lonely.numbers["betas"] == 1
+
+
+def test_over_seeds_is_the_median_and_range_of_a_configuration():
+    (p,) = aggregate([row(1.0, seed=s, rho=v) for s, v in ((0, 1.0), (1, 2.0), (2, 6.0), (3, 3.0))])
+    assert over_seeds(p, lambda r: r.rho_median) == (2.5, 1.0, 6.0)
 
 
 def test_probe_picks_stay_within_their_group():

@@ -1,17 +1,19 @@
 """The analysis behind reports and comparisons, as pure functions over result rows.
 
-Nothing here reads a file or draws: every function takes numbers and returns numbers or the
-sentences a report prints, so that unit tests can check on synthetic rows that each sentence is
-true. Seeds are aggregated explicitly: a point of a beta trend is the median over seeds, with the
-spread across seeds beside it, and correlations are computed over those points, never over a mix
-of seeds.
+Nothing here reads a file or draws: every function takes numbers and returns numbers or typed
+``Finding``s (a kind, the numbers behind it, the sentence a report prints), so that unit tests can
+check on synthetic rows that each sentence is true, and a report lays findings out by their kind
+without ever reading its own sentences back. Seeds are aggregated explicitly: a point of a beta
+trend is the median over seeds, with the spread across seeds beside it, and correlations are
+computed over those points, never over a mix of seeds.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -64,6 +66,50 @@ class TrendPoint:
         return {c: getattr(self, c) for c in TREND_COLUMNS}
 
 
+FindingKind = Literal[
+    "beta-trend",  # the Spearman correlations of one beta curve
+    "trend-direction",  # whether robustness rises or falls with beta on that curve
+    "mixup",  # a mixup configuration against its beta curve
+    "unjudged",  # a configuration with no beta curve to judge it against
+    "frontier",  # a defence against the beta curve, at one training length, on one measure
+    "frontier-by-length",  # the same across training lengths
+    "kl-split",  # the KL damage split into its mean-shift and variance parts
+    "tracking",  # which score tracks each damage across configurations
+    "validity",  # how well each score predicts the damage, within and across runs
+]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the analysis found, as a report lays it out.
+
+    Arguments:
+        kind: what sort of finding it is (``FindingKind``); a report chooses where to show it by this.
+        text: the sentence that says it, computed from ``numbers``.
+        numbers: the values the sentence states, by name (ratios, correlations, counts).
+        subject: what it is about, e.g. ``"mnist-5k/mlp"`` or ``"mixup (beta 1)"``.
+    """
+
+    kind: FindingKind
+    text: str
+    numbers: dict[str, float] = field(default_factory=dict)
+    subject: str = ""
+
+
+class Spread(NamedTuple):
+    """A value over the seeds of a configuration: the median and the range."""
+
+    median: float
+    low: float
+    high: float
+
+
+def over_seeds(point: TrendPoint, of: Callable[[ResultRow], float]) -> Spread:
+    """``of`` over the runs (seeds) of one configuration: its median, min and max."""
+    values = [of(r) for r in point.runs]
+    return Spread(float(np.median(values)), min(values), max(values))
+
+
 def aggregate(rows: Iterable[ResultRow]) -> list[TrendPoint]:
     """Group runs by (dataset, model, beta, defence, epochs) and take medians over seeds; sorted by beta."""
     groups: dict[tuple[str, str, float, str, int], list[ResultRow]] = {}
@@ -111,19 +157,27 @@ def seeds_phrase(points: Sequence[TrendPoint]) -> str:
     return f"{text} seed{'s' if counts[-1] > 1 else ''} each"
 
 
-def trend_sentences(label: str, curve: Sequence[TrendPoint]) -> list[str]:
+def trend_findings(label: str, curve: Sequence[TrendPoint]) -> list[Finding]:
     """What the beta trend of one (dataset, model) curve shows, computed on the seed aggregates."""
     betas = [p.beta for p in curve]
     rho_corr = spearman(betas, [p.rho_median for p in curve])
     s_corr = spearman(betas, [p.entropy_median for p in curve])
-    out = [
+    numbers = {"rho_spearman": rho_corr, "entropy_spearman": s_corr, "betas": float(len(curve))}
+    text = (
         f"{label}: Spearman correlation with beta over {len(curve)} betas ({seeds_phrase(curve)}, medians over "
         f"seeds): median rho(G) {rho_corr:+.2f}, median S {s_corr:+.2f}."
-    ]
+    )
+    out = [Finding("beta-trend", text, numbers, label)]
     if not math.isnan(rho_corr):
         trend = "rises" if rho_corr < -0.5 else ("falls" if rho_corr > 0.5 else "shows no clear trend")
-        out.append(f"On {label}, local robustness {trend} as beta grows (rho(G) is a fragility).")
+        text = f"On {label}, local robustness {trend} as beta grows (rho(G) is a fragility)."
+        out.append(Finding("trend-direction", text, {"rho_spearman": rho_corr}, label))
     return out
+
+
+def trend_sentences(label: str, curve: Sequence[TrendPoint]) -> list[str]:
+    """The texts of ``trend_findings``."""
+    return [f.text for f in trend_findings(label, curve)]
 
 
 @dataclass(frozen=True)
@@ -168,17 +222,16 @@ def position_phrase(pos: CurvePosition) -> str:
     return f"{side} the beta curve ({pos.expected:.4g} there, ratio {pos.ratio:.3g}){where}"
 
 
-def mixup_sentences(points: Sequence[TrendPoint]) -> list[str]:
+def mixup_findings(points: Sequence[TrendPoint]) -> list[Finding]:
     """Each mixup point against its (dataset, model) beta curve, on median rho(G), seed by seed."""
     curves = beta_curves(points)
     out = []
     for m in (p for p in points if p.mixup):
+        subject = f"{m.dataset}/{m.model} beta {m.beta:g} with mixup"
         curve = curves.get((m.dataset, m.model), [])
         if len(curve) < 2:
-            out.append(
-                f"{m.dataset}/{m.model} beta {m.beta:g} with mixup: at least two betas without mixup are needed "
-                "to draw a beta curve; not judged."
-            )
+            text = f"{subject}: at least two betas without mixup are needed to draw a beta curve; not judged."
+            out.append(Finding("unjudged", text, {"betas": float(len(curve))}, subject))
             continue
         xs, ys = [p.test_mse for p in curve], [p.rho_median for p in curve]
         pos = against_curve(xs, ys, m.test_mse, m.rho_median)
@@ -188,12 +241,26 @@ def mixup_sentences(points: Sequence[TrendPoint]) -> list[str]:
             if len(set(per_seed)) == 1
             else f"{sum(per_seed)} of {len(per_seed)} seeds lie below"
         )
-        out.append(
-            f"After {m.epochs} epochs, {m.dataset}/{m.model} beta {m.beta:g} with mixup: median rho(G) "
-            f"{m.rho_median:.4g} at reconstruction "
+        text = (
+            f"After {m.epochs} epochs, {subject}: median rho(G) {m.rho_median:.4g} at reconstruction "
             f"MSE {m.test_mse:.4g} lies {position_phrase(pos)}; {agree}."
         )
+        numbers = {
+            "rho_median": m.rho_median,
+            "test_mse": m.test_mse,
+            "expected": pos.expected,
+            "ratio": pos.ratio,
+            "seeds_below": float(sum(per_seed)),
+            "seeds": float(len(per_seed)),
+            "epochs": float(m.epochs),
+        }
+        out.append(Finding("mixup", text, numbers, subject))
     return out
+
+
+def mixup_sentences(points: Sequence[TrendPoint]) -> list[str]:
+    """The texts of ``mixup_findings``."""
+    return [f.text for f in mixup_findings(points)]
 
 
 @dataclass(frozen=True)
@@ -215,6 +282,14 @@ class Validity:
             s: float(np.nanmean(self.within[:, j])) if not np.isnan(self.within[:, j]).all() else float("nan")
             for j, s in enumerate(self.scores)
         }
+
+    def finding(self) -> Finding:
+        within = self.mean_within()
+        numbers = {
+            **{f"within {n}": within[n] for n in self.scores},
+            **{f"across {n}": self.across[n] for n in self.scores},
+        }
+        return Finding("validity", self.sentence(), numbers, self.attack)
 
     def sentence(self) -> str:
         within = self.mean_within()
@@ -306,6 +381,17 @@ class FrontierVerdict:
     def verdict(self) -> str:
         return "beyond" if self.beyond else ("behind" if self.behind else "on (seeds disagree)")
 
+    def finding(self) -> Finding:
+        numbers = {
+            "ratio": self.ratio,
+            "low": min(self.ratios),
+            "high": max(self.ratios),
+            "seeds": float(len(self.ratios)),
+            "extrapolated": float(self.extrapolated),
+            "epochs": float(self.epochs),
+        }
+        return Finding("frontier", self.sentence(), numbers, self.label)
+
     def sentence(self) -> str:
         n = len(self.ratios)
         spread = f"seeds {min(self.ratios):.3g}-{max(self.ratios):.3g}" if n > 1 else "1 seed"
@@ -353,6 +439,12 @@ def frontier(rows: Iterable[ResultRow], measure: Measure) -> list[FrontierVerdic
     return out
 
 
+def length_finding(verdicts: Sequence[FrontierVerdict]) -> Finding:
+    """``length_sentence`` with the ratio at each training length."""
+    numbers = {f"ratio at {v.epochs}": v.ratio for v in sorted(verdicts, key=lambda v: v.epochs)}
+    return Finding("frontier-by-length", length_sentence(verdicts), numbers, verdicts[0].label)
+
+
 def length_sentence(verdicts: Sequence[FrontierVerdict]) -> str:
     """What the verdicts of one configuration and measure say across training lengths, with the
     epoch where the verdict flips, if it does."""
@@ -391,6 +483,12 @@ def tracking(
     }
 
 
+def tracking_finding(corr: dict[tuple[str, str], float], n: int, epochs: int) -> Finding:
+    """``tracking_sentence`` at one training length, with every correlation by (score, damage)."""
+    numbers = {f"{score} / {damage}": c for (score, damage), c in corr.items()}
+    return Finding("tracking", f"After {epochs} epochs: " + tracking_sentence(corr, n), numbers)
+
+
 def tracking_sentence(corr: dict[tuple[str, str], float], n: int) -> str:
     """Which score tracks each damage best (largest Spearman) over ``n`` configurations."""
     parts = []
@@ -414,6 +512,12 @@ class KLSplit:
     epochs: int
     defended: tuple[float, float, float]
     plain: tuple[float, float, float]
+
+    def finding(self) -> Finding:
+        names = ("kl", "kl_mean", "kl_var")
+        numbers = {**dict(zip(names, self.defended, strict=True)),
+                   **{f"no defence {n}": v for n, v in zip(names, self.plain, strict=True)}}  # fmt: skip
+        return Finding("kl-split", self.sentence(), numbers, self.label)
 
     def sentence(self) -> str:
         (t, m, v), (t0, m0, v0) = self.defended, self.plain

@@ -1,13 +1,16 @@
 """The sweep report: the paper's figures and more, as PNGs, trend.csv and one self-contained page.
 
 Everything is read back from the files a sweep wrote (results.csv, each run's samples.csv, probe
-summaries) through the result schema; the numbers and sentences come from ``_analysis``, the
-figures from ``_figures``, and the page from ``_html``'s template.
+summaries) through the result schema; the numbers and typed findings come from ``_analysis``, the
+figures from ``_figures``, and the page from ``_html``'s template. The report lays findings out
+(``_Report.say``) and chooses the summary's where it makes them; it never reads its sentences back.
+A new section is one method and one entry of ``_Report.SECTIONS``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -18,19 +21,21 @@ from vaelens._io import read_json, remove_stale_temps, save_figure, write_csv, w
 from vaelens.experiments import _figures
 from vaelens.experiments._analysis import (
     TREND_COLUMNS,
+    Finding,
     Measure,
     TrendPoint,
     aggregate,
     beta_curves,
     frontier,
     kl_split,
-    length_sentence,
-    mixup_sentences,
+    length_finding,
+    mixup_findings,
+    over_seeds,
     probe_picks,
     score_validity,
     tracking,
-    tracking_sentence,
-    trend_sentences,
+    tracking_finding,
+    trend_findings,
 )
 from vaelens.experiments._html import FigureRef, Page, Section, Table, render
 from vaelens.experiments._schema import HEADLINE, REPORTED_METHODS, ResultRow, damage_column, read_csv, read_samples
@@ -84,6 +89,11 @@ def frontier_measures(eps: float) -> list[Measure]:
     ]
 
 
+def _kl(method: str, eps: float) -> Callable[[ResultRow], float]:
+    """What a run's KL damage by ``method`` at ``eps`` is read by."""
+    return lambda r: r.damage_at(method, "kl", eps)
+
+
 def _cell(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -93,12 +103,15 @@ def _slug(text: str) -> str:
 
 
 class _Report:
+    # the sections, in the order they are built and shown: each a method below
+    SECTIONS = ("beta_trends", "probe", "histograms", "mixup", "defences", "damage", "validity", "reference")
+
     def __init__(self, root: Path) -> None:
         self.root = root
         if not (root / "results.csv").is_file():
             raise VaelensError(f"{root} has no results.csv; run `vaelens sweep --out {root}` first")
         self.sweep = read_json(root / "sweep.json")
-        self.headlines: list[str] = []  # the frontier's findings the summary repeats, kept as they are made
+        self.summary: list[str] = []  # what the summary repeats, chosen where each finding is laid out
         self.eps = [float(e) for e in self.sweep["eps"]]
         self.all_rows = [ResultRow.from_record(r, self.eps) for r in read_csv(root / "results.csv")]
         if not self.all_rows:
@@ -121,6 +134,13 @@ class _Report:
     def section(self, title: str) -> Section:
         return self.sections.setdefault(title, Section(title))
 
+    def say(self, section: str, finding: Finding | str, summary: bool = False) -> None:
+        """Lay a finding (or a note on the sweep itself) out in a section and, if asked, the summary."""
+        text = finding if isinstance(finding, str) else finding.text
+        self.section(section).paragraphs.append(text)
+        if summary:
+            self.summary.append(text)
+
     def add(self, section: str, name: str, caption: str, fig: Figure) -> None:
         path = self.out / f"{name}.png"
         fig.tight_layout()
@@ -134,7 +154,8 @@ class _Report:
         for key, curve in self.curves.items():
             ent = [[float(np.median(self.samples(r.run)["entropy_stochastic"])) for r in p.runs] for p in curve]
             spread[key] = ([min(e) for e in ent], [max(e) for e in ent])
-            section.paragraphs += trend_sentences(f"{key[0]} / {key[1]}", curve)
+            for finding in trend_findings(f"{key[0]} / {key[1]}", curve):
+                self.say(section.title, finding, summary=True)
         if self.curves:
             caption = "Median rho(G) and entropy S of G against beta: medians over seeds, bars spanning the seeds."
             self.add(section.title, "rho_entropy_vs_beta", caption, _figures.beta_trends(self.curves, spread))
@@ -167,14 +188,12 @@ class _Report:
     def mixup(self) -> None:
         section = self.section("Mixup against beta")
         if not any(p.mixup for p in self.points):
-            section.paragraphs.append("The sweep has no mixup runs (use --mixup both).")
+            self.say(section.title, "The sweep has no mixup runs (use --mixup both).", summary=True)
             return
-        section.paragraphs += mixup_sentences(self.points)
+        for finding in mixup_findings(self.points):
+            self.say(section.title, finding, summary=True)
         eps = max(self.eps)
-        damage = []
-        for p in self.points:
-            values = [r.damage_at(HEADLINE, "kl", eps) for r in p.runs]
-            damage.append((float(np.median(values)), min(values), max(values)))
+        damage = [over_seeds(p, _kl(HEADLINE, eps)) for p in self.points]
         caption = (
             "Mixup (red squares, bars spanning the seeds) against the beta curve: rho(G), and the KL damage of "
             f"{STRONGEST} at eps {eps:g}."
@@ -187,7 +206,7 @@ class _Report:
         curves: dict[str, dict[str, list[float]]] = {
             method: {
                 f"{p.dataset}/{p.model} beta {p.beta:.3g}{'' if p.defence == 'none' else ' ' + p.defence}": [
-                    float(np.median([r.damage_at(method, "kl", e) for r in p.runs])) for e in self.eps
+                    over_seeds(p, _kl(method, e)).median for e in self.eps
                 ]
                 for p in shown
             }
@@ -208,7 +227,7 @@ class _Report:
     def defences(self) -> None:
         section = self.section(FRONTIER)
         if all(r.defence == "none" for r in self.all_rows):
-            section.paragraphs.append("The sweep has no defended runs (use --defences none,mixup,adversarial).")
+            self.say(section.title, "The sweep has no defended runs (use --defences none,mixup,adversarial).")
             return
         measures = frontier_measures(max(self.eps))
         table = []
@@ -219,11 +238,8 @@ class _Report:
                 spread = f"{min(v.ratios):.3g}-{max(v.ratios):.3g}"
                 table.append([v.label, str(v.epochs), m.name, f"{v.ratio:.3g}", spread, v.verdict(),
                               str(v.extrapolated)])  # fmt: skip
-            for vs in groups.values():
-                sentence = length_sentence(vs) if len(vs) > 1 else vs[0].sentence()
-                section.paragraphs.append(sentence)
-                if m is measures[0]:  # the headline measure: its verdicts go into the summary too
-                    self.headlines.append(sentence)
+            for vs in groups.values():  # the headline measure's verdicts go into the summary too
+                self.say(section.title, length_finding(vs) if len(vs) > 1 else vs[0].finding(), m is measures[0])
         section.tables.append(
             Table(
                 ["defence", "epochs", "measure", "ratio to beta curve", "seed range", "verdict", "extrapolated"], table
@@ -233,7 +249,9 @@ class _Report:
         splits = kl_split(
             self.all_rows, *(lambda r, q=q: r.damage_at("pgd", q, eps) for q in ("kl", "kl_mean", "kl_var"))
         )
-        section.paragraphs += [s.sentence() for s in splits if s.epochs == self.final]
+        for split in splits:
+            if split.epochs == self.final:
+                self.say(section.title, split.finding())
         section.tables.append(
             Table(
                 [
@@ -254,10 +272,8 @@ class _Report:
         damages = {f"PGD KL damage (eps {eps:g})": measures[0].of, f"PGD recon shift (eps {eps:g})": measures[1].of}
         n = len(aggregate(self.rows))
         corr = tracking(self.rows, scores, damages)
-        sentence = f"After {self.final} epochs: " + tracking_sentence(corr, n)
-        section.paragraphs.append(sentence)
-        if any(not math.isnan(c) for c in corr.values()):  # a score was ranked: a summary finding
-            self.headlines.append(sentence)
+        ranked = any(not math.isnan(c) for c in corr.values())  # a score was ranked: a summary finding
+        self.say(section.title, tracking_finding(corr, n, self.final), ranked)
         self._frontier_figures(measures)
 
     def _frontier_figures(self, measures: list[Measure]) -> None:
@@ -277,12 +293,12 @@ class _Report:
             for m in measures:
                 lines: dict[str, _figures.Band] = {}
                 for p in points:
-                    values = [m.of(r) for r in p.runs]
+                    spread = over_seeds(p, m.of)
                     epochs_, mid, lo, hi = lines.setdefault(f"{label(p)} beta {p.beta:g}", ([], [], [], []))
                     epochs_.append(p.epochs)
-                    mid.append(float(np.median(values)))
-                    lo.append(min(values))
-                    hi.append(max(values))
+                    mid.append(spread.median)
+                    lo.append(spread.low)
+                    hi.append(spread.high)
                 panels[m.name] = lines
             caption = f"Each measure against the training length{where}: median over seeds, bands spanning the seeds."
             self.add(FRONTIER, f"against_epochs{suffix}", caption, _figures.against_epochs(panels))
@@ -297,7 +313,7 @@ class _Report:
                     for p in points
                     if p.epochs == e and p.defence != "none"
                 }
-                ys = [float(np.median([m.of(r) for r in p.runs])) for p in curve]
+                ys = [over_seeds(p, m.of).median for p in curve]
                 planes[e][m.name] = ([p.beta for p in curve], [p.test_mse for p in curve], ys, defended)
         caption = (
             f"The robustness-reconstruction plane{where}: the beta curve (seed medians, labelled by beta) and every "
@@ -319,7 +335,7 @@ class _Report:
                 [[n, f"{within[n]:.3f}", f"{v.across[n]:.3f}"] for n in v.scores],
             )
         )
-        section.paragraphs.append(v.sentence())
+        self.say(section.title, v.finding())
 
     def reference(self) -> None:
         ours = [p for key in PAPER_SETTINGS for p in self.curves.get(key, [])]
@@ -371,19 +387,13 @@ class _Report:
         remove_stale_temps(self.out)  # what a killed report left behind, and only that:
         remove_stale_temps(self.root, ("report.html",))  # a sweep may be writing beside it
         write_csv(self.out / "trend.csv", [p.record() for p in self.points], list(TREND_COLUMNS))
-        for step in (self.beta_trends, self.probe, self.histograms, self.mixup, self.defences, self.damage,
-                     self.validity, self.reference):  # fmt: skip
-            step()
-        summary = [
-            *self.section("Robustness against beta").paragraphs,
-            *self.section("Mixup against beta").paragraphs,
-            *self.headlines,
-        ]
+        for name in self.SECTIONS:
+            getattr(self, name)()
         page = Page(
             title="vaelens sweep report",
             intro=f"{len(self.rows)} runs ({len(self.points)} grid points) from {self.root}",
             settings=settings_table(self.sweep),
-            summary=summary,
+            summary=self.summary,
             results=self.results_table(),
             sections=list(self.sections.values()),
         )
