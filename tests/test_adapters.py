@@ -9,6 +9,7 @@ every call; pickled folders refused; and the CLI end to end on folders saved her
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -341,6 +342,27 @@ def test_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(VaelensError, match=r"pip install 'vaelens\[diffusers\]'"):
         vaelens.adapters.require_extra("diffusers")
+
+
+def test_every_pip_hint_names_an_extra_pyproject_declares(monkeypatch):
+    import importlib
+
+    import tomllib
+
+    from vaelens.adapters import _base
+
+    monkeypatch.setattr(_base, "bound_hub_waits", lambda: None)
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert set(_base.EXTRAS.values()) <= set(declared["optional-dependencies"])
+
+    def missing(name, *a, **k):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(VaelensError, match=r"pip install 'vaelens\[diffusers\]'"):  # diffusers' extra brings it
+        vaelens.adapters.require_extra("huggingface_hub")
+    with pytest.raises(VaelensError, match=r"install it with pip install no_such_library$"):  # no extra: the package
+        vaelens.adapters.require_extra("no_such_library.sub")
 
 
 # -- loading from folders, and the CLI --------------------------------------------------------------

@@ -23,7 +23,8 @@ import torch
 from vaelens._errors import VaelensError
 from vaelens._network import bound_hub_waits
 
-EXTRAS = {"diffusers": "diffusers", "pythae": "pythae", "monai": "monai"}
+# a library -> the extra of pyproject.toml that installs it (diffusers' extra brings huggingface_hub)
+EXTRAS = {"diffusers": "diffusers", "pythae": "pythae", "monai": "monai", "huggingface_hub": "diffusers"}
 
 
 def require_extra(module: str) -> ModuleType:
@@ -33,11 +34,9 @@ def require_extra(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        extra = EXTRAS.get(module.split(".")[0], module.split(".")[0])
-        raise VaelensError(
-            f"this needs the optional dependency {module.split('.')[0]!r}; install it with "
-            f"pip install 'vaelens[{extra}]'"
-        ) from None
+        name = module.split(".")[0]
+        how = f"pip install 'vaelens[{EXTRAS[name]}]'" if name in EXTRAS else f"pip install {name}"
+        raise VaelensError(f"this needs the optional dependency {name!r}; install it with {how}") from None
 
 
 def class_names(model: Any) -> set[str]:
