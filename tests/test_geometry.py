@@ -297,3 +297,18 @@ def test_lanczos_without_forward_mode_ad_matches_exact(kind):
         exact = pullback_metric(model, x, kind).eigen(2).values
         approx = metric.lanczos(2, iters=25).values
         torch.testing.assert_close(approx, exact, rtol=1e-8, atol=1e-10)
+
+
+def test_each_kind_is_one_object_and_the_metric_never_branches_on_a_name():
+    import inspect
+
+    from vaelens.geometry import KINDS, _metric, metric_kind
+
+    assert [metric_kind(k).name for k in KINDS] == list(KINDS)
+    assert {k for k in KINDS if not metric_kind(k).needs_variance} == {"mean", "output"}
+    assert {k: metric_kind(k).blocks for k in KINDS} == {"mean": 1, "stochastic": 2, "fisher": 2, "output": 1,
+                                                         "output-stochastic": 2}  # fmt: skip
+    with pytest.raises(vaelens.VaelensError, match="unknown metric kind .riemann.; choose one of mean, stochastic"):
+        metric_kind("riemann")
+    source = inspect.getsource(_metric.PullbackMetric)
+    assert "kind ==" not in source and "kind in (" not in source and "kind not in" not in source
