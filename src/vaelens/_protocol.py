@@ -132,6 +132,25 @@ class InputSpec:
                    getattr(model, "size_multiple", 1), getattr(model, "frame_multiple", 1),
                    getattr(model, "causal", False))  # fmt: skip
 
+    def valid_frames(self) -> str:
+        """The frame counts this model takes, in words with the first few: "1 + a multiple of 4 (5, 9, 13, ...)"."""
+        m, first = self.frame_multiple, [self.causal + k * self.frame_multiple for k in (1, 2, 3)]
+        return f"{'1 + ' if self.causal else ''}a multiple of {m} ({', '.join(map(str, first))}, ...)"
+
+    def nearest_frames(self, frames: int) -> int:
+        """The largest frame count this model takes not above ``frames`` (at least one step of it)."""
+        m = self.frame_multiple
+        return self.causal + max(1, (frames - self.causal) // m) * m
+
+    def default_frames(self, target: int = 8) -> int:
+        """The frames to cut from each clip when the user gives none: ``target`` where the model takes
+        any count, else the largest valid count not above it, plus the first frame a causal video VAE
+        keeps apart (9 for 1 + 4k: eight frames after the first; 8 for a multiple of 4)."""
+        return target if self.frame_multiple == 1 else self.nearest_frames(target + self.causal)
+
+    def frames_fit(self, frames: int) -> bool:
+        return (frames - self.causal) % self.frame_multiple == 0
+
     @property
     def constrained(self) -> bool:
         return self.channels is not None or self.size_multiple > 1 or self.layout != "image" or self.frame_multiple > 1
@@ -155,8 +174,10 @@ class InputSpec:
                 f"resize or pad the inputs (e.g. to {fixed}{', --image-size' if self.layout == 'image' else ''})"
             )
         if self.layout == "video" and (x.shape[2] - self.causal) % self.frame_multiple:
-            want = f"{'1 + ' if self.causal else ''}a multiple of {self.frame_multiple}"
-            raise VaelensError(f"{name} has {x.shape[2]} frames but the model takes {want} frames; pass --frames")
+            raise VaelensError(
+                f"{name} has {x.shape[2]} frames but the model takes {self.valid_frames()} frames; "
+                f"pass --frames {self.nearest_frames(x.shape[2])}"
+            )
 
 
 def check_images(

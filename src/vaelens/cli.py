@@ -274,7 +274,9 @@ ALLOW_PICKLE = typer.Option(
 )
 RUN_ARGUMENT = typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")
 IMAGE_SIZE = typer.Option(help="Side of folder: images, video frames and volumes (default: the model's).")
-FRAMES = typer.Option(help="Frames per clip, for a folder: of video files (default 8).")
+FRAMES = typer.Option(
+    help="Frames per clip, for a folder: of video files (default 8, or the nearest the model takes: 9 for 1 + 4k)."
+)
 SAMPLE_RATE = typer.Option(help="Hz, for a folder: of audio files (default: the first file's rate).")
 SECONDS = typer.Option(help="Seconds per clip from the start, for a folder: of audio files (default 1).")
 
@@ -557,6 +559,7 @@ def certify(
     image_size: Annotated[int | None, IMAGE_SIZE] = None,
     channels: Annotated[int | None, CHANNELS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -575,9 +578,9 @@ def certify(
     if source.spec.startswith("smooth:"):
         raise VaelensError("certify smooths the model itself: give the base model's spec and --sigma, not smooth:")
     base, name, x, labels = load_model_inputs(source.spec, dataset, split, inputs, device, image_size, channels,
-                                              allow_pickle)  # fmt: skip
-    meta = {**source.meta, "dataset": name, "split": split, "inputs": len(x), "sigma": sigma, "eps": budgets,
-            "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
+                                              allow_pickle, latent_space=latent_space)  # fmt: skip
+    meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(base), "inputs": len(x), "sigma": sigma,
+            "eps": budgets, "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
             "attack_inputs": attack_inputs, "seed": seed}  # fmt: skip
     out = claim_output(out or source.out("certify"), "certify", meta, overwrite)  # refuse before computing
     results = [
@@ -607,6 +610,8 @@ def compare(
     sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
     seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
+    checkpointing: Annotated[bool, CHECKPOINTING] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -623,11 +628,12 @@ def compare(
     if not runs:
         raise VaelensError("give the run directories to compare, or models with --model SPEC")
     with released_if_refused(out):  # a run or model refused while loading leaves no claim behind
-        claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
+        claim_output(out, "compare", compare_output(runs, n, eps, steps, seed, latent_space), overwrite)  # refuse first
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DatasetMismatchWarning)
             comp = compare_runs(runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels,
-                                allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
+                                allow_pickle, _media(frames, sample_rate, seconds), latent_space,
+                                checkpointing)  # fmt: skip
     for w in caught:
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
     paths = write_comparison(comp, out, overwrite)
