@@ -16,6 +16,23 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers_zoo import TINY  # noqa: E402 - after the importorskip that needs diffusers
 
 
+class FlatVideo(torch.nn.Module):
+    """A linear Gaussian VAE on clips of one declared shape (C, T, H, W)."""
+
+    def __init__(self, shape: tuple[int, ...], k: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.input_shape, d = shape, int(torch.tensor(shape).prod())
+        self.enc, self.dec = torch.nn.Linear(d, 2 * k).double(), torch.nn.Linear(k, d).double()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.enc(x.flatten(1)).chunk(2, -1)  # (B, k) each
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.dec(z)).view(len(z), *self.input_shape)
+
+
 def tiny(name: str, folder=None):
     torch.manual_seed(0)
     model = getattr(diffusers, name)(**TINY[name][0]).eval()
@@ -63,3 +80,59 @@ def test_compare_loads_third_party_models_in_the_latent_space_and_with_checkpoin
     assert model is not None and (model.latent_space, model.checkpointing) == ("diffusion", False)
     assert compare_output([spec], 2, 1.0, 2, 0, "raw")["latent_space"] == "raw"
     assert "latent_space" not in compare_output([str(tmp_path / "a-run")], 2, 1.0, 2, 0)  # runs: one latent only
+
+
+def test_protect_videos_pulls_each_clip_within_eps_writes_lossless_copies_and_never_the_originals(tmp_path):
+    from vaelens.adapters import from_diffusers
+    from vaelens.evaluation import ProtectConfig, protect_videos, read_clip, video_files, write_video_protection
+    from vaelens.evaluation._protect_video import protected_frames
+
+    from conftest import write_clip
+
+    (tmp_path / "clips").mkdir()
+    for i in range(2):
+        write_clip(tmp_path / "clips" / f"c{i}.mp4", [(40 * j, 200 - 30 * j, 90 + i * 50) for j in range(6)], (8, 8))
+    clips = {p.name: read_clip(p) for p in video_files(tmp_path / "clips")}
+    assert protected_frames(from_diffusers(tiny("AutoencoderKLWan")), 6, "c0") == 5  # 1 + 4k of the clip's 6
+    config = ProtectConfig(eps=8, steps=3)
+    result = protect_videos(FlatVideo((3, 5, 8, 8)), clips, config, progress=False)  # declares 5 frames
+    for name, p in result.items():
+        assert p.frames_protected == 5
+        assert p.distance_after < p.distance_before and p.linf <= 8
+        assert (p.frames[5:] == clips[name].frames[5:]).all()  # frames past the protected ones are copied
+        assert p.codec_distance == p.codec_distance  # the H.264 round trip was measured (even sizes)
+    paths = write_video_protection(result, clips, tmp_path / "out", config, {"images": str(tmp_path / "clips")})
+    back = read_clip(paths["c0.mp4"])
+    assert (back.frames == result["c0.mp4"].frames).all()  # lossless: the written file is the protection
+    assert "codec_held" in (tmp_path / "out" / "protect.csv").read_text().splitlines()[0]
+    with pytest.raises(VaelensError, match="never writes where the originals are"):
+        write_video_protection(result, clips, tmp_path / "clips" / "x", config, {"images": str(tmp_path / "clips")})
+    with pytest.raises(VaelensError, match="takes image inputs, not videos"):
+        protect_videos(from_diffusers(tiny("AutoencoderKL")), clips, config, progress=False)
+    with pytest.raises(VaelensError, match="--robust"):
+        protect_videos(FlatVideo((3, 5, 8, 8)), clips, ProtectConfig(robust=("jpeg",)), progress=False)
+
+
+def test_an_out_in_the_models_own_folder_is_refused_in_one_line(tmp_path):
+    from vaelens.experiments import check_not_model
+
+    (tmp_path / "sd").mkdir()
+    for out, where in ((tmp_path / "sd", "is"), (tmp_path / "sd" / "audit", "lies inside")):
+        with pytest.raises(VaelensError, match=f"--out .* {where} the model's folder .*choose an --out outside it"):
+            check_not_model(out, f"diffusers:{tmp_path / 'sd'}#vae")
+        with pytest.raises(VaelensError, match="the model's folder"):
+            check_not_model(out, f"pythae:{tmp_path / 'sd'}")
+    check_not_model(tmp_path / "audit", f"diffusers:{tmp_path / 'sd'}")  # beside it: fine
+    check_not_model(tmp_path / "sd", "python:factory.py:make")  # a factory's folder is the user's working folder
+
+
+def test_protect_refuses_images_for_a_volume_model_without_pointing_to_channels():
+    monai = pytest.importorskip("monai.networks.nets")
+    from vaelens.adapters import from_monai
+    from vaelens.evaluation import check_inputs
+
+    net = monai.AutoencoderKL(spatial_dims=3, in_channels=1, out_channels=1, channels=(4, 4), latent_channels=2,
+                              num_res_blocks=1, attention_levels=(False, False), norm_num_groups=4)  # fmt: skip
+    with pytest.raises(VaelensError, match="a.png is an image but the model takes volume inputs") as e:
+        check_inputs(from_monai(net), {"a.png": torch.zeros(3, 8, 8, dtype=torch.uint8)})
+    assert "--channels" not in str(e.value)

@@ -107,6 +107,11 @@ LAYOUT_TEXT = {"image": "(B, {c}, H, W)", "image-as-video": "(B, {c}, H, W)", "v
                "audio": "(B, {c}, T)", "waveform": "(B, T)", "spectrogram": "(B, {c}, T, F)",
                "volume": "(B, {c}, D, H, W)"}  # fmt: skip
 
+LAYOUT_FILES = {"image": "images", "image-as-video": "images", "video": "video clips (protect and folder: take them)",
+                "audio": "audio (a folder: of audio files)", "waveform": "mono audio (a folder: of audio files)",
+                "volume": "volumes (a folder: of NIfTI files; protect takes images and videos only)"}  # fmt: skip
+"""Per layout: what to give a model of that layout, for the one-line refusal of another modality."""
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -159,12 +164,15 @@ class InputSpec:
         """Refuse, in one line, a batch this model cannot take."""
         text = LAYOUT_TEXT.get(self.layout, "(B, ...)").format(c=self.channels or "C")
         has_channels = self.layout != "waveform"
-        if x.dim() != len(LAYOUT_TEXT[self.layout].split(",")) or (
-            has_channels and self.channels is not None and x.shape[1] != self.channels
-        ):
+        if x.dim() != len(LAYOUT_TEXT[self.layout].split(",")):  # another modality: --channels cannot help
+            raise VaelensError(
+                f"{name} has shape {tuple(x.shape)} but the model takes {self.layout} inputs {text}; give it "
+                f"{LAYOUT_FILES.get(self.layout, 'inputs of that shape')}"
+            )
+        if has_channels and self.channels is not None and x.shape[1] != self.channels:
             raise VaelensError(
                 f"{name} has shape {tuple(x.shape)} but the model takes {self.layout} inputs {text}; "
-                "reshape the inputs or pass --channels"
+                "pass --channels or convert the inputs"
             )
         sizes = [x.shape[1 + a] for a in SPATIAL_AXES[self.layout]]
         if any(s % self.size_multiple for s in sizes):

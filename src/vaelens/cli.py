@@ -335,9 +335,10 @@ def _audit_run(source: Source, config: AuditConfig, dataset: str | None, split: 
     """Audit a model on the first n inputs of a split; write files, print a table."""
     from vaelens.evaluation import SUMMARY_STATS, audit_output, write_audit
     from vaelens.evaluation import audit as run_audit
-    from vaelens.experiments import load_model_inputs
+    from vaelens.experiments import check_not_model, load_model_inputs
 
     spec = source.spec
+    check_not_model(out, spec)
     model, name, x, labels = load_model_inputs(spec, dataset, split, n, device, image_size, channels, allow_pickle,
                                                media, latent_space, checkpointing)  # fmt: skip
     meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(model)}
@@ -465,7 +466,7 @@ def attack(
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
     from vaelens.attacks import Damage
     from vaelens.evaluation import AttackSpec, attack_output, attack_sweep, choose_targets, write_attack_report
-    from vaelens.experiments import load_model_inputs
+    from vaelens.experiments import check_not_model, load_model_inputs
 
     spec = AttackSpec(cast(Any, method), cast(Any, norm), cast(Any, objective), steps, restarts, cast(Any, kind),
                       directions, targeted, seed)  # fmt: skip
@@ -478,7 +479,8 @@ def attack(
     if eps_rms is not None:
         budgets, meta["eps_rms"] = _rms_budgets(eps_rms, norm, x[0].numel()), eps_rms
     x_target = choose_targets(x, seed) if targeted else None  # refused (n < 2) before anything is claimed
-    out = claim_output(out or source.out(spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
+    check_not_model(out := out or source.out(spec.dirname), source.spec)
+    out = claim_output(out, "attack", attack_output(spec, budgets, meta), overwrite)
     result = attack_sweep(vae, x, budgets, spec, x_target, batch_size, progress=not quiet)
     paths = write_attack_report(result, vae, out, labels, meta, overwrite)
     what = kind if method == "eigen" else spec.objective
@@ -567,7 +569,7 @@ def certify(
     latent center or reconstruction (docs/method.md s. 10); with --attack, the attacks' damage beside it."""
     from vaelens.certification import OUTPUTS, SmoothConfig, SmoothedVAE, check_eps
     from vaelens.evaluation import bracket, write_certification
-    from vaelens.experiments import load_model_inputs
+    from vaelens.experiments import check_not_model, load_model_inputs
 
     budgets = list(check_eps(_float_list(eps, "--eps")))
     outputs = [o.strip() for o in output.split(",") if o.strip()]
@@ -582,7 +584,8 @@ def certify(
     meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(base), "inputs": len(x), "sigma": sigma,
             "eps": budgets, "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
             "attack_inputs": attack_inputs, "seed": seed}  # fmt: skip
-    out = claim_output(out or source.out("certify"), "certify", meta, overwrite)  # refuse before computing
+    check_not_model(out := out or source.out("certify"), source.spec)
+    out = claim_output(out, "certify", meta, overwrite)  # refuse before computing
     results = [
         bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, not quiet, attack_inputs)
         for c in configs
@@ -619,6 +622,7 @@ def compare(
     from vaelens.experiments import (
         COMPARE_COLUMNS,
         DatasetMismatchWarning,
+        check_not_model,
         compare_output,
         compare_runs,
         write_comparison,
@@ -627,6 +631,8 @@ def compare(
     runs = [*(runs or []), *(model or [])]
     if not runs:
         raise VaelensError("give the run directories to compare, or models with --model SPEC")
+    for spec in runs:
+        check_not_model(out, spec)
     with released_if_refused(out):  # a run or model refused while loading leaves no claim behind
         claim_output(out, "compare", compare_output(runs, n, eps, steps, seed, latent_space), overwrite)  # refuse first
         with warnings.catch_warnings(record=True) as caught:
@@ -745,10 +751,34 @@ def report(
     console.print(f"report written to {path}")
 
 
+def _protect_video_folder(model: str, folder: Path, out: Path, config: Any, device: str, allow_pickle: bool,
+                          latent_space: str, checkpointing: bool, quiet: bool, overwrite: bool) -> None:  # fmt: skip
+    """protect on a folder of video files (evaluation/_protect_video.py): NAME.mkv, protect.csv, summary.json."""
+    from vaelens.evaluation import protect_videos, read_clip, video_files, write_video_protection
+    from vaelens.experiments import check_not_model, load_model
+
+    check_not_model(out, model)
+    clips = {p.name: read_clip(p) for p in video_files(folder)}
+    vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
+    meta = {"model": model, "images": str(folder), **_latent_meta(vae)}
+    with released_if_refused(out):
+        results = protect_videos(vae, clips, config, progress=not quiet)
+        paths = write_video_protection(results, clips, out, config, meta, overwrite)
+    table = Table(title=f"protection of {len(results)} videos (eps {config.eps:g}/255)")
+    for column in ("video", "frames protected", "distance before", "after", "perturbation PSNR", "after H.264"):
+        table.add_column(column, justify="left" if column == "video" else "right", no_wrap=True)
+    for name, p in results.items():
+        held = "-" if p.codec_distance != p.codec_distance else "held" if p.codec_held else "[red]failed[/red]"
+        table.add_row(name, f"{p.frames_protected}/{len(p.frames)}", f"{p.distance_before:.4g}",
+                      f"{p.distance_after:.4g}", f"{p.perturbation_psnr:.1f}", held)  # fmt: skip
+    console.print(table)
+    console.print(f"wrote {len(paths)} files to {out}")
+
+
 @command
 def protect(
     model: Annotated[str, typer.Option("--model", help=f"The VAE: a run (RUN or RUN@N). {MODEL_HELP}")],
-    images: Annotated[Path, typer.Option(help="Directory of the images to protect (PNG, JPEG, ...).")],
+    images: Annotated[Path, typer.Option(help="Directory of the images (PNG, JPEG, ...) or videos to protect.")],
     out: Annotated[Path, typer.Option(help="Where the protected PNGs, protect.csv and summary.json go.")],
     target: Annotated[
         Path | None, typer.Option(help="Target image, resized to each image (default: flat gray).")
@@ -786,6 +816,7 @@ def protect(
         held_counts,
         read_image,
         read_image_files,
+        video_files,
         write_protection,
     )
     from vaelens.evaluation import protect as run_protect
@@ -795,6 +826,11 @@ def protect(
     config = ProtectConfig(eps=eps, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate, seed=seed)
     check_not_images(out, images)  # the originals are never written, with or without --overwrite
     check_out_path(out)
+    if video_files(images):  # a folder of clips: protected by their own module
+        if target is not None or mask is not None:
+            raise VaelensError("--target and --mask are for images; videos are pulled towards a flat gray clip")
+        return _protect_video_folder(model, images, out, config, device, allow_pickle, latent_space, checkpointing,
+                                     quiet, overwrite)  # fmt: skip
     files = read_image_files(images)
     goal = read_image(target) if target is not None else None
     keep = read_image(mask, 1)[0].float() / 255 if mask is not None else None  # (H, W): each pixel's share of eps

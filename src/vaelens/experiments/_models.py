@@ -310,6 +310,29 @@ def folder_image_shape(model: torch.nn.Module, image_size: int | None, channels:
     return image_size or (shape[-1] if shape else side), channels or (shape[0] if shape else image_channels(model))
 
 
+def model_folder(spec: str) -> Path | None:
+    """The local folder a ``diffusers:DIR`` or ``pythae:DIR`` spec reads (also inside ``smooth:``), else None."""
+    smoothing = parse_smooth_spec(str(spec))
+    if smoothing is not None:
+        return model_folder(smoothing.inner)
+    prefix, _, rest = str(spec).partition(":")
+    if prefix not in ("diffusers", "pythae"):
+        return None
+    folder = Path(rest.partition("#")[0]).expanduser()
+    return folder.resolve() if folder.is_dir() else None
+
+
+def check_not_model(out: str | Path, spec: str) -> None:
+    """Refuse, in one line, an ``--out`` that is or lies inside the folder of the model it reads."""
+    folder = model_folder(spec)
+    where = Path(out).expanduser().resolve()
+    if folder is not None and (where == folder or folder in where.parents):
+        raise VaelensError(
+            f"--out {out} {'is' if where == folder else 'lies inside'} the model's folder {folder}; vaelens "
+            "never writes into a model's folder: choose an --out outside it"
+        )
+
+
 def media_for(model: torch.nn.Module, media: MediaOptions | None) -> MediaOptions | None:
     """How clips are cut for this model: a video model's frames follow its declared shape or its
     temporal compression (``InputSpec.default_frames``) unless given; a count it cannot take is
