@@ -755,9 +755,8 @@ def _protect_video_folder(model: str, folder: Path, out: Path, config: Any, devi
                           latent_space: str, checkpointing: bool, quiet: bool, overwrite: bool) -> None:  # fmt: skip
     """protect on a folder of video files (evaluation/_protect_video.py): NAME.mkv, protect.csv, summary.json."""
     from vaelens.evaluation import protect_videos, read_clip, video_files, write_video_protection
-    from vaelens.experiments import check_not_model, load_model
+    from vaelens.experiments import load_model
 
-    check_not_model(out, model)
     clips = {p.name: read_clip(p) for p in video_files(folder)}
     vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
     meta = {"model": model, "images": str(folder), **_latent_meta(vae)}
@@ -820,12 +819,13 @@ def protect(
         write_protection,
     )
     from vaelens.evaluation import protect as run_protect
-    from vaelens.experiments import load_model
+    from vaelens.experiments import check_not_model, load_model
 
     kinds = tuple(cast(Any, k.strip()) for k in robust.split(",") if k.strip())  # names checked by the config
     config = ProtectConfig(eps=eps, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate, seed=seed)
     check_not_images(out, images)  # the originals are never written, with or without --overwrite
     check_out_path(out)
+    check_not_model(out, model)
     if video_files(images):  # a folder of clips: protected by their own module
         if target is not None or mask is not None:
             raise VaelensError("--target and --mask are for images; videos are pulled towards a flat gray clip")
