@@ -80,6 +80,11 @@ TINY: dict[str, tuple[dict, tuple[int, ...]]] = {
          "layers_per_block": (1, 1, 1), "temporal_expansions": (1,), "spatial_expansions": (2,),
          "add_attention_block": (False, False, False), "latents_mean": (0.0,) * 2, "latents_std": (1.0,) * 2},
         (1, 3, 3, 4, 4)),
+    "AutoencoderKLAllegro": (
+        {"block_out_channels": (32, 32), "down_block_types": ("AllegroDownBlock3D",) * 2,
+         "up_block_types": ("AllegroUpBlock3D",) * 2, "temporal_downsample_blocks": (True, False),
+         "temporal_upsample_blocks": (False, True), "latent_channels": 2, "layers_per_block": 1,
+         "temporal_compression_ratio": 2, "sample_size": 8}, (1, 3, 2, 4, 4)),
     "AutoencoderKLMagvit": (
         {"latent_channels": 2, "block_out_channels": [8, 8],
          "down_block_types": ["SpatialDownBlock3D", "SpatialTemporalDownBlock3D"],

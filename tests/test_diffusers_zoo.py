@@ -142,7 +142,7 @@ def test_video_and_audio_inputs_are_checked_against_the_layout():
     vae = from_diffusers(build("AutoencoderKLWan")[0])
     with pytest.raises(VaelensError, match=r"video inputs \(B, 3, T, H, W\)"):
         pullback_metric(vae, torch.rand(1, 3, 8, 8), "mean").eigenvalues()
-    with pytest.raises(VaelensError, match="1 \\+ a multiple of 4 frames"):
+    with pytest.raises(VaelensError, match="1 \\+ a multiple of 4 \\(5, 9"):
         pullback_metric(vae, torch.rand(1, 3, 4, 8, 8), "mean").eigenvalues()
     audio = from_diffusers(build("AutoencoderOobleck")[0])
     with pytest.raises(VaelensError, match="divisible by 4"):

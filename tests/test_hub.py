@@ -99,9 +99,9 @@ def test_cli_audit_and_attack_on_a_hub_id_offline_in_a_fresh_process(tmp_path):
 
 @pytest.mark.slow
 def test_cli_refuses_an_unsupported_class_pointing_to_wrap_and_python(tmp_path):
-    folder = tmp_path / "allegro"
+    folder = tmp_path / "vocoder"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLAllegro"}))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "MMAudioVocoder"}))
     proc = vaelens("audit", "--model", f"diffusers:{folder}", "--out", tmp_path / "x", env=offline_env(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "AutoencoderKLAllegro" in proc.stderr and "python:" in proc.stderr and "wrap" in proc.stderr
+    assert "MMAudioVocoder" in proc.stderr and "python:" in proc.stderr and "wrap" in proc.stderr

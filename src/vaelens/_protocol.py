@@ -107,6 +107,11 @@ LAYOUT_TEXT = {"image": "(B, {c}, H, W)", "image-as-video": "(B, {c}, H, W)", "v
                "audio": "(B, {c}, T)", "waveform": "(B, T)", "spectrogram": "(B, {c}, T, F)",
                "volume": "(B, {c}, D, H, W)"}  # fmt: skip
 
+LAYOUT_FILES = {"image": "images", "image-as-video": "images", "video": "video clips (protect and folder: take them)",
+                "audio": "audio (a folder: of audio files)", "waveform": "mono audio (a folder: of audio files)",
+                "volume": "volumes (a folder: of NIfTI files; protect takes images and videos only)"}  # fmt: skip
+"""Per layout: what to give a model of that layout, for the one-line refusal of another modality."""
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -132,6 +137,25 @@ class InputSpec:
                    getattr(model, "size_multiple", 1), getattr(model, "frame_multiple", 1),
                    getattr(model, "causal", False))  # fmt: skip
 
+    def valid_frames(self) -> str:
+        """The frame counts this model takes, in words with the first few: "1 + a multiple of 4 (5, 9, 13, ...)"."""
+        m, first = self.frame_multiple, [self.causal + k * self.frame_multiple for k in (1, 2, 3)]
+        return f"{'1 + ' if self.causal else ''}a multiple of {m} ({', '.join(map(str, first))}, ...)"
+
+    def nearest_frames(self, frames: int) -> int:
+        """The largest frame count this model takes not above ``frames`` (at least one step of it)."""
+        m = self.frame_multiple
+        return self.causal + max(1, (frames - self.causal) // m) * m
+
+    def default_frames(self, target: int = 8) -> int:
+        """The frames to cut from each clip when the user gives none: ``target`` where the model takes
+        any count, else the largest valid count not above it, plus the first frame a causal video VAE
+        keeps apart (9 for 1 + 4k: eight frames after the first; 8 for a multiple of 4)."""
+        return target if self.frame_multiple == 1 else self.nearest_frames(target + self.causal)
+
+    def frames_fit(self, frames: int) -> bool:
+        return (frames - self.causal) % self.frame_multiple == 0
+
     @property
     def constrained(self) -> bool:
         return self.channels is not None or self.size_multiple > 1 or self.layout != "image" or self.frame_multiple > 1
@@ -140,12 +164,15 @@ class InputSpec:
         """Refuse, in one line, a batch this model cannot take."""
         text = LAYOUT_TEXT.get(self.layout, "(B, ...)").format(c=self.channels or "C")
         has_channels = self.layout != "waveform"
-        if x.dim() != len(LAYOUT_TEXT[self.layout].split(",")) or (
-            has_channels and self.channels is not None and x.shape[1] != self.channels
-        ):
+        if x.dim() != len(LAYOUT_TEXT[self.layout].split(",")):  # another modality: --channels cannot help
+            raise VaelensError(
+                f"{name} has shape {tuple(x.shape)} but the model takes {self.layout} inputs {text}; give it "
+                f"{LAYOUT_FILES.get(self.layout, 'inputs of that shape')}"
+            )
+        if has_channels and self.channels is not None and x.shape[1] != self.channels:
             raise VaelensError(
                 f"{name} has shape {tuple(x.shape)} but the model takes {self.layout} inputs {text}; "
-                "reshape the inputs or pass --channels"
+                "pass --channels or convert the inputs"
             )
         sizes = [x.shape[1 + a] for a in SPATIAL_AXES[self.layout]]
         if any(s % self.size_multiple for s in sizes):
@@ -155,8 +182,10 @@ class InputSpec:
                 f"resize or pad the inputs (e.g. to {fixed}{', --image-size' if self.layout == 'image' else ''})"
             )
         if self.layout == "video" and (x.shape[2] - self.causal) % self.frame_multiple:
-            want = f"{'1 + ' if self.causal else ''}a multiple of {self.frame_multiple}"
-            raise VaelensError(f"{name} has {x.shape[2]} frames but the model takes {want} frames; pass --frames")
+            raise VaelensError(
+                f"{name} has {x.shape[2]} frames but the model takes {self.valid_frames()} frames; "
+                f"pass --frames {self.nearest_frames(x.shape[2])}"
+            )
 
 
 def check_images(

@@ -274,7 +274,9 @@ ALLOW_PICKLE = typer.Option(
 )
 RUN_ARGUMENT = typer.Argument(help="A run directory, or RUN@N: the weights kept after epoch N.")
 IMAGE_SIZE = typer.Option(help="Side of folder: images, video frames and volumes (default: the model's).")
-FRAMES = typer.Option(help="Frames per clip, for a folder: of video files (default 8).")
+FRAMES = typer.Option(
+    help="Frames per clip, for a folder: of video files (default 8, or the nearest the model takes: 9 for 1 + 4k)."
+)
 SAMPLE_RATE = typer.Option(help="Hz, for a folder: of audio files (default: the first file's rate).")
 SECONDS = typer.Option(help="Seconds per clip from the start, for a folder: of audio files (default 1).")
 
@@ -333,9 +335,10 @@ def _audit_run(source: Source, config: AuditConfig, dataset: str | None, split: 
     """Audit a model on the first n inputs of a split; write files, print a table."""
     from vaelens.evaluation import SUMMARY_STATS, audit_output, write_audit
     from vaelens.evaluation import audit as run_audit
-    from vaelens.experiments import load_model_inputs
+    from vaelens.experiments import check_not_model, load_model_inputs
 
     spec = source.spec
+    check_not_model(out, spec)
     model, name, x, labels = load_model_inputs(spec, dataset, split, n, device, image_size, channels, allow_pickle,
                                                media, latent_space, checkpointing)  # fmt: skip
     meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(model)}
@@ -463,7 +466,7 @@ def attack(
     """Attack a trained VAE's encoding and measure the damage (KL, reconstruction, MS-SSIM, ...)."""
     from vaelens.attacks import Damage
     from vaelens.evaluation import AttackSpec, attack_output, attack_sweep, choose_targets, write_attack_report
-    from vaelens.experiments import load_model_inputs
+    from vaelens.experiments import check_not_model, load_model_inputs
 
     spec = AttackSpec(cast(Any, method), cast(Any, norm), cast(Any, objective), steps, restarts, cast(Any, kind),
                       directions, targeted, seed)  # fmt: skip
@@ -476,7 +479,8 @@ def attack(
     if eps_rms is not None:
         budgets, meta["eps_rms"] = _rms_budgets(eps_rms, norm, x[0].numel()), eps_rms
     x_target = choose_targets(x, seed) if targeted else None  # refused (n < 2) before anything is claimed
-    out = claim_output(out or source.out(spec.dirname), "attack", attack_output(spec, budgets, meta), overwrite)
+    check_not_model(out := out or source.out(spec.dirname), source.spec)
+    out = claim_output(out, "attack", attack_output(spec, budgets, meta), overwrite)
     result = attack_sweep(vae, x, budgets, spec, x_target, batch_size, progress=not quiet)
     paths = write_attack_report(result, vae, out, labels, meta, overwrite)
     what = kind if method == "eigen" else spec.objective
@@ -557,6 +561,7 @@ def certify(
     image_size: Annotated[int | None, IMAGE_SIZE] = None,
     channels: Annotated[int | None, CHANNELS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -564,7 +569,7 @@ def certify(
     latent center or reconstruction (docs/method.md s. 10); with --attack, the attacks' damage beside it."""
     from vaelens.certification import OUTPUTS, SmoothConfig, SmoothedVAE, check_eps
     from vaelens.evaluation import bracket, write_certification
-    from vaelens.experiments import load_model_inputs
+    from vaelens.experiments import check_not_model, load_model_inputs
 
     budgets = list(check_eps(_float_list(eps, "--eps")))
     outputs = [o.strip() for o in output.split(",") if o.strip()]
@@ -575,11 +580,12 @@ def certify(
     if source.spec.startswith("smooth:"):
         raise VaelensError("certify smooths the model itself: give the base model's spec and --sigma, not smooth:")
     base, name, x, labels = load_model_inputs(source.spec, dataset, split, inputs, device, image_size, channels,
-                                              allow_pickle)  # fmt: skip
-    meta = {**source.meta, "dataset": name, "split": split, "inputs": len(x), "sigma": sigma, "eps": budgets,
-            "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
+                                              allow_pickle, latent_space=latent_space)  # fmt: skip
+    meta = {**source.meta, "dataset": name, "split": split, **_latent_meta(base), "inputs": len(x), "sigma": sigma,
+            "eps": budgets, "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
             "attack_inputs": attack_inputs, "seed": seed}  # fmt: skip
-    out = claim_output(out or source.out("certify"), "certify", meta, overwrite)  # refuse before computing
+    check_not_model(out := out or source.out("certify"), source.spec)
+    out = claim_output(out, "certify", meta, overwrite)  # refuse before computing
     results = [
         bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, not quiet, attack_inputs)
         for c in configs
@@ -607,6 +613,8 @@ def compare(
     sample_rate: Annotated[int | None, SAMPLE_RATE] = None,
     seconds: Annotated[float | None, SECONDS] = None,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
+    checkpointing: Annotated[bool, CHECKPOINTING] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
@@ -614,6 +622,7 @@ def compare(
     from vaelens.experiments import (
         COMPARE_COLUMNS,
         DatasetMismatchWarning,
+        check_not_model,
         compare_output,
         compare_runs,
         write_comparison,
@@ -622,12 +631,15 @@ def compare(
     runs = [*(runs or []), *(model or [])]
     if not runs:
         raise VaelensError("give the run directories to compare, or models with --model SPEC")
+    for spec in runs:
+        check_not_model(out, spec)
     with released_if_refused(out):  # a run or model refused while loading leaves no claim behind
-        claim_output(out, "compare", compare_output(runs, n, eps, steps, seed), overwrite)  # refuse before computing
+        claim_output(out, "compare", compare_output(runs, n, eps, steps, seed, latent_space), overwrite)  # refuse first
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DatasetMismatchWarning)
             comp = compare_runs(runs, n, eps, steps, batch_size, seed, not quiet, dataset, image_size, channels,
-                                allow_pickle, _media(frames, sample_rate, seconds))  # fmt: skip
+                                allow_pickle, _media(frames, sample_rate, seconds), latent_space,
+                                checkpointing)  # fmt: skip
     for w in caught:
         err_console.print(Text("warning: ", style="yellow") + Text(str(w.message)), soft_wrap=True)
     paths = write_comparison(comp, out, overwrite)
@@ -739,10 +751,33 @@ def report(
     console.print(f"report written to {path}")
 
 
+def _protect_video_folder(model: str, folder: Path, out: Path, config: Any, device: str, allow_pickle: bool,
+                          latent_space: str, checkpointing: bool, quiet: bool, overwrite: bool) -> None:  # fmt: skip
+    """protect on a folder of video files (evaluation/_protect_video.py): NAME.mkv, protect.csv, summary.json."""
+    from vaelens.evaluation import protect_videos, read_clip, video_files, write_video_protection
+    from vaelens.experiments import load_model
+
+    clips = {p.name: read_clip(p) for p in video_files(folder)}
+    vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
+    meta = {"model": model, "images": str(folder), **_latent_meta(vae)}
+    with released_if_refused(out):
+        results = protect_videos(vae, clips, config, progress=not quiet)
+        paths = write_video_protection(results, clips, out, config, meta, overwrite)
+    table = Table(title=f"protection of {len(results)} videos (eps {config.eps:g}/255)")
+    for column in ("video", "frames protected", "distance before", "after", "perturbation PSNR", "after H.264"):
+        table.add_column(column, justify="left" if column == "video" else "right", no_wrap=True)
+    for name, p in results.items():
+        held = "-" if p.codec_distance != p.codec_distance else "held" if p.codec_held else "[red]failed[/red]"
+        table.add_row(name, f"{p.frames_protected}/{len(p.frames)}", f"{p.distance_before:.4g}",
+                      f"{p.distance_after:.4g}", f"{p.perturbation_psnr:.1f}", held)  # fmt: skip
+    console.print(table)
+    console.print(f"wrote {len(paths)} files to {out}")
+
+
 @command
 def protect(
     model: Annotated[str, typer.Option("--model", help=f"The VAE: a run (RUN or RUN@N). {MODEL_HELP}")],
-    images: Annotated[Path, typer.Option(help="Directory of the images to protect (PNG, JPEG, ...).")],
+    images: Annotated[Path, typer.Option(help="Directory of the images (PNG, JPEG, ...) or videos to protect.")],
     out: Annotated[Path, typer.Option(help="Where the protected PNGs, protect.csv and summary.json go.")],
     target: Annotated[
         Path | None, typer.Option(help="Target image, resized to each image (default: flat gray).")
@@ -780,15 +815,22 @@ def protect(
         held_counts,
         read_image,
         read_image_files,
+        video_files,
         write_protection,
     )
     from vaelens.evaluation import protect as run_protect
-    from vaelens.experiments import load_model
+    from vaelens.experiments import check_not_model, load_model
 
     kinds = tuple(cast(Any, k.strip()) for k in robust.split(",") if k.strip())  # names checked by the config
     config = ProtectConfig(eps=eps, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate, seed=seed)
     check_not_images(out, images)  # the originals are never written, with or without --overwrite
     check_out_path(out)
+    check_not_model(out, model)
+    if video_files(images):  # a folder of clips: protected by their own module
+        if target is not None or mask is not None:
+            raise VaelensError("--target and --mask are for images; videos are pulled towards a flat gray clip")
+        return _protect_video_folder(model, images, out, config, device, allow_pickle, latent_space, checkpointing,
+                                     quiet, overwrite)  # fmt: skip
     files = read_image_files(images)
     goal = read_image(target) if target is not None else None
     keep = read_image(mask, 1)[0].float() / 255 if mask is not None else None  # (H, W): each pixel's share of eps

@@ -35,9 +35,25 @@ def _posterior(model: Any, probe: Any) -> Literal["gaussian", "deterministic"] |
     return None
 
 
+def _per_frame(conv: torch.nn.Module, v: torch.Tensor) -> torch.Tensor:
+    """A 2-D convolution applied to each frame of (B, C, T, H, W), as Allegro's quant convs are."""
+    frames = v.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (B T, C, H, W)
+    return conv(frames).unflatten(0, (v.shape[0], -1)).permute(0, 2, 1, 3, 4)  # (B, C', T, H, W)
+
+
+def _allegro_encode(model: Any, x: torch.Tensor) -> Any:
+    """Allegro's encoder on the whole video: what diffusers computes on each of its fixed 24-frame
+    tiles (and all it computes for a video of one tile), without the in-place tiling."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    return DiagonalGaussianDistribution(_per_frame(model.quant_conv, model.encoder(x)))  # (B, 2C, t, h, w)
+
+
 class _Diffusers(AdaptedVAE):
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.name == "LongCatAudioDiTVae":  # its encode samples by default: read the posterior mean
+        if self.name == "AutoencoderKLAllegro":
+            out = _allegro_encode(self.inner, x)
+        elif self.name == "LongCatAudioDiTVae":  # its encode samples by default: read the posterior mean
             out = _read(self.inner.encode(x, sample_posterior=False))
         else:
             out = _read(self.inner.encode(x))
@@ -53,6 +69,8 @@ class _Diffusers(AdaptedVAE):
         return (out if latent is None else latent), None
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.name == "AutoencoderKLAllegro":  # untiled, as its encoder
+            return self.inner.decoder(_per_frame(self.inner.post_quant_conv, z))
         if self.name == "AutoencoderKLTemporalDecoder":
             out = self.inner.decode(z, num_frames=1)  # each input is one frame
         elif self.name == "ConsistencyDecoderVAE":  # a sampler: a fixed seed makes it a function of z

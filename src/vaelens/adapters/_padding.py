@@ -97,6 +97,12 @@ def fit_model(model: torch.nn.Module, shape: tuple[int, ...], name: str = "the i
     """
     if len(shape) != 3 or min(shape) < 1:
         raise VaelensError(f"{name} must have shape (C, H, W) with C, H, W >= 1; got {tuple(shape)}")
+    layout = getattr(model, "input_layout", "image")
+    if layout not in ("image", "image-as-video"):  # a 3-D or video model: no conversion of an image helps
+        raise VaelensError(
+            f"{name} is an image but the model takes {layout} inputs; protect takes images, and videos for a "
+            "video VAE (a folder of clips)"
+        )
     declared = declared_channels(model)
     if declared is None and shape[0] in (1, 3):  # the image's own channels first, then the other of gray/colour
         try:

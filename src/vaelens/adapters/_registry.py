@@ -185,8 +185,8 @@ DIFFUSERS: tuple[Entry, ...] = (
        frames=Rule("product", "temporal_expansions"), causal=True, channels=3,
        normalisation="latents_mean/latents_std, scaling_factor",
        note="RGB in (in_channels counts its Fourier features)"),
-    _d("AutoencoderKLAllegro", "refused", refusal="diffusers implements its encoder only as fixed 24-frame "
-       "tiles written in place, one video at a time; wrap its encoder with vaelens.adapters.wrap(encode, decode)"),
+    _d("AutoencoderKLAllegro", "gaussian", layout="video", spatial=BLOCKS, frames=TCR,
+       normalisation="scaling_factor", note="read untiled: its encoder on the whole video (diffusers: 24-frame tiles)"),
     _d("AutoencoderKLMagvit", "gaussian", layout="video", spatial=SCR, frames=TCR, causal=True,
        normalisation="scaling_factor", note="EasyAnimate"),
     _d("AutoencoderKLCosmos", "deterministic", layout="video", spatial=SCR, frames=TCR, causal=True,

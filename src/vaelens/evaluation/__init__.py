@@ -29,6 +29,14 @@ from vaelens.evaluation._protect import (
     protect,
     protect_image,
 )
+from vaelens.evaluation._protect_video import (
+    Clip,
+    VideoProtection,
+    protect_videos,
+    read_clip,
+    video_files,
+    write_video_protection,
+)
 from vaelens.evaluation._protect_writer import (
     check_not_images,
     claim_protection,
@@ -41,6 +49,12 @@ from vaelens.evaluation._quality import Quality, reconstruction_quality
 from vaelens.evaluation._transforms import EVALUATED, ROBUST, RandomTransform, evaluation_transforms
 
 __all__ = [
+    "Clip",
+    "VideoProtection",
+    "protect_videos",
+    "read_clip",
+    "video_files",
+    "write_video_protection",
     "EVALUATED",
     "METHODS",
     "Method",

@@ -14,7 +14,14 @@ from vaelens.experiments._compare import (
 )
 from vaelens.experiments._demo import DemoResult, run_demo
 from vaelens.experiments._executors import EXECUTORS, SweepResult, run_sweep
-from vaelens.experiments._models import LOADERS, is_run_spec, load_model, load_model_inputs
+from vaelens.experiments._models import (
+    LOADERS,
+    check_not_model,
+    is_run_spec,
+    load_model,
+    load_model_inputs,
+    media_for,
+)
 from vaelens.experiments._presets import PRESETS
 from vaelens.experiments._ray import RayOptions
 from vaelens.experiments._report import trend_points, write_report
@@ -48,6 +55,8 @@ __all__ = [
     "is_run_spec",
     "load",
     "load_model",
+    "check_not_model",
+    "media_for",
     "load_model_inputs",
     "load_run_inputs",
     "output_dir",

@@ -32,6 +32,7 @@ from vaelens.experiments._models import (
     folder_image_shape,
     is_run_spec,
     load_model,
+    media_for,
     parse_smooth_spec,
 )
 from vaelens.experiments._runs import parse_run_ref
@@ -99,9 +100,15 @@ class Comparison:
     settings: dict = field(default_factory=dict)  # what the output directory is claimed with
 
 
-def compare_output(runs: Sequence[str | Path], n: int, eps: float, pgd_steps: int, seed: int) -> dict:
-    """The settings a comparison's output directory is claimed with."""
-    return {"runs": [str(r) for r in runs], "n": n, "eps": eps, "pgd_steps": pgd_steps, "seed": seed}
+def compare_output(
+    runs: Sequence[str | Path], n: int, eps: float, pgd_steps: int, seed: int, latent_space: str = "diffusion"
+) -> dict:
+    """The settings a comparison's output directory is claimed with (and the latent space, where a
+    third-party model is compared: vaelens' own runs have one latent only)."""
+    settings = {"runs": [str(r) for r in runs], "n": n, "eps": eps, "pgd_steps": pgd_steps, "seed": seed}
+    if not all(is_run_spec(str(r)) for r in runs):
+        settings["latent_space"] = latent_space
+    return settings
 
 
 class _Entry(NamedTuple):
@@ -118,7 +125,10 @@ class _Entry(NamedTuple):
     shape: tuple[int, ...] | None
 
 
-def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_Entry, torch.nn.Module | None]:
+def _entry(
+    spec: str | Path, dataset: str | None, allow_pickle: bool, latent_space: str = "diffusion",
+    checkpointing: bool = False,
+) -> tuple[_Entry, torch.nn.Module | None]:  # fmt: skip
     spec = str(spec)
     if is_run_spec(spec):
         run_dir, _ = parse_run_ref(spec)
@@ -129,11 +139,11 @@ def _entry(spec: str | Path, dataset: str | None, allow_pickle: bool) -> tuple[_
         return entry, None
     smoothing = parse_smooth_spec(spec)
     if smoothing is not None and is_run_spec(smoothing.inner):  # a smoothed run: judged against the beta curve
-        inner, _ = _entry(smoothing.inner, dataset, allow_pickle)
+        inner, _ = _entry(smoothing.inner, dataset, allow_pickle, latent_space, checkpointing)
         name = f"smooth{smoothing.options['sigma']:g}:{inner.name}"
         smoothed = load_model(spec, "cpu", allow_pickle)
         return inner._replace(spec=spec, name=name, defence=f"smoothed ({inner.defence})"), smoothed
-    model = load_model(spec, "cpu", allow_pickle)
+    model = load_model(spec, "cpu", allow_pickle, latent_space, checkpointing)
     if is_deterministic(model):
         raise VaelensError(
             f"{spec} has a deterministic encoder: compare measures KL damage and the stochastic metric, which it "
@@ -158,6 +168,8 @@ def compare_runs(
     channels: int | None = None,
     allow_pickle: bool = False,
     media: MediaOptions | None = None,
+    latent_space: str = "diffusion",
+    checkpointing: bool = False,
 ) -> Comparison:
     """Evaluate every run or model on the same first n test inputs.
 
@@ -173,12 +185,13 @@ def compare_runs(
             the offline set whose shape it takes).
         allow_pickle: allow pickled model files (see ``load_model``).
         media: frames of videos, sample rate and seconds of audio, for ``folder:`` sets of those.
+        latent_space, checkpointing: for models that are not runs (see ``load_model``).
     """
     if not runs:
         raise VaelensError("give at least one run to compare")
     if n < 1 or not (math.isfinite(eps) and eps > 0):
         raise VaelensError(f"n must be >= 1 and eps > 0; got n={n}, eps={eps}")
-    loaded = [_entry(r, dataset, allow_pickle) for r in runs]
+    loaded = [_entry(r, dataset, allow_pickle, latent_space, checkpointing) for r in runs]
     entries = [e for e, _ in loaded]
     datasets = sorted({e.dataset for e in entries})
     if len(datasets) > 1 and dataset is None:
@@ -198,7 +211,7 @@ def compare_runs(
             rows.append(_row(entry, model, x, name, eps, pgd_steps, seed, batch_size))
             ticker.tick(entry.name)
         ticker.flush()
-    return Comparison(rows, eps, len(x), verdict(rows), compare_output(runs, n, eps, pgd_steps, seed))
+    return Comparison(rows, eps, len(x), verdict(rows), compare_output(runs, n, eps, pgd_steps, seed, latent_space))
 
 
 def _test_inputs(
@@ -213,7 +226,7 @@ def _test_inputs(
         data = load_dataset(name, "test", c.data_root, image_size or c.image_size, channels or c.image_channels)
     else:
         assert held is not None  # a spec that is not a run was loaded by _entry
-        data = load_dataset(name, "test", None, *folder_image_shape(held, image_size, channels), media)
+        data = load_dataset(name, "test", None, *folder_image_shape(held, image_size, channels), media_for(held, media))
     shape = sample_shape(data)
     for e, _ in loaded:
         if e.shape is not None and tuple(e.shape) != shape:

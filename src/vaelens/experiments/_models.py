@@ -27,6 +27,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._protocol import check_runs, model_input_shape, prepare_inputs, resolve_device
+from vaelens._protocol import InputSpec, check_runs, model_input_shape, prepare_inputs, resolve_device
 from vaelens.adapters import AdaptedVAE, adapt, float32_for_derivatives, load_pythae, load_pythae_hub, require_extra
 from vaelens.certification import smooth
 from vaelens.data import OFFLINE, MediaOptions, load_dataset, sample_shape, take
@@ -309,6 +310,49 @@ def folder_image_shape(model: torch.nn.Module, image_size: int | None, channels:
     return image_size or (shape[-1] if shape else side), channels or (shape[0] if shape else image_channels(model))
 
 
+def model_folder(spec: str) -> Path | None:
+    """The local folder a ``diffusers:DIR`` or ``pythae:DIR`` spec reads (also inside ``smooth:``), else None."""
+    smoothing = parse_smooth_spec(str(spec))
+    if smoothing is not None:
+        return model_folder(smoothing.inner)
+    prefix, _, rest = str(spec).partition(":")
+    if prefix not in ("diffusers", "pythae"):
+        return None
+    folder = Path(rest.partition("#")[0]).expanduser()
+    return folder.resolve() if folder.is_dir() else None
+
+
+def check_not_model(out: str | Path, spec: str) -> None:
+    """Refuse, in one line, an ``--out`` that is or lies inside the folder of the model it reads."""
+    folder = model_folder(spec)
+    where = Path(out).expanduser().resolve()
+    if folder is not None and (where == folder or folder in where.parents):
+        raise VaelensError(
+            f"--out {out} {'is' if where == folder else 'lies inside'} the model's folder {folder}; vaelens "
+            "never writes into a model's folder: choose an --out outside it"
+        )
+
+
+def media_for(model: torch.nn.Module, media: MediaOptions | None) -> MediaOptions | None:
+    """How clips are cut for this model: a video model's frames follow its declared shape or its
+    temporal compression (``InputSpec.default_frames``) unless given; a count it cannot take is
+    refused here, in one line naming the counts it can, before any file is read."""
+    spec, shape = InputSpec.of(model), model_input_shape(model)
+    media = media or MediaOptions()
+    if shape is not None and len(shape) == 4 and media.frames is None:  # a declared (C, T, H, W)
+        return replace(media, frames=shape[1])
+    if spec.layout != "video":
+        return media
+    if media.frames is None:
+        return replace(media, frames=spec.default_frames())
+    if not spec.frames_fit(media.frames):
+        raise VaelensError(
+            f"--frames {media.frames}: the model takes {spec.valid_frames()} frames; "
+            f"pass --frames {spec.nearest_frames(media.frames)}"
+        )
+    return media
+
+
 def load_model_inputs(
     spec: str,
     dataset: str | None = None,
@@ -331,13 +375,15 @@ def load_model_inputs(
     """
     smoothing = parse_smooth_spec(str(spec))
     if smoothing is not None:
-        inner = load_model_inputs(smoothing.inner, dataset, split, n, device, image_size, channels, allow_pickle)
+        inner = load_model_inputs(smoothing.inner, dataset, split, n, device, image_size, channels, allow_pickle,
+                                  media, latent_space, checkpointing)  # fmt: skip
         return inner._replace(model=smooth(inner.model, **smoothing.options))
     if is_run_spec(str(spec)):
         return load_run_inputs(spec, dataset, split, n, device)
     if not isinstance(n, int) or n < 1:
         raise VaelensError(f"n (inputs to evaluate, --n) must be >= 1; got {n}")
     model = load_model(spec, device, allow_pickle, latent_space, checkpointing)
+    media = media_for(model, media)
     name = dataset or default_dataset(model)
     x, labels = take(load_dataset(name, split, None, *folder_image_shape(model, image_size, channels), media), n)
     first = prepare_inputs(model, x[:1])  # a data set that does not fit the model fails here, in one line
