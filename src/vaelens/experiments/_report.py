@@ -32,6 +32,7 @@ from vaelens.experiments._analysis import (
     tracking_sentence,
     trend_sentences,
 )
+from vaelens.experiments._certified import certification_section
 from vaelens.experiments._html import FigureRef, Page, Section, Table, render
 from vaelens.experiments._schema import HEADLINE, REPORTED_METHODS, ResultRow, damage_column, read_csv, read_samples
 
@@ -374,6 +375,9 @@ class _Report:
         for step in (self.beta_trends, self.probe, self.histograms, self.mixup, self.defences, self.damage,
                      self.validity, self.reference):  # fmt: skip
             step()
+        certified = certification_section(self.root, [r.run for r in self.rows])  # RUN/certify* folders, if any
+        if certified is not None:
+            self.sections[certified.title] = certified
         summary = [
             *self.section("Robustness against beta").paragraphs,
             *self.section("Mixup against beta").paragraphs,
