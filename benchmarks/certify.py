@@ -12,7 +12,7 @@ mnist shape (random weights: the cost does not depend on training):
 
 Each timing is the median of ``--repeats``, alternated.
 
-    python benchmarks/certify.py [--n 2000] [--n0 100] [--batch 8] [--repeats 3]
+    python benchmarks/certify.py [--n 2000] [--n0 100] [--batch 8] [--repeats 3] [--threads T]
 """
 
 from __future__ import annotations
@@ -70,7 +70,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="inputs smoothed at once for the throughput test")
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, n={args.n}, n0={args.n0}")
     print("| model | certify 1 input (s) | strongest attack on it (s) | ratio | smoothing samples/s "

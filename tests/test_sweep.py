@@ -318,3 +318,17 @@ def test_the_headline_damage_is_the_per_input_best_of_the_ensemble(tiny_sweep):
             shifts = np.stack([s[f"{m}_recon_shift@{e}"] for m in ("eigen", "pgd", "apgd")])
             assert np.array_equal(s[f"strongest_recon_shift@{e}"], shifts[winner, np.arange(len(winner))])
             assert (s[f"strongest_kl@{e}"] >= s[f"pgd_kl@{e}"]).all()
+
+
+@pytest.mark.slow
+def test_report_shows_the_bracket_of_a_certified_run(tiny_sweep, run_cli, tmp_path):
+    sweep = tmp_path / "s"
+    shutil.copytree(tiny_sweep, sweep)
+    run = sorted((sweep / "runs").iterdir())[0]
+    code, _, err = run_cli("certify", run, "--sigma", "0.25", "--eps", "0.05", "--n", "300", "--n0", "20",
+                           "--inputs", "3", "--attack", "--steps", "1", "--quiet")  # fmt: skip
+    assert code == 0, err
+    page = write_report(sweep).read_text()
+    assert "Certified robustness: the bracket" in page and "strongest attack (lower)" in page
+    attacked = json.loads((run / "certify" / "summary.json").read_text())["outputs"][0]["per_eps"][0]["median_attacked"]
+    assert attacked is not None and f"<td>{attacked:.4g}</td>" in page

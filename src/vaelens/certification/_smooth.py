@@ -69,7 +69,9 @@ class SmoothConfig:
         if not isinstance(self.alpha, int | float) or not 0 < self.alpha < 1:
             raise VaelensError(f"alpha (failure probability, --alpha) must lie in (0, 1); got {self.alpha!r}")
         if self.output not in OUTPUTS:
-            raise VaelensError(f"output must be one of {', '.join(OUTPUTS)}; got {self.output!r}")
+            raise VaelensError(
+                f"output (--output) must be one of {', '.join(OUTPUTS)}, comma-separated; got {self.output!r}"
+            )
         if self.delta is not None:
             if not isinstance(self.delta, int | float) or not 0 < self.delta < 0.5:
                 raise VaelensError(f"delta must lie in (0, 1/2); got {self.delta!r}")

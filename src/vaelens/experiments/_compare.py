@@ -268,36 +268,57 @@ def _row(
     )  # fmt: skip
 
 
+# (RunRow field, label): what a defended run is placed on against the beta curve, x being its own
+# reconstruction MSE. A smoothed model has no Jacobian: its spectra are its base's (compare shows them
+# for reference), so it is placed on the attack measures only, at the smoothed model's error.
+SPECTRAL_MEASURES = (
+    ("rho_median", "median rho(G)"),
+    ("fisher_rho_median", "median fisher rho(G)"),
+    ("output_rho_median", "median output rho(G)"),
+)
+ATTACK_MEASURES = (
+    ("strongest_kl", "KL damage of the strongest attack"),
+    ("strongest_recon_shift", "reconstruction shift under the strongest attack"),
+    ("pgd_kl", "PGD KL damage"),
+    ("eigen_kl", "EigenAttack KL damage"),
+)
+# figure markers per defence; a smoothed model ("smoothed (noise)", ...) gets its own whatever its base's
+MARKERS = {"mixup": ("s", "tab:red"), "adversarial": ("^", "tab:green"), "noise": ("D", "tab:purple")}
+SMOOTHED_MARKER = ("*", "tab:orange")
+OWN_ERROR = " (the smoothed model's own)"
+
+
+def is_smoothed(r: RunRow) -> bool:
+    """A center-smoothed model (a ``smooth:`` spec of a run): a point of its own on the frontier."""
+    return r.defence.startswith("smoothed")
+
+
+def _marker(r: RunRow) -> tuple[str, str]:
+    return SMOOTHED_MARKER if is_smoothed(r) else MARKERS.get(r.defence, ("o", "tab:blue"))
+
+
 def verdict(rows: list[RunRow]) -> list[str]:
     """Plain-language sentences, computed from the numbers, placing defended runs (mixup, adversarial
-    training) against the beta curve the undefended runs draw."""
+    or noise training, smoothed models) against the beta curve the undefended runs draw."""
     curve = [r for r in rows if r.defence == "none" and math.isfinite(r.beta)]  # third-party models have no beta
     mixed = [r for r in rows if r.defence != "none"]
     if not mixed:
         return [
-            "No defended run (mixup or adversarial training) was given, so there is nothing to place against "
-            "the beta curve."
+            "No defended run (mixup, adversarial or noise training, or a smoothed model) was given, so there is "
+            "nothing to place against the beta curve."
         ]
     if len(curve) < 2:
         return ["At least two runs without a defence are needed to draw a beta curve; none was judged."]
     out = []
     for r in mixed:
-        measures = (
-            ("rho_median", "median rho(G)"),
-            ("fisher_rho_median", "median fisher rho(G)"),
-            ("output_rho_median", "median output rho(G)"),
-            ("strongest_kl", "KL damage of the strongest attack"),
-            ("strongest_recon_shift", "reconstruction shift under the strongest attack"),
-            ("pgd_kl", "PGD KL damage"),
-            ("eigen_kl", "EigenAttack KL damage"),
-        )
+        measures = ATTACK_MEASURES if is_smoothed(r) else (*SPECTRAL_MEASURES, *ATTACK_MEASURES)
         for attr, label in measures:
             pos = against_curve(
                 [c.test_mse for c in curve], [getattr(c, attr) for c in curve], r.test_mse, getattr(r, attr)
             )
             out.append(
                 f"{r.name} (beta {r.beta:g}, {r.defence}): {label} {pos.actual:.4g} at reconstruction error "
-                f"{r.test_mse:.4g} lies {position_phrase(pos)}."
+                f"{r.test_mse:.4g}{OWN_ERROR if is_smoothed(r) else ''} lies {position_phrase(pos)}."
             )
         same_beta = [c for c in curve if c.beta == r.beta]
         if same_beta:
@@ -358,8 +379,8 @@ def write_comparison(comp: Comparison, out: str | Path, overwrite: bool = False)
                 label="beta runs",
             )
         for r in comp.rows:
-            marker = {"mixup": ("s", "tab:red"), "adversarial": ("^", "tab:green")}.get(r.defence, ("o", "tab:blue"))
-            ax.plot(r.test_mse, getattr(r, attr), marker[0], color=marker[1], markersize=7)
+            marker = _marker(r)
+            ax.plot(r.test_mse, getattr(r, attr), marker[0], color=marker[1], markersize=9 if is_smoothed(r) else 7)
             ax.annotate(
                 _label(r),
                 (r.test_mse, getattr(r, attr)),

@@ -37,6 +37,7 @@ from vaelens.experiments._analysis import (
     tracking_finding,
     trend_findings,
 )
+from vaelens.experiments._certified import certification_section
 from vaelens.experiments._html import FigureRef, Page, Section, Table, render
 from vaelens.experiments._schema import HEADLINE, REPORTED_METHODS, ResultRow, damage_column, read_csv, read_samples
 
@@ -389,6 +390,9 @@ class _Report:
         write_csv(self.out / "trend.csv", [p.record() for p in self.points], list(TREND_COLUMNS))
         for name in self.SECTIONS:
             getattr(self, name)()
+        certified = certification_section(self.root, [r.run for r in self.rows])  # RUN/certify* folders, if any
+        if certified is not None:
+            self.sections[certified.title] = certified
         page = Page(
             title="vaelens sweep report",
             intro=f"{len(self.rows)} runs ({len(self.points)} grid points) from {self.root}",
