@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from vaelens import VaelensError
-from vaelens.attacks import TargetedAttack
+from vaelens.attacks import Reference, TargetedAttack
 from vaelens.evaluation import (
     EVALUATED,
     ProtectConfig,
@@ -201,7 +201,7 @@ def test_evaluation_applies_exactly_the_transforms_it_names(model, monkeypatch):
     assert applied == [k for k in EVALUATED for _ in (0, 1)]  # each to the clean and the protected image
     assert list(p.checks) == list(EVALUATED)
     transforms = real(model, 0)
-    target = _protect.Reference.of(model, torch.full((1, 3, 16, 16), 0.5))
+    target = Reference.of(model, torch.full((1, 3, 16, 16), 0.5))
     for kind, check in p.checks.items():  # each distance is that of the named transform, applied directly
         y = transforms[kind](p.image[None].float() / 255)
         with torch.no_grad():

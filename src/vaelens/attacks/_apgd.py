@@ -37,7 +37,7 @@ def checkpoints(steps: int) -> list[int]:
 def auto_pgd(
     model: torch.nn.Module,
     x: torch.Tensor,
-    ref: Reference,
+    ref: Reference | None,
     objective: Objective,
     delta: torch.Tensor,
     eps: float,
@@ -48,6 +48,7 @@ def auto_pgd(
     transform: Transform | None = None,
     samples: int = 1,
     mask: torch.Tensor | None = None,
+    value: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Auto-PGD from x + delta on D(., ref). Returns the best point per sample (B, *s), its
     objective (B,) and the final step sizes (B,).
@@ -59,7 +60,9 @@ def auto_pgd(
     each pixel's budget: the perturbation is ``mask * u`` with u in the eps-ball, so a pixel with
     mask 0.5 may move half as far (L-inf) and one with mask 0 never moves. The weight is applied
     once: projecting twice gives the same point, so a fractional mask does not shrink the
-    perturbation step after step.
+    perturbation step after step. ``value`` (x_adv (B, *s) -> (B,), differentiable) replaces
+    D(., ref) by another per-sample objective, such as protection's sum over several encoders;
+    ``ref`` and ``objective`` are then unused.
     """
     sign = 1.0 if maximize else -1.0
     view = (-1, *[1] * (x.dim() - 1))
@@ -71,16 +74,21 @@ def auto_pgd(
         u = torch.where(weight > 0, (xa - x) / weight.clamp(min=1e-12), 0.0)  # (B, *s), in the unweighted ball
         return (x + weight * project(u, eps, norm)).clamp(0, 1)
 
+    def d(xa: torch.Tensor) -> torch.Tensor:
+        if value is not None:
+            return value(xa)  # (B,)
+        assert ref is not None, "auto_pgd needs a reference or a value function"
+        return divergence(model, xa, ref, objective)  # (B,)
+
     def value_and_grad(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xa = xa.detach().requires_grad_(True)
         with torch.enable_grad():
             if transform is None:
-                value = sign * divergence(model, xa, ref, objective)  # (B,)
+                f = sign * d(xa)  # (B,)
             else:
-                draws = [divergence(model, transform(xa), ref, objective) for _ in range(samples)]
-                value = sign * torch.stack(draws).mean(0)  # (B,)
-            grad = torch.autograd.grad(value.sum(), xa)[0]
-        return value.detach(), grad if mask is None else grad * mask
+                f = sign * torch.stack([d(transform(xa)) for _ in range(samples)]).mean(0)  # (B,)
+            grad = torch.autograd.grad(f.sum(), xa)[0]
+        return f.detach(), grad if mask is None else grad * mask
 
     x_prev = proj(x + delta)
     f_prev, g = value_and_grad(x_prev)
