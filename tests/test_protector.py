@@ -130,12 +130,12 @@ def test_train_protector_writes_a_run_that_loads_and_extends(workspace):
     assert {"config.json", "state.json", "losses.csv", "model.1.safetensors"} <= names
     loaded = load_protector("prot")
     assert loaded.specs == ["python:m.py:a"] and loaded.eps == 8 and loaded.epochs == 1
-    longer = train_protector(["python:m.py:a"], "images", "prot", ProtectorTrainConfig(**{**config.__dict__, "epochs": 2}),
-                             progress=False)  # fmt: skip
+    two = ProtectorTrainConfig(**{**config.__dict__, "epochs": 2})
+    longer = train_protector(["python:m.py:a"], "images", "prot", two, progress=False)
     assert longer.resumed_from == 1 and longer.losses[0] == run.losses[0] and len(longer.losses) == 2
+    other = ProtectorTrainConfig(**{**config.__dict__, "lr": 0.1})
     with pytest.raises(VaelensError, match="other settings"):
-        train_protector(["python:m.py:a"], "images", "prot", ProtectorTrainConfig(**{**config.__dict__, "lr": 0.1}),
-                        progress=False)  # fmt: skip
+        train_protector(["python:m.py:a"], "images", "prot", other, progress=False)
     with pytest.raises(VaelensError, match="not a protector directory"):
         load_protector("images")
 
