@@ -394,3 +394,5 @@ def test_diffusers_autoencoder_at_a_size_it_cannot_take():
     p = protect_image(model, x, ProtectConfig(steps=8, robust=("jpeg",), eot_samples=1))
     assert p.image.shape == x.shape and (p.image.int() - x.int()).abs().max() <= 8
     assert p.distance_after < p.distance_before and set(p.checks) == set(EVALUATED)
+    with pytest.raises(VaelensError, match="force_upcast"):  # diffusers' default config declares it
+        protect_image(model, x, ProtectConfig(steps=1, precision="fp16"))

@@ -17,7 +17,7 @@ objective and its gradient stay in fp32 (or fp64 for a float64 model).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -35,8 +35,9 @@ def declares_upcast(model: torch.nn.Module) -> bool:
     """Whether a model (or a module inside it, such as a wrapped diffusers VAE) declares
     ``force_upcast``: its fp16 forward pass overflows (SDXL's VAE gives NaN)."""
     for m in model.modules():
-        config = getattr(m, "config", None)
-        if getattr(m, "force_upcast", False) is True or getattr(config, "force_upcast", False) is True:
+        config = vars(m).get("config", vars(m).get("_internal_dict"))  # not diffusers' deprecated __getattr__
+        declared = config.get("force_upcast") if isinstance(config, Mapping) else getattr(config, "force_upcast", None)
+        if vars(m).get("force_upcast") is True or getattr(type(m), "force_upcast", None) is True or declared is True:
             return True
     return False
 
@@ -45,8 +46,8 @@ def check_precision(precision: str, models: dict[str, torch.nn.Module]) -> None:
     """Refuse, in one line, an unknown precision, and fp16 for a model that declares ``force_upcast``."""
     if precision not in PRECISIONS:
         raise VaelensError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    upcast = [label for label, m in models.items() if declares_upcast(m)]
-    if precision == "fp16" and upcast:
+    upcast = [label for label, m in models.items() if precision == "fp16" and declares_upcast(m)]
+    if upcast:
         raise VaelensError(
             f"{upcast[0]} declares force_upcast (its fp16 forward pass overflows to NaN); "
             "use --precision bf16 or fp32 for it"
