@@ -13,12 +13,13 @@ protected (eps 8/255, flat gray target). Reported:
    protector followed by ``--refine-steps`` steps; the held rate of each (the share of
    (image, transform) pairs, over the five evaluation transforms, where the protection holds);
 2. transfer: the 3 x 3 matrix of held rates (protected against one encoder, evaluated on each),
-   and the ensemble A+B evaluated on C;
+   and the ensemble A+B evaluated on C; beside each, the mean relative pull (d(x) - d(x_p)) / d(x)
+   on that encoder, since a held rate alone flatters a weak protection;
 3. batching and precision: images per second of ``protect`` (``--speed-steps`` steps) at batch 1
    against batch 16, and fp32 against bf16 at batch 16.
 
     python benchmarks/protect_amortised.py [--n 32] [--epochs 5] [--crops 2000] [--steps 200]
-        [--protector-epochs 30] [--protector-lr 1e-3] [--refine-steps 10] [--speed-steps 50] [--threads 1]
+        [--protector-epochs 30] [--protector-lr 3e-3] [--refine-steps 10] [--speed-steps 50] [--threads 1]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from vaelens.evaluation import (
     pull,
     train_epoch,
     training_images,
+    transfer_pull,
     transfer_table,
 )
 from vaelens.models import ModelConfig, ProtectorNet, ProtectorNetConfig
@@ -134,17 +136,19 @@ def amortised_against_iterative(models, images, photos, args) -> None:
 
 def transfer(models, images, args) -> None:
     config = ProtectConfig(steps=args.steps, batch_size=16)
-    matrix = {}
+    matrix, pulls = {}, {}
     for name in ENCODERS:
         others = {k: m for k, m in models.items() if k != name}
         results, _ = run({name: models[name]}, images, config, evaluate_on=others)
         matrix.update(transfer_table(results))
+        pulls.update(transfer_pull(results))
     results, _ = run({"A": models["A"], "B": models["B"]}, images, config, evaluate_on={"C": models["C"]})
     matrix.update(transfer_table(results))
-    print("\n2. transfer: held rate, protected against (rows), evaluated on (columns)")
+    pulls.update(transfer_pull(results))
+    print("\n2. transfer: held rate (relative pull), protected against (rows), evaluated on (columns)")
     print("attacked | " + " | ".join(ENCODERS))
     for row, rates in matrix.items():
-        print(f"{row} | " + " | ".join(f"{rates[c]:.3f}" for c in ENCODERS))
+        print(f"{row} | " + " | ".join(f"{rates[c]:.3f} ({pulls[row][c]:+.3f})" for c in ENCODERS))
 
 
 def speed(models, images, args) -> None:
@@ -165,7 +169,7 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--protector-epochs", type=int, default=30)
-    parser.add_argument("--protector-lr", type=float, default=1e-3)
+    parser.add_argument("--protector-lr", type=float, default=3e-3)
     parser.add_argument("--refine-steps", type=int, default=10)
     parser.add_argument("--speed-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no contention on shared cores)")

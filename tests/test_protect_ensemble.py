@@ -97,6 +97,8 @@ def test_transfer_columns_for_every_evaluate_on(tmp_path):
         assert summary["transfer"]["a"][label] == pytest.approx(held / (2 * len(EVALUATED)))
         assert summary["encoders"][label]["attacked"] is False
     assert "jpeg_held" in rows[0] and "a/jpeg_held" not in rows[0]  # the attacked encoder keeps plain names
+    pulled = [(float(r["distance_before"]) - float(r["distance_after"])) / float(r["distance_before"]) for r in rows]
+    assert summary["transfer_pull"]["a"]["a"] == pytest.approx(sum(pulled) / 2) and sum(pulled) > 0
 
 
 def test_mismatched_channels_across_models_is_one_line():

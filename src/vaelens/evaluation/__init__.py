@@ -41,6 +41,7 @@ from vaelens.evaluation._protect_writer import (
     protect_columns,
     protect_output,
     protection_summary,
+    transfer_pull,
     transfer_table,
     write_protection,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "pull",
     "train_epoch",
     "training_images",
+    "transfer_pull",
     "transfer_table",
     "EVALUATED",
     "METHODS",

@@ -97,6 +97,19 @@ def transfer_table(results: dict[str, Protection]) -> dict[str, dict[str, float]
     return {row: rates}
 
 
+def transfer_pull(results: dict[str, Protection]) -> dict[str, dict[str, float]]:
+    """{attacked: {encoder: mean relative pull}}: the mean over images of (d(x) - d(x_p)) / d(x) on
+    every encoder, untransformed. A held rate alone flatters a weak protection (a small pull
+    survives a transform as easily as a large one); this says how far each code actually moved."""
+    first = next(iter(results.values()))
+    row = "+".join(first.attacked) or next(iter(first.encoders))
+    shares = {}
+    for label in first.encoders:
+        values = [p.encoders[label].pull / p.encoders[label].distance_before for p in results.values()]
+        shares[label] = float(np.mean(values))
+    return {row: shares}
+
+
 def output_name(name: str) -> str:
     """The protected copy of image file ``name``: NAME.png."""
     return f"{Path(name).stem}.png"
@@ -184,4 +197,5 @@ def protection_summary(results: dict[str, Protection], config: ProtectConfig, me
             for label in first.encoders
         }
         summary["transfer"] = transfer_table(results)
+    summary["transfer_pull"] = transfer_pull(results)
     return summary
