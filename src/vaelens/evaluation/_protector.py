@@ -59,7 +59,8 @@ class ProtectorTrainConfig:
                   "width": self.width, "eot_samples": self.eot_samples}  # fmt: skip
         low = [f"{k} {v}" for k, v in counts.items() if v < 1]
         if low or self.crop < 8:
-            raise VaelensError(f"epochs, batch_size, crops_per_image, width, eot_samples >= 1 and crop >= 8; got {low}")
+            got = ", ".join(low) or f"crop {self.crop}"
+            raise VaelensError(f"epochs, batch_size, crops_per_image, width, eot_samples >= 1 and crop >= 8; got {got}")
         if not 0 < self.lr < 1:
             raise VaelensError(f"lr must lie in (0, 1); got {self.lr:g}")
         check_precision(self.precision, {})
