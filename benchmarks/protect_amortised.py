@@ -19,7 +19,7 @@ protected (eps 8/255, flat gray target). Reported:
    against batch 16, and fp32 against bf16 at batch 16.
 
     python benchmarks/protect_amortised.py [--n 32] [--epochs 5] [--crops 2000] [--steps 200]
-        [--protector-epochs 30] [--protector-lr 3e-3] [--refine-steps 10] [--speed-steps 50] [--threads 1]
+        [--protector-epochs 30] [--protector-lr 1e-3] [--refine-steps 10] [--speed-steps 50] [--threads 1]
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--protector-epochs", type=int, default=30)
-    parser.add_argument("--protector-lr", type=float, default=3e-3)
+    parser.add_argument("--protector-lr", type=float, default=1e-3)
     parser.add_argument("--refine-steps", type=int, default=10)
     parser.add_argument("--speed-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no contention on shared cores)")
