@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from vaelens import VaelensError
-from vaelens.attacks import TargetedAttack
+from vaelens.attacks import Reference, TargetedAttack
 from vaelens.evaluation import (
     EVALUATED,
     ProtectConfig,
@@ -201,7 +201,7 @@ def test_evaluation_applies_exactly_the_transforms_it_names(model, monkeypatch):
     assert applied == [k for k in EVALUATED for _ in (0, 1)]  # each to the clean and the protected image
     assert list(p.checks) == list(EVALUATED)
     transforms = real(model, 0)
-    target = _protect.Reference.of(model, torch.full((1, 3, 16, 16), 0.5))
+    target = Reference.of(model, torch.full((1, 3, 16, 16), 0.5))
     for kind, check in p.checks.items():  # each distance is that of the named transform, applied directly
         y = transforms[kind](p.image[None].float() / 255)
         with torch.no_grad():
@@ -394,3 +394,5 @@ def test_diffusers_autoencoder_at_a_size_it_cannot_take():
     p = protect_image(model, x, ProtectConfig(steps=8, robust=("jpeg",), eot_samples=1))
     assert p.image.shape == x.shape and (p.image.int() - x.int()).abs().max() <= 8
     assert p.distance_after < p.distance_before and set(p.checks) == set(EVALUATED)
+    with pytest.raises(VaelensError, match="force_upcast"):  # diffusers' default config declares it
+        protect_image(model, x, ProtectConfig(steps=1, precision="fp16"))

@@ -16,7 +16,7 @@ import vaelens
 
 HEAVY = ("torch", "torchvision", "torchmetrics", "matplotlib", "scipy")
 OPTIONAL = ("torchvision", "torchmetrics", "matplotlib", "scipy", "torch._decomp.decompositions_for_jvp")
-COMMANDS = ("train", "info", "audit", "attack", "compare", "sweep", "report", "protect", "demo")
+COMMANDS = ("train", "info", "audit", "attack", "compare", "sweep", "report", "protect", "protect-train", "demo")
 
 
 def _modules_after(code: str) -> list[str]:

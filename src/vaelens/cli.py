@@ -774,9 +774,19 @@ def _protect_video_folder(model: str, folder: Path, out: Path, config: Any, devi
 
 @command
 def protect(
-    model: Annotated[str, typer.Option("--model", help=f"The VAE: a run (RUN or RUN@N). {MODEL_HELP}")],
     images: Annotated[Path, typer.Option(help="Directory of the images (PNG, JPEG, ...) or videos to protect.")],
     out: Annotated[Path, typer.Option(help="Where the protected PNGs, protect.csv and summary.json go.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help=f"A VAE to protect against; repeat for several at once. {MODEL_HELP}"),
+    ] = None,
+    evaluate_on: Annotated[
+        list[str] | None, typer.Option("--evaluate-on", help="A VAE to measure the protection on only; repeatable.")
+    ] = None,
+    protector: Annotated[
+        Path | None, typer.Option(help="A protector from `vaelens protect-train`: one forward pass per batch.")
+    ] = None,
+    refine_steps: Annotated[int, typer.Option(help="Auto-PGD steps after the --protector's output.")] = 0,
     target: Annotated[
         Path | None, typer.Option(help="Target image, resized to each image (default: flat gray).")
     ] = None,
@@ -784,7 +794,9 @@ def protect(
         Path | None,
         typer.Option(help="Mask of the images' size: white pixels may change by eps, gray by a share, black stay."),
     ] = None,
-    eps: Annotated[float, typer.Option(help="L-inf budget in 8-bit units (8 means 8/255).")] = 8.0,
+    eps: Annotated[
+        float | None, typer.Option(help="L-inf budget in 8-bit units (8 means 8/255; default 8, or the protector's).")
+    ] = None,
     steps: Annotated[int, typer.Option(help="Auto-PGD steps per image.")] = 200,
     robust: Annotated[
         str, typer.Option(help="Transforms to withstand, comma-separated: jpeg,resize,blur,noise (EOT).")
@@ -793,6 +805,8 @@ def protect(
     evaluate: Annotated[
         bool, typer.Option("--evaluate/--no-evaluate", help="Check each protection after five transforms.")
     ] = True,
+    batch_size: Annotated[int, typer.Option(help="Images of one size protected together.")] = 1,
+    precision: Annotated[str, typer.Option(help="Encoders' forward passes: fp32, bf16 or fp16 (autocast).")] = "fp32",
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
@@ -801,46 +815,68 @@ def protect(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     overwrite: Annotated[bool, OVERWRITE] = False,
 ) -> None:
-    """Protect images against editing through a VAE (PhotoGuard's encoder attack).
+    """Protect images against editing through one or several VAEs (PhotoGuard's encoder attack).
 
-    Writes copies, at their own size, whose codes are pulled towards a target's, and checks what survives.
+    Writes copies, at their own size, whose codes are pulled towards a target's, and checks what survives,
+    on the attacked encoders and on any --evaluate-on.
     """
     from vaelens.evaluation import (
         ProtectConfig,
-        check_inputs,
         check_not_images,
         claim_protection,
-        held_counts,
+        fit_encoders,
         read_image,
         read_image_files,
         video_files,
         write_protection,
     )
     from vaelens.evaluation import protect as run_protect
-    from vaelens.experiments import check_not_model, load_model
+    from vaelens.experiments import check_not_model, load_encoders, load_protector
 
+    amortised = load_protector(protector, device) if protector is not None else None
+    specs = list(model or (amortised.specs if amortised else []))
+    if not specs:
+        raise VaelensError("no --model given; pass --model SPEC (repeatable), or a --protector that names its models")
     kinds = tuple(cast(Any, k.strip()) for k in robust.split(",") if k.strip())  # names checked by the config
-    config = ProtectConfig(eps=eps, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate, seed=seed)
+    budget = eps if eps is not None else (amortised.eps if amortised else 8.0)
+    config = ProtectConfig(eps=budget, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate,
+                           seed=seed, batch_size=batch_size, precision=cast(Any, precision))  # fmt: skip
+    perturb = amortised.perturb(config, refine_steps) if amortised else None
     check_not_images(out, images)  # the originals are never written, with or without --overwrite
     check_out_path(out)
-    check_not_model(out, model)
+    for spec in (*specs, *(evaluate_on or [])):
+        check_not_model(out, spec)
     if video_files(images):  # a folder of clips: protected by their own module
         if target is not None or mask is not None:
             raise VaelensError("--target and --mask are for images; videos are pulled towards a flat gray clip")
-        return _protect_video_folder(model, images, out, config, device, allow_pickle, latent_space, checkpointing,
-                                     quiet, overwrite)  # fmt: skip
+        if len(specs) > 1 or evaluate_on or amortised is not None:
+            raise VaelensError("videos are protected against one --model; --evaluate-on and --protector are for images")
+        return _protect_video_folder(specs[0], images, out, config, device, allow_pickle, latent_space,
+                                     checkpointing, quiet, overwrite)  # fmt: skip
     files = read_image_files(images)
     goal = read_image(target) if target is not None else None
     keep = read_image(mask, 1)[0].float() / 255 if mask is not None else None  # (H, W): each pixel's share of eps
-    vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
+    load = (device, allow_pickle, latent_space, checkpointing)
+    attacked = load_encoders(specs, *load)
+    evaluated = load_encoders(evaluate_on or [], *load, taken=list(attacked))
     pictures = {name: f.pixels for name, f in files.items()}
-    check_inputs(vae, pictures, keep)  # every image against the model, before anything is claimed
-    meta = {"model": model, "images": str(images), "target": target and str(target), "mask": mask and str(mask),
-            **_latent_meta(vae)}  # fmt: skip
+    fit_encoders({**attacked, **evaluated}, pictures, keep)  # every image against every model, before claiming
+    meta = {"model": specs[0] if len(specs) == 1 else specs, "evaluate_on": evaluate_on or [], "images": str(images),
+            "target": target and str(target), "mask": mask and str(mask),
+            "protector": protector and str(protector), "refine_steps": refine_steps,
+            **_latent_meta(next(iter(attacked.values())))}  # fmt: skip
     with released_if_refused(out):
         claim_protection(out, list(pictures), config, meta, overwrite)  # refuse before computing
-        results = run_protect(vae, pictures, config, goal, keep, progress=not quiet)
+        results = run_protect(attacked, pictures, config, goal, keep, not quiet, evaluated, perturb)
         paths = write_protection(results, out, config, meta, overwrite, sources=files)
+    _print_protection(results, config.eps)
+    console.print(f"wrote {len(paths)} files to {out}")
+
+
+def _print_protection(results: dict[str, Any], eps: float) -> None:
+    """The per-image table, the held counts and, with several encoders, the transfer table."""
+    from vaelens.evaluation import held_counts, transfer_table
+
     table = Table(title=f"protection of {len(results)} images (eps {eps:g}/255)")
     for column in ("image", "size", "distance before", "after", "recon PSNR", "perturbation PSNR"):
         table.add_column(column, justify="left" if column == "image" else "right", no_wrap=True)
@@ -853,10 +889,61 @@ def protect(
         table.add_row(name, size, f"{p.distance_before:.4g}", f"{p.distance_after:.4g}", f"{p.recon_psnr:.1f}",
                       f"{p.perturbation_psnr:.1f}", *held)  # fmt: skip
     console.print(table)
-    if transforms:
-        counts = held_counts(results)
-        console.print("held after: " + ", ".join(f"{t} {counts[t]}/{len(results)}" for t in transforms))
-    console.print(f"wrote {len(paths)} files to {out}")
+    if not transforms:
+        return
+    counts = held_counts(results)
+    console.print("held after: " + ", ".join(f"{t} {counts[t]}/{len(results)}" for t in transforms))
+    rows = transfer_table(results)
+    columns = list(next(iter(rows.values())))
+    if len(columns) > 1:
+        transfer = Table(title="transfer: share of (image, transform) pairs held, attacked on rows")
+        for column in ("attacked", *columns):
+            transfer.add_column(column, justify="left" if column == "attacked" else "right", no_wrap=True)
+        for attacked, rates in rows.items():
+            transfer.add_row(attacked, *(f"{rates[c]:.2f}" for c in columns))
+        console.print(transfer)
+
+
+@command
+def protect_train(
+    images: Annotated[Path, typer.Option(help="Directory of images to train on (random crops of them).")],
+    out: Annotated[Path, typer.Option(help="The protector's directory (config.json, safetensors, losses.csv).")],
+    model: Annotated[
+        list[str], typer.Option("--model", help=f"A VAE to protect against; repeat for several. {MODEL_HELP}")
+    ],
+    eps: Annotated[float, typer.Option(help="L-inf budget in 8-bit units, built into the network.")] = 8.0,
+    epochs: Annotated[int, typer.Option(help="Passes over the images (a longer run extends a finished one).")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Crops per optimiser step.")] = 16,
+    crop: Annotated[int, typer.Option(help="Side of the square random crops trained on.")] = 64,
+    crops_per_image: Annotated[int, typer.Option(help="Random crops of each image per epoch.")] = 8,
+    lr: Annotated[float, typer.Option(help="Adam's learning rate.")] = 1e-3,
+    width: Annotated[int, typer.Option(help="The network's feature maps at full resolution.")] = 16,
+    robust: Annotated[str, typer.Option(help="Transforms to withstand (EOT), as for protect.")] = "",
+    eot_samples: Annotated[int, typer.Option(help="Random transforms averaged per step with --robust.")] = 1,
+    precision: Annotated[str, typer.Option(help="Encoders' forward passes: fp32, bf16 or fp16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    allow_pickle: Annotated[bool, ALLOW_PICKLE] = False,
+    latent_space: Annotated[str, LATENT_SPACE] = "diffusion",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train a protector: a small network that protects an image in one forward pass (use it with protect --protector).
+
+    Checkpointed every epoch: run the same command again after an interruption and it resumes.
+    """
+    from vaelens.evaluation import ProtectorTrainConfig
+    from vaelens.experiments import train_protector
+
+    kinds = tuple(cast(Any, k.strip()) for k in robust.split(",") if k.strip())  # names checked by the config
+    config = ProtectorTrainConfig(eps=eps, epochs=epochs, batch_size=batch_size, crop=crop,
+                                  crops_per_image=crops_per_image, lr=lr, width=width, robust=kinds,
+                                  eot_samples=eot_samples, precision=cast(Any, precision), seed=seed)  # fmt: skip
+    run = train_protector(model, images, out, config, not quiet, device, allow_pickle=allow_pickle,
+                          latent_space=latent_space)  # fmt: skip
+    if run.resumed_from:
+        console.print(f"resumed after epoch {run.resumed_from}")
+    losses = ", ".join(f"{v:.3f}" for v in run.losses)
+    console.print(f"protector in {run.out}; loss per epoch (1: no pull, 0: at the target): {losses}")
 
 
 @command

@@ -6,7 +6,7 @@ gets a one-line error naming the ``pip install`` that adds it.
 from vaelens.adapters._base import AdaptedVAE, LatentNorm, UpcastNote, float32_for_derivatives, require_extra, wrap
 from vaelens.adapters._diffusers import from_diffusers
 from vaelens.adapters._monai import from_monai
-from vaelens.adapters._padding import Padded, fit_model, image_channels
+from vaelens.adapters._padding import Padded, declared_channels, fit_model, image_channels
 from vaelens.adapters._pythae import FlowPosteriorWarning, from_pythae, load_pythae, load_pythae_hub
 from vaelens.adapters._registry import REGISTRY, Entry, UnknownClassWarning, adapt, coverage_table
 
@@ -21,6 +21,7 @@ __all__ = [
     "UpcastNote",
     "adapt",
     "coverage_table",
+    "declared_channels",
     "fit_model",
     "float32_for_derivatives",
     "from_diffusers",

@@ -4,8 +4,8 @@ Every attack is a thin subclass of ``Attack``: ``attack(x) -> x_adv`` (targeted:
 ``attack(x, x_target)``), batched, within budget, in [0, 1], with the model untouched.
 """
 
-from vaelens.attacks._apgd import APGD
-from vaelens.attacks._base import NORMS, Attack, check_budget
+from vaelens.attacks._apgd import APGD, auto_pgd
+from vaelens.attacks._base import NORMS, Attack, check_budget, random_in_ball
 from vaelens.attacks._damage import Damage, attack_damage
 from vaelens.attacks._eigen import EigenAttack
 from vaelens.attacks._objectives import KIND_OBJECTIVE, OBJECTIVES, Reference, divergence
@@ -28,6 +28,8 @@ __all__ = [
     "Strongest",
     "TargetedAttack",
     "attack_damage",
+    "auto_pgd",
     "check_budget",
     "divergence",
+    "random_in_ball",
 ]

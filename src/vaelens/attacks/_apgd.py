@@ -10,7 +10,7 @@ settles on targeted problems; this schedule does both.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -45,7 +45,7 @@ def checkpoints(steps: int) -> list[int]:
 def auto_pgd(
     model: torch.nn.Module,
     x: torch.Tensor,
-    ref: Reference,
+    ref: Reference | None,
     objective: Objective,
     delta: torch.Tensor,
     eps: float,
@@ -56,6 +56,7 @@ def auto_pgd(
     transform: Transform | None = None,
     samples: int = 1,
     mask: torch.Tensor | None = None,
+    value: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Auto-PGD from x + delta on D(., ref). Returns the best point per sample (B, *s), its
     objective (B,) and the final step sizes (B,).
@@ -67,7 +68,9 @@ def auto_pgd(
     each pixel's budget: the perturbation is ``mask * u`` with u in the eps-ball, so a pixel with
     mask 0.5 may move half as far (L-inf) and one with mask 0 never moves. The weight is applied
     once: projecting twice gives the same point, so a fractional mask does not shrink the
-    perturbation step after step.
+    perturbation step after step. ``value`` (x_adv (B, *s) -> (B,), differentiable) replaces
+    D(., ref) by another per-sample objective, such as protection's sum over several encoders;
+    ``ref`` and ``objective`` are then unused.
     """
     sign = 1.0 if maximize else -1.0
     view = (-1, *[1] * (x.dim() - 1))
@@ -80,8 +83,8 @@ def auto_pgd(
         return (x + weight * project(u, eps, norm)).clamp(0, 1)
 
     def value_and_grad(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        value, grad = objective_gradient(model, xa, ref, objective, maximize, transform, samples)
-        return value, grad if mask is None else grad * mask
+        f, grad = objective_gradient(model, xa, ref, objective, maximize, transform, samples, value)
+        return f, grad if mask is None else grad * mask
 
     x_prev = proj(x + delta)
     f_prev, g = value_and_grad(x_prev)

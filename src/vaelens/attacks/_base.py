@@ -148,28 +148,37 @@ class Attack:
 def objective_gradient(
     model: torch.nn.Module,
     xa: torch.Tensor,
-    ref: Reference,
+    ref: Reference | None,
     objective: Objective,
     maximize: bool = True,
     transform: Transform | None = None,
     samples: int = 1,
+    value: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The objective D(xa, ref), signed (+ to maximise, - to minimise), per sample (B,), and its
     gradient with respect to the input xa (B, *s). The one place an attack differentiates its objective.
 
     With ``transform`` (expectation over transformation, docs/method.md section 9) the objective is
-    the mean of D(transform(xa), ref) over ``samples`` fresh draws.
+    the mean of D(transform(xa), ref) over ``samples`` fresh draws. ``value`` (xa (B, *s) -> (B,),
+    differentiable) replaces D(., ref), as protection's sum over several encoders does; ``ref`` and
+    ``objective`` are then unused.
     """
+
+    def d(xa: torch.Tensor) -> torch.Tensor:
+        if value is not None:
+            return value(xa)  # (B,)
+        assert ref is not None, "an attack needs a reference or a value function"
+        return divergence(model, xa, ref, objective)  # (B,)
+
     xa = xa.detach().requires_grad_(True)
     sign = 1.0 if maximize else -1.0
     with torch.enable_grad():
         if transform is None:
-            value = sign * divergence(model, xa, ref, objective)  # (B,)
+            f = sign * d(xa)  # (B,)
         else:
-            draws = [divergence(model, transform(xa), ref, objective) for _ in range(samples)]
-            value = sign * torch.stack(draws).mean(0)  # (B,)
-        grad = torch.autograd.grad(value.sum(), xa)[0]  # (B, *s)
-    return value.detach(), grad
+            f = sign * torch.stack([d(transform(xa)) for _ in range(samples)]).mean(0)  # (B,)
+        grad = torch.autograd.grad(f.sum(), xa)[0]  # (B, *s)
+    return f.detach(), grad
 
 
 def check_steps(steps: int, step_size: float | None) -> None:

@@ -18,16 +18,21 @@ from vaelens.evaluation._attacks import (
 )
 from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
 from vaelens.evaluation._bracket import Bracket, bracket, summarize, write_certification
+from vaelens.evaluation._ensemble import PRECISIONS, EnsembleObjective, Precision, check_precision
 from vaelens.evaluation._images import ImageFile, read_image, read_image_file, read_image_files, read_images
 from vaelens.evaluation._probe import ProbeResult, eigen_probe
 from vaelens.evaluation._protect import (
+    EncoderCheck,
+    Perturb,
     ProtectConfig,
     Protection,
     TransformCheck,
     check_inputs,
+    fit_encoders,
     holds,
     protect,
     protect_image,
+    pull,
 )
 from vaelens.evaluation._protect_video import (
     Clip,
@@ -43,7 +48,19 @@ from vaelens.evaluation._protect_writer import (
     held_counts,
     protect_columns,
     protect_output,
+    protection_summary,
+    transfer_pull,
+    transfer_table,
     write_protection,
+)
+from vaelens.evaluation._protector import (
+    ProtectorTrainConfig,
+    apply_protector,
+    crop_batches,
+    protector_loss,
+    protector_perturb,
+    train_epoch,
+    training_images,
 )
 from vaelens.evaluation._quality import Quality, reconstruction_quality
 from vaelens.evaluation._transforms import EVALUATED, ROBUST, RandomTransform, evaluation_transforms
@@ -55,6 +72,24 @@ __all__ = [
     "read_clip",
     "video_files",
     "write_video_protection",
+    "PRECISIONS",
+    "EncoderCheck",
+    "EnsembleObjective",
+    "Perturb",
+    "Precision",
+    "ProtectorTrainConfig",
+    "apply_protector",
+    "check_precision",
+    "crop_batches",
+    "fit_encoders",
+    "protection_summary",
+    "protector_loss",
+    "protector_perturb",
+    "pull",
+    "train_epoch",
+    "training_images",
+    "transfer_pull",
+    "transfer_table",
     "EVALUATED",
     "METHODS",
     "Method",

@@ -23,6 +23,15 @@ from vaelens.experiments._models import (
     media_for,
 )
 from vaelens.experiments._presets import PRESETS
+from vaelens.experiments._protection import (
+    LoadedProtector,
+    ProtectorRun,
+    load_encoders,
+    load_protector,
+    spec_label,
+    spec_labels,
+    train_protector,
+)
 from vaelens.experiments._ray import RayOptions
 from vaelens.experiments._report import trend_points, write_report
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, output_dir, parse_run_ref, run_info
@@ -33,6 +42,13 @@ __all__ = [
     "COMPARE_COLUMNS",
     "EXECUTORS",
     "LOADERS",
+    "LoadedProtector",
+    "ProtectorRun",
+    "load_encoders",
+    "load_protector",
+    "train_protector",
+    "spec_label",
+    "spec_labels",
     "RayOptions",
     "SweepOutcome",
     "PRESETS",

@@ -7,6 +7,7 @@ from torch import nn
 from vaelens.models._config import ARCHITECTURES, LIKELIHOODS, ModelConfig
 from vaelens.models._conv import ConvVAE
 from vaelens.models._mlp import MLPVAE
+from vaelens.models._protector import ProtectorNet, ProtectorNetConfig
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -21,4 +22,13 @@ def build_model(config: ModelConfig) -> nn.Module:
     return model
 
 
-__all__ = ["ARCHITECTURES", "LIKELIHOODS", "ConvVAE", "MLPVAE", "ModelConfig", "build_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "LIKELIHOODS",
+    "ConvVAE",
+    "MLPVAE",
+    "ModelConfig",
+    "ProtectorNet",
+    "ProtectorNetConfig",
+    "build_model",
+]
