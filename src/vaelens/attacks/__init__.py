@@ -6,7 +6,7 @@ Every attack is a thin subclass of ``Attack``: ``attack(x) -> x_adv`` (targeted:
 
 from vaelens.attacks._apgd import APGD
 from vaelens.attacks._base import NORMS, Attack, check_budget
-from vaelens.attacks._damage import Damage, attack_damage
+from vaelens.attacks._damage import Damage, attack_damage, ms_ssim
 from vaelens.attacks._eigen import EigenAttack
 from vaelens.attacks._objectives import KIND_OBJECTIVE, OBJECTIVES, Reference, divergence
 from vaelens.attacks._pgd import PGD
@@ -30,4 +30,5 @@ __all__ = [
     "attack_damage",
     "check_budget",
     "divergence",
+    "ms_ssim",
 ]
