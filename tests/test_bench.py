@@ -258,3 +258,11 @@ def test_protocol_is_a_frozen_dataclass():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TINY.n_test = 3  # type: ignore[misc]
     assert isinstance(TINY, BenchProtocol)
+
+
+def test_rank_agreement_skips_entries_without_the_kind():
+    rows = _curve(0) + [_row("x", 0, 0.05, 0.5), _row("y", 0, 0.03, 3.0)]
+    for r, rho in zip(rows, (3.0, 1.0, 2.0, math.nan), strict=True):
+        r["rho_stochastic"] = rho  # y: a deterministic encoder, no stochastic kind
+    agreement = build_leaderboard(TINY, rows).rank_agreement
+    assert agreement["output"] == pytest.approx(1.0) and agreement["stochastic"] == pytest.approx(1.0)

@@ -144,6 +144,14 @@ def _with(s: Standing, **changes: Any) -> Standing:
     return Standing(**{**asdict(s), **changes})
 
 
+def _agreement(standings: Sequence[Standing], score: str) -> float:
+    """Spearman's correlation over the entries that have ``score`` (deterministic encoders have no
+    stochastic or fisher kind) of the score's median with the raw damage."""
+    pairs = [(getattr(s, score), s.damage) for s in standings]
+    pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+    return spearman([a for a, _ in pairs], [b for _, b in pairs])
+
+
 def build_leaderboard(protocol: BenchProtocol, records: Sequence[dict[str, Any]]) -> Leaderboard:
     """The leaderboard of the measured records (one per entry and seed)."""
     rows = frontier_ratios(protocol, records)
@@ -151,11 +159,7 @@ def build_leaderboard(protocol: BenchProtocol, records: Sequence[dict[str, Any]]
     for r in rows:
         by_entry.setdefault(r["entry"], []).append(r)
     standings = _ranked([_standing(protocol, rs) for rs in by_entry.values()])
-    damage = [s.damage for s in standings]
-    agreement = {
-        kind: spearman([getattr(s, f"rho_{kind}") for s in standings], damage)
-        for kind in ("output", "stochastic", "fisher")
-    }
+    agreement = {kind: _agreement(standings, f"rho_{kind}") for kind in ("output", "stochastic", "fisher")}
     l2 = cell("recon_shift", "l2", max(protocol.l2_budgets))
     curve = sorted(
         (float(rs[0]["beta"]), _median(rs, "test_mse"), _median(rs, l2)) for rs in by_entry.values() if _is_curve(rs[0])
