@@ -266,3 +266,17 @@ def test_rank_agreement_skips_entries_without_the_kind():
         r["rho_stochastic"] = rho  # y: a deterministic encoder, no stochastic kind
     agreement = build_leaderboard(TINY, rows).rank_agreement
     assert agreement["output"] == pytest.approx(1.0) and agreement["stochastic"] == pytest.approx(1.0)
+
+
+def test_train_zoo_skips_finished_members_and_refuses_another_protocol(tmp_path):
+    zoo = tmp_path / "zoo"
+    for seed in TINY.seeds:  # members finished earlier: their member.json exists
+        member = zoo / "beta-0.5" / f"seed{seed}"
+        member.mkdir(parents=True)
+        (member / "member.json").write_text(json.dumps({"family": "beta-0.5", "seed": seed, "spec": "x"}))
+    (zoo / "zoo.json").write_text(json.dumps({"protocol": TINY.to_dict()}))
+    result = train_zoo("tiny", zoo, families=["beta-0.5"], progress=False)
+    assert result.done == [] and result.skipped == ["beta-0.5/seed0", "beta-0.5/seed1"]
+    assert [r["spec"] for r in result.records] == ["x", "x"]
+    with pytest.raises(VaelensError, match="another protocol"):
+        train_zoo("v1", zoo, families=["beta-0.1"], progress=False)
