@@ -131,6 +131,8 @@ def test_bench_errors_are_one_line(run_cli, tmp_path):
         (("bench", "--protocol", "tiny", "--zoo", tmp_path / "nozoo", "--out", tmp_path / "b"), "holds no zoo"),
         (("bench", "--protocol", "tiny", "--model", tmp_path / "missing-run", "--out", tmp_path / "b"),
          "no such run directory"),
+        (("bench", "--protocol", "tiny", "--model", tmp_path, "--model", tmp_path, "--out", tmp_path / "b"),
+         "two entries are named"),
         (("bench", "train-zoo", "--protocol", "tiny", "--families", "pythae-NOPE", "--out", tmp_path / "z"),
          "unknown zoo family pythae-NOPE"),
         (("bench", "train-zoo", "--protocol", "tiny", "--executor", "dask", "--out", tmp_path / "z"),

@@ -251,6 +251,10 @@ def run_bench(
     entries = (zoo_entries(zoo, protocol) if zoo is not None else []) + [submitted_entry(m, protocol) for m in models]
     if not entries:
         raise VaelensError(f"{zoo} holds no finished member; run vaelens bench train-zoo --out {zoo} first")
+    names = [e.name for e in entries]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise VaelensError(f"two entries are named {', '.join(twice)}; name submissions with --model NAME=SPEC")
     root = _claim(Path(out), protocol)
     x = test_inputs(protocol)
     run = BenchRun(root, [], None)
