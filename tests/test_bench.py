@@ -20,7 +20,15 @@ import pytest
 from vaelens._errors import VaelensError
 from vaelens.experiments import PROTOCOLS, BenchProtocol, build_leaderboard, get_protocol, run_bench, train_zoo
 from vaelens.experiments._bench_protocol import cell, protocol_from_dict
-from vaelens.experiments._leaderboard import BEYOND, DISAGREE, FRONTIER, NOT_BEYOND, UNJUDGED, headline_cells
+from vaelens.experiments._leaderboard import (
+    BEYOND,
+    DISAGREE,
+    FRONTIER,
+    NOT_BEYOND,
+    OUTSIDE,
+    UNJUDGED,
+    headline_cells,
+)
 
 TINY = PROTOCOLS["tiny"]
 
@@ -282,3 +290,10 @@ def test_train_zoo_skips_finished_members_and_refuses_another_protocol(tmp_path)
     assert [r["spec"] for r in result.records] == ["x", "x"]
     with pytest.raises(VaelensError, match="another protocol"):
         train_zoo("v1", zoo, families=["beta-0.1"], progress=False)
+
+
+def test_an_entry_outside_the_curves_range_is_not_judged():
+    # a collapsed model: blurrier than every beta run and barely moved by any attack
+    rows = _curve(0) + _curve(1) + [_row("blurry", s, 0.5, 1e-6) for s in (0, 1)]
+    blurry = next(s for s in build_leaderboard(TINY, rows).standings if s.entry == "blurry")
+    assert blurry.extrapolated and blurry.verdict == OUTSIDE and blurry.frontier_ratio < 1

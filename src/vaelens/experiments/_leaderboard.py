@@ -25,6 +25,7 @@ NOT_BEYOND = "not beyond the frontier"
 DISAGREE = "seeds disagree"
 FRONTIER = "the frontier (beta curve)"
 UNJUDGED = "not judged (no beta curve at this seed)"
+OUTSIDE = "not judged (test MSE outside the beta curve's range)"
 
 
 def headline_cells(protocol: BenchProtocol) -> list[str]:
@@ -106,6 +107,8 @@ def _verdict(rows: Sequence[dict[str, Any]]) -> str:
     ratios = [r["frontier_ratio"] for r in rows]
     if any(math.isnan(v) for v in ratios):
         return UNJUDGED
+    if any(r["extrapolated"] for r in rows):  # the curve's end value held flat: no frontier there
+        return OUTSIDE
     below = [v < 1 for v in ratios]
     return BEYOND if all(below) else (NOT_BEYOND if not any(below) else DISAGREE)
 
@@ -169,12 +172,17 @@ def build_leaderboard(protocol: BenchProtocol, records: Sequence[dict[str, Any]]
 
 def findings(board: Leaderboard) -> list[str]:
     """What the leaderboard says, computed from its numbers."""
-    judged = [s for s in board.standings if s.verdict not in (FRONTIER, UNJUDGED)]
+    judged = [s for s in board.standings if s.verdict not in (FRONTIER, UNJUDGED, OUTSIDE)]
     beyond = [s.entry for s in judged if s.verdict == BEYOND]
     out = [
         f"{len(beyond)} of {len(judged)} judged entries lie beyond the beta frontier on every seed"
         + (f": {', '.join(beyond)}." if beyond else ".")
     ]
+    outside = [s.entry for s in board.standings if s.verdict == OUTSIDE]
+    if outside:
+        out.append(
+            f"Not judged, their test MSE lying outside the beta curve's range on some seed: {', '.join(outside)}."
+        )
     split = [s.entry for s in judged if s.verdict == DISAGREE]
     if split:
         out.append(f"Seeds disagree for {', '.join(split)}: not counted as beyond the frontier.")
