@@ -77,7 +77,7 @@ class BenchProtocol:
     batch_size: int = 128
     lr: float = 1e-3
     latent_dim: int = 16
-    betas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    betas: tuple[float, ...] = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)
     defence_beta: float = 1.0
     l2_budgets: tuple[float, ...] = (0.25, 1.0)
     linf_budgets: tuple[float, ...] = (0.05, 0.1)
