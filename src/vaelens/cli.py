@@ -963,6 +963,75 @@ def demo(
     console.print(f"demo finished in {result.seconds:.0f} s; report: {result.report.resolve()}")
 
 
+# ---- vaelens bench: the robustness leaderboard (issue 23) ----
+bench_app = typer.Typer(no_args_is_help=False, help="The VAE robustness leaderboard under a fixed protocol.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    ctx: typer.Context,
+    protocol: Annotated[str, typer.Option(help="The protocol: v1 (mnist-5k) or tiny (digits, for tests).")] = "v1",
+    zoo: Annotated[Path | None, typer.Option(help="A zoo trained by `vaelens bench train-zoo`.")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help=f"Submit a model as an entry (repeatable). {MODEL_HELP}")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory; running again resumes.")] = Path("vaelens-bench"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Measure the zoo and submitted models under the protocol; write leaderboard.csv, .json and index.html."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _boundary(_bench)(protocol, zoo, model or [], out, quiet)
+
+
+def _bench(protocol: str, zoo: Path | None, models: list[str], out: Path, quiet: bool) -> None:
+    from vaelens.experiments import run_bench
+
+    run = run_bench(protocol, out, zoo=zoo, models=models, progress=not quiet)
+    console.print(f"protocol {protocol}: {len(run.done)} measured, {len(run.skipped)} already measured")
+    for s in run.board.standings:
+        console.print(f"{s.rank:>3} {s.entry:<28} frontier ratio {s.frontier_ratio:.3g} "
+                      f"[{s.ratio_min:.3g}, {s.ratio_max:.3g}]  {s.verdict}", soft_wrap=True)  # fmt: skip
+    console.print(f"leaderboard in {out / 'leaderboard.csv'}, {out / 'leaderboard.json'}, {out / 'index.html'}")
+    if run.failed:
+        for name, message in run.failed.items():
+            err_console.print(Text(f"failed: {name}: ", style="red") + Text(message), soft_wrap=True)
+        raise VaelensError(f"{len(run.failed)} entries failed (above); fix the cause and run the same command again")
+
+
+@bench_app.command("train-zoo")
+def bench_train_zoo(
+    protocol: Annotated[str, typer.Option(help="The protocol: v1 (mnist-5k) or tiny (digits, for tests).")] = "v1",
+    families: Annotated[str | None, typer.Option(help="Only these families, comma-separated (default: all).")] = None,
+    executor: Annotated[str, typer.Option(help="local (in turn) or ray (one task per member).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="auto, an address, or default: a private instance.")] = None,
+    unit_cpus: Annotated[float, typer.Option(help="CPUs per member on Ray (torch threads).")] = 1.0,
+    out: Annotated[Path, typer.Option(help="Zoo directory; running again resumes.")] = Path("vaelens-zoo"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train every family of the protocol's zoo (vaelens' betas and defences, pythae's families), resumably."""
+    _boundary(_train_zoo)(protocol, families, executor, ray_address, unit_cpus, out, quiet)
+
+
+def _train_zoo(
+    protocol: str, families: str | None, executor: str, ray_address: str | None, unit_cpus: float, out: Path,
+    quiet: bool,
+) -> None:  # fmt: skip
+    from vaelens.experiments import RayOptions, train_zoo
+
+    if executor != "ray" and ray_address is not None:
+        raise VaelensError(f"--ray-address is for --executor ray; add --executor ray or drop it (got {executor!r})")
+    names = [f.strip() for f in families.split(",") if f.strip()] if families else None
+    result = train_zoo(protocol, out, names, executor, RayOptions(ray_address, unit_cpus), progress=not quiet)
+    console.print(f"zoo in {out}: {len(result.done)} trained, {len(result.skipped)} already trained, "
+                  f"{len(result.records)} members finished")  # fmt: skip
+    if result.failed:
+        for name, message in result.failed.items():
+            err_console.print(Text(f"failed: {name}: ", style="red") + Text(message), soft_wrap=True)
+        raise VaelensError(f"{len(result.failed)} members failed (above); fix the cause and run the same command again")
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
     return f"warning: {' '.join(str(message).split())}\n"
 

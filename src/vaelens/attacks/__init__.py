@@ -6,7 +6,7 @@ Every attack is a thin subclass of ``Attack``: ``attack(x) -> x_adv`` (targeted:
 
 from vaelens.attacks._apgd import APGD, auto_pgd
 from vaelens.attacks._base import NORMS, Attack, check_budget, random_in_ball
-from vaelens.attacks._damage import Damage, attack_damage
+from vaelens.attacks._damage import Damage, attack_damage, ms_ssim
 from vaelens.attacks._eigen import EigenAttack
 from vaelens.attacks._objectives import KIND_OBJECTIVE, OBJECTIVES, Reference, divergence
 from vaelens.attacks._pgd import PGD
@@ -31,5 +31,6 @@ __all__ = [
     "auto_pgd",
     "check_budget",
     "divergence",
+    "ms_ssim",
     "random_in_ball",
 ]

@@ -3,6 +3,8 @@ comparing them, resumable sweeps of the paper's experiments, and their reports.
 """
 
 from vaelens.experiments._analysis import CurvePosition, TrendPoint, against_curve, aggregate
+from vaelens.experiments._bench import BenchRun, Entry, run_bench
+from vaelens.experiments._bench_protocol import PROTOCOLS, BenchProtocol, get_protocol
 from vaelens.experiments._compare import (
     COMPARE_COLUMNS,
     Comparison,
@@ -14,6 +16,7 @@ from vaelens.experiments._compare import (
 )
 from vaelens.experiments._demo import DemoResult, run_demo
 from vaelens.experiments._executors import EXECUTORS, SweepResult, run_sweep
+from vaelens.experiments._leaderboard import Leaderboard, Standing, build_leaderboard
 from vaelens.experiments._models import (
     LOADERS,
     check_not_model,
@@ -37,8 +40,20 @@ from vaelens.experiments._report import trend_points, write_report
 from vaelens.experiments._runs import RunInputs, load, load_run_inputs, output_dir, parse_run_ref, run_info
 from vaelens.experiments._schema import ResultRow, damage_column
 from vaelens.experiments._sweep import SweepConfig, SweepOutcome, Unit, parse_betas, run_unit
+from vaelens.experiments._zoo import ZooResult, train_zoo
 
 __all__ = [
+    "PROTOCOLS",
+    "BenchProtocol",
+    "BenchRun",
+    "Entry",
+    "Leaderboard",
+    "Standing",
+    "ZooResult",
+    "build_leaderboard",
+    "get_protocol",
+    "run_bench",
+    "train_zoo",
     "COMPARE_COLUMNS",
     "EXECUTORS",
     "LOADERS",
