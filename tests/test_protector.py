@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_protect_ensemble import MODELS, Patch, image
+from test_protect_ensemble import MODELS, Patch, image, one_thread  # noqa: F401  (autouse: one torch thread)
 
 from vaelens import VaelensError
 from vaelens.evaluation import (
