@@ -25,6 +25,15 @@ from vaelens.evaluation._ensemble import check_precision
 FAST = dict(steps=12, evaluate=False)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster than two, and far faster on cores other jobs share."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Patch(nn.Module):
     """A protocol VAE over 4x4 patches (any H, W divisible by 4); ``scale`` multiplies its codes."""
 

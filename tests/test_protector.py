@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_protect_ensemble import MODELS, Patch, image
+from test_protect_ensemble import MODELS, Patch, image, one_thread  # noqa: F401  (autouse: one torch thread)
 
 from vaelens import VaelensError
 from vaelens.evaluation import (
@@ -81,6 +81,29 @@ def test_a_trained_protector_beats_random_noise_of_the_same_budget_on_held_out_i
     with torch.no_grad():
         ours, random = float(objective(quantised).mean()), float(objective(noise).mean())
     assert ours < 0.9 * random, (ours, random)
+
+
+def test_training_with_eot_transforms_and_bf16_draws_them_and_stays_finite(monkeypatch):
+    from vaelens.evaluation import _protector
+
+    drawn: list[str] = []
+    real = _protector.RandomTransform
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __call__(self, x):
+            out = super().__call__(x)
+            drawn.append(self.drawn[-1][0])
+            return out
+
+    monkeypatch.setattr(_protector, "RandomTransform", Spy)
+    train = training_images({"a": image(24, 24, 0)}, 16, 3)
+    config = ProtectorTrainConfig(epochs=1, crop=16, batch_size=2, crops_per_image=4, width=4, robust=("jpeg", "blur"),
+                                  eot_samples=2, precision="bf16")  # fmt: skip
+    torch.manual_seed(0)
+    net = ProtectorNet(ProtectorNetConfig(channels=3, width=4))
+    loss = train_epoch(net, torch.optim.Adam(net.parameters()), [Patch(0, dtype=torch.float32)], train, config, 0)
+    assert torch.isfinite(torch.tensor(loss)) and len(drawn) == 2 * 2  # two steps, two draws each
+    assert set(drawn) <= {"identity", "jpeg", "blur"}
 
 
 def test_refine_steps_continue_from_the_protectors_output():
