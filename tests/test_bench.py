@@ -297,3 +297,4 @@ def test_an_entry_outside_the_curves_range_is_not_judged():
     rows = _curve(0) + _curve(1) + [_row("blurry", s, 0.5, 1e-6) for s in (0, 1)]
     blurry = next(s for s in build_leaderboard(TINY, rows).standings if s.entry == "blurry")
     assert blurry.extrapolated and blurry.verdict == OUTSIDE and blurry.frontier_ratio < 1
+    assert blurry.rank == 3 and blurry.tied_with == ()  # after the judged entries, whatever its ratio

@@ -130,14 +130,18 @@ def _standing(protocol: BenchProtocol, rows: list[dict[str, Any]]) -> Standing:
 
 
 def _ranked(standings: list[Standing]) -> list[Standing]:
-    """Ranked by the median headline (unjudged last); entries whose seed ranges overlap are tied."""
-    order = sorted(standings, key=lambda s: (math.isnan(s.frontier_ratio), s.frontier_ratio, s.entry))
+    """Ranked by the median headline, judged entries first, then those not judged; among the judged
+    entries (and the beta runs), two whose seed ranges overlap are tied."""
+
+    def judged(s: Standing) -> bool:
+        return s.verdict not in (UNJUDGED, OUTSIDE) and not math.isnan(s.frontier_ratio)
+
+    order = sorted(standings, key=lambda s: (not judged(s), math.isnan(s.frontier_ratio), s.frontier_ratio, s.entry))
     out = []
     for i, s in enumerate(order):
         ties = tuple(
             o.entry for o in order
-            if o is not s and not math.isnan(s.frontier_ratio) and not math.isnan(o.frontier_ratio)
-            and o.ratio_min <= s.ratio_max and s.ratio_min <= o.ratio_max
+            if o is not s and judged(s) and judged(o) and o.ratio_min <= s.ratio_max and s.ratio_min <= o.ratio_max
         )  # fmt: skip
         out.append(_with(s, rank=i + 1, tied_with=ties))
     return out
