@@ -749,9 +749,27 @@ def report(
     console.print(f"report written to {path}")
 
 
-def _protect_video_folder(model: str, folder: Path, out: Path, config: Any, device: str, allow_pickle: bool,
-                          latent_space: str, checkpointing: bool, quiet: bool, overwrite: bool) -> None:  # fmt: skip
+def _check_protect_out(out: Path, images: Path, specs: list[str]) -> None:
+    """Refuse an --out that would write over the originals or into a model's folder."""
+    from vaelens.evaluation import check_not_images
+    from vaelens.experiments import check_not_model
+
+    check_not_images(out, images)  # the originals are never written, with or without --overwrite
+    check_out_path(out)
+    for spec in specs:
+        check_not_model(out, spec)
+
+
+def _protect_video_folder(specs: list[str], folder: Path, out: Path, config: Any, device: str, allow_pickle: bool,
+                          latent_space: str, checkpointing: bool, quiet: bool, overwrite: bool,
+                          image_only: list[str]) -> None:  # fmt: skip
     """protect on a folder of video files (evaluation/_protect_video.py): NAME.mkv, protect.csv, summary.json."""
+    if image_only or len(specs) > 1:
+        raise VaelensError(
+            f"videos are protected against one --model, pulled towards a flat gray clip; "
+            f"{', '.join(image_only) or 'several --model'} {'are' if len(image_only) > 1 else 'is'} for images"
+        )
+    model = specs[0]
     from vaelens.evaluation import protect_videos, read_clip, video_files, write_video_protection
     from vaelens.experiments import load_model
 
@@ -822,7 +840,6 @@ def protect(
     """
     from vaelens.evaluation import (
         ProtectConfig,
-        check_not_images,
         claim_protection,
         fit_encoders,
         read_image,
@@ -831,7 +848,7 @@ def protect(
         write_protection,
     )
     from vaelens.evaluation import protect as run_protect
-    from vaelens.experiments import check_not_model, load_encoders, load_protector
+    from vaelens.experiments import load_encoders, load_protector
 
     amortised = load_protector(protector, device) if protector is not None else None
     specs = list(model or (amortised.specs if amortised else []))
@@ -842,23 +859,16 @@ def protect(
     config = ProtectConfig(eps=budget, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate,
                            seed=seed, batch_size=batch_size, precision=cast(Any, precision))  # fmt: skip
     perturb = amortised.perturb(config, refine_steps) if amortised else None
-    check_not_images(out, images)  # the originals are never written, with or without --overwrite
-    check_out_path(out)
-    for spec in (*specs, *(evaluate_on or [])):
-        check_not_model(out, spec)
+    _check_protect_out(out, images, [*specs, *(evaluate_on or [])])
     if video_files(images):  # a folder of clips: protected by their own module
-        if target is not None or mask is not None:
-            raise VaelensError("--target and --mask are for images; videos are pulled towards a flat gray clip")
-        if len(specs) > 1 or evaluate_on or amortised is not None:
-            raise VaelensError("videos are protected against one --model; --evaluate-on and --protector are for images")
-        return _protect_video_folder(specs[0], images, out, config, device, allow_pickle, latent_space,
-                                     checkpointing, quiet, overwrite)  # fmt: skip
+        image_only = {"--target": target, "--mask": mask, "--evaluate-on": evaluate_on, "--protector": amortised}
+        return _protect_video_folder(specs, images, out, config, device, allow_pickle, latent_space, checkpointing,
+                                     quiet, overwrite, [k for k, v in image_only.items() if v])  # fmt: skip
     files = read_image_files(images)
     goal = read_image(target) if target is not None else None
     keep = read_image(mask, 1)[0].float() / 255 if mask is not None else None  # (H, W): each pixel's share of eps
-    load = (device, allow_pickle, latent_space, checkpointing)
-    attacked = load_encoders(specs, *load)
-    evaluated = load_encoders(evaluate_on or [], *load, taken=list(attacked))
+    attacked = load_encoders(specs, device, allow_pickle, latent_space, checkpointing)
+    evaluated = load_encoders(evaluate_on or [], device, allow_pickle, latent_space, checkpointing, list(attacked))
     pictures = {name: f.pixels for name, f in files.items()}
     fit_encoders({**attacked, **evaluated}, pictures, keep)  # every image against every model, before claiming
     meta = {"model": specs[0] if len(specs) == 1 else specs, "evaluate_on": evaluate_on or [], "images": str(images),

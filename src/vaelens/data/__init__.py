@@ -13,6 +13,8 @@ from vaelens.data._datasets import (
     take,
 )
 from vaelens.data._media import MediaFileDataset, MediaOptions
+from vaelens.data._media import decoder as media_decoder  # the library that reads a kind of media
+from vaelens.data._media import modality as media_kind  # what kind of media file a path is
 
 __all__ = [
     "DATASETS",
@@ -24,6 +26,8 @@ __all__ = [
     "TensorImageDataset",
     "default_root",
     "load_dataset",
+    "media_decoder",
+    "media_kind",
     "sample_shape",
     "take",
 ]

@@ -29,7 +29,8 @@ from vaelens._outputs import check_out_path, claim_output, finish_output, read_m
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import InputSpec, frozen, model_input_shape, prepare_inputs
 from vaelens.attacks import Reference, TargetedAttack, divergence
-from vaelens.data._media import decoder, modality
+from vaelens.data import media_decoder as decoder
+from vaelens.data import media_kind as modality
 from vaelens.evaluation._protect import GRAY, ProtectConfig, holds
 from vaelens.evaluation._protect_writer import check_not_images
 
