@@ -145,10 +145,25 @@ def test_bench_errors_are_one_line(run_cli, tmp_path):
          "unknown zoo family pythae-NOPE"),
         (("bench", "train-zoo", "--protocol", "tiny", "--executor", "dask", "--out", tmp_path / "z"),
          "unknown executor"),
+        (("bench", "--protocol", "tiny", "--out", tmp_path / "z", "train-zoo", "--families", "noise"),
+         "--protocol, --out before train-zoo would be ignored"),
     ]:  # fmt: skip
         code, out, err = run_cli(*args)
         assert code == 2 and message in err and "Traceback" not in out + err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_submitted_model_that_fails_on_the_inputs_is_recorded_not_a_traceback(run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.py").write_text(
+        "import torch\n\n\nclass Bad(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.enc, self.dec = torch.nn.Linear(100, 4), torch.nn.Linear(2, 100)\n\n"
+        "    def encode(self, x):\n        return self.enc(x.flatten(1)).chunk(2, -1)\n\n"
+        "    def decode(self, z):\n        return self.dec(z)\n\n\ndef make():\n    return Bad()\n"
+    )
+    code, out, err = run_cli("bench", "--protocol", "tiny", "--model", "python:bad.py:make", "--out", "b", "--quiet")
+    assert code == 2 and "Traceback" not in out + err, err
+    assert "the model fails on the protocol's inputs (RuntimeError" in err and "failed (above)" in err
 
 
 # ---- the tiny protocol end to end (slow) ----

@@ -232,9 +232,27 @@ def test_cli_ensemble_and_transfer(run_cli, workspace):
         (["--model", "python:m.py:a", "--batch-size", "0"], "batch_size"),
         ([], "no --model given"),
         (["--protector", "nowhere"], "not a protector directory"),
+        (["--model", "python:m.py:a", "--refine-steps", "3"], "--refine-steps continues from a --protector"),
     ],
 )
 def test_cli_bad_inputs_are_one_line(run_cli, workspace, extra, message):
     code, _, stderr = run_cli("protect", "--images", "images", "--out", "out", "--quiet", *extra)
     assert code == 2 and message in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_protect_train_refuses_its_photos_folder_and_encoders_protect_would_refuse(run_cli, workspace):
+    train = ["protect-train", "--images", "images", "--crop", "16", "--epochs", "1", "--quiet"]
+    code, _, stderr = run_cli(*train, "--model", "python:m.py:a", "--out", "images")
+    assert code == 2 and "where the originals are" in stderr and not (workspace / "images" / "config.json").exists()
+    code, _, stderr = run_cli(*train, "--model", "python:m.py:a", "--model", "python:m.py:gray", "--out", "p")
+    assert code == 2 and "different channels" in stderr and not (workspace / "p").exists()
+
+
+def test_a_folder_of_images_and_videos_is_refused_naming_both(run_cli, workspace):
+    (workspace / "images" / "0.mov").write_bytes(b"")  # a Live Photo's clip beside its still
+    code, _, stderr = run_cli("protect", "--model", "python:m.py:a", "--images", "images", "--out", "o", "--quiet")
+    assert code == 2 and "1 videos and 2 images" in stderr and not (workspace / "o").exists()
+    (workspace / "images" / "0.mp4").write_bytes(b"")
+    code, _, stderr = run_cli("protect", "--model", "python:m.py:a", "--images", "images", "--out", "o", "--quiet")
+    assert code == 2 and "would both be protected as 0.mkv" in stderr

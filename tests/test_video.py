@@ -186,3 +186,51 @@ def test_a_diffusers_video_vae_through_the_console_script(tmp_path):
     assert "9/10" in proc.stdout  # 1 + 4k of each clip's 10 frames protected
     proc = vaelens("audit", "--model", model, *data, "--out", tmp_path / "wan" / "audit")
     assert proc.returncode == 2 and "the model's folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+FLAT_VIDEO_FACTORY = """
+import torch
+
+
+class Flat(torch.nn.Module):
+    input_shape = (3, 5, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = torch.nn.Linear(960, 6), torch.nn.Linear(3, 960)
+
+    def encode(self, x):
+        return self.enc(x.flatten(1)).chunk(2, -1)
+
+    def decode(self, z):
+        return torch.sigmoid(self.dec(z)).view(len(z), 3, 5, 8, 8)
+
+
+def make():
+    torch.manual_seed(0)
+    return Flat()
+"""
+
+
+def test_protect_on_clips_claims_out_before_attacking_and_refuses_image_options(run_cli, tmp_path, monkeypatch):
+    import vaelens.evaluation
+
+    from conftest import write_clip
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flat.py").write_text(FLAT_VIDEO_FACTORY)
+    (tmp_path / "clips").mkdir()
+    write_clip(tmp_path / "clips" / "c.mp4", [(40 * j, 100, 90) for j in range(6)], (8, 8))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "protect.csv").write_text("mine\n")  # a file vaelens did not write
+
+    def never(*args, **kwargs):
+        raise AssertionError("attacked before --out was claimed")
+
+    monkeypatch.setattr(vaelens.evaluation, "protect_videos", never)
+    base = ("protect", "--model", "python:flat.py:make", "--images", "clips", "--quiet")
+    code, _, stderr = run_cli(*base, "--out", "out")
+    assert code == 2 and "was not written by vaelens" in stderr
+    assert (tmp_path / "out" / "protect.csv").read_text() == "mine\n"
+    code, _, stderr = run_cli(*base, "--out", "o2", "--precision", "bf16")
+    assert code == 2 and "--precision is for images" in stderr and not (tmp_path / "o2").exists()

@@ -760,6 +760,14 @@ def _check_protect_out(out: Path, images: Path, specs: list[str]) -> None:
         check_not_model(out, spec)
 
 
+def _check_protector_options(amortised: bool, refine_steps: int, target: Path | None) -> None:
+    """Refuse, in one line, protect options that would be silently ignored."""
+    if refine_steps and not amortised:
+        raise VaelensError("--refine-steps continues from a --protector's output; pass --protector, or use --steps")
+    if amortised and target is not None:
+        raise VaelensError("a --protector pulls towards the flat gray it was trained for; drop --target")
+
+
 def _protect_video_folder(specs: list[str], folder: Path, out: Path, config: Any, device: str, allow_pickle: bool,
                           latent_space: str, checkpointing: bool, quiet: bool, overwrite: bool,
                           image_only: list[str]) -> None:  # fmt: skip
@@ -770,13 +778,28 @@ def _protect_video_folder(specs: list[str], folder: Path, out: Path, config: Any
             f"{', '.join(image_only) or 'several --model'} {'are' if len(image_only) > 1 else 'is'} for images"
         )
     model = specs[0]
-    from vaelens.evaluation import protect_videos, read_clip, video_files, write_video_protection
+    from vaelens.evaluation import (
+        IMAGE_SUFFIXES,
+        claim_videos,
+        protect_videos,
+        read_clip,
+        video_files,
+        write_video_protection,
+    )
     from vaelens.experiments import load_model
 
-    clips = {p.name: read_clip(p) for p in video_files(folder)}
+    videos = video_files(folder)
+    pictures = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if pictures:
+        raise VaelensError(
+            f"{folder} holds {len(videos)} videos and {len(pictures)} images; protect takes one kind per "
+            "folder: put the images and the videos in separate folders"
+        )
+    clips = {p.name: read_clip(p) for p in videos}
     vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
     meta = {"model": model, "images": str(folder), **_latent_meta(vae)}
     with released_if_refused(out):
+        claim_videos(out, list(clips), config, meta, overwrite)  # refuse before computing
         results = protect_videos(vae, clips, config, progress=not quiet)
         paths = write_video_protection(results, clips, out, config, meta, overwrite)
     table = Table(title=f"protection of {len(results)} videos (eps {config.eps:g}/255)")
@@ -805,9 +828,7 @@ def protect(
         Path | None, typer.Option(help="A protector from `vaelens protect-train`: one forward pass per batch.")
     ] = None,
     refine_steps: Annotated[int, typer.Option(help="Auto-PGD steps after the --protector's output.")] = 0,
-    target: Annotated[
-        Path | None, typer.Option(help="Target image, resized to each image (default: flat gray).")
-    ] = None,
+    target: Annotated[Path | None, typer.Option(help="Target image, resized to each (default: flat gray).")] = None,
     mask: Annotated[
         Path | None,
         typer.Option(help="Mask of the images' size: white pixels may change by eps, gray by a share, black stay."),
@@ -820,9 +841,7 @@ def protect(
         str, typer.Option(help="Transforms to withstand, comma-separated: jpeg,resize,blur,noise (EOT).")
     ] = "",
     eot_samples: Annotated[int, typer.Option(help="Random transforms averaged per step with --robust.")] = 4,
-    evaluate: Annotated[
-        bool, typer.Option("--evaluate/--no-evaluate", help="Check each protection after five transforms.")
-    ] = True,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Check each after 5 transforms.")] = True,
     batch_size: Annotated[int, typer.Option(help="Images of one size protected together.")] = 1,
     precision: Annotated[str, typer.Option(help="Encoders' forward passes: fp32, bf16 or fp16 (autocast).")] = "fp32",
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
@@ -858,10 +877,12 @@ def protect(
     budget = eps if eps is not None else (amortised.eps if amortised else 8.0)
     config = ProtectConfig(eps=budget, steps=steps, robust=kinds, eot_samples=eot_samples, evaluate=evaluate,
                            seed=seed, batch_size=batch_size, precision=cast(Any, precision))  # fmt: skip
+    _check_protector_options(amortised is not None, refine_steps, target)
     perturb = amortised.perturb(config, refine_steps) if amortised else None
     _check_protect_out(out, images, [*specs, *(evaluate_on or [])])
     if video_files(images):  # a folder of clips: protected by their own module
-        image_only = {"--target": target, "--mask": mask, "--evaluate-on": evaluate_on, "--protector": amortised}
+        image_only = {"--target": target, "--mask": mask, "--evaluate-on": evaluate_on, "--protector": amortised,
+                      "--batch-size": batch_size != 1, "--precision": precision != "fp32"}  # fmt: skip
         return _protect_video_folder(specs, images, out, config, device, allow_pickle, latent_space, checkpointing,
                                      quiet, overwrite, [k for k, v in image_only.items() if v])  # fmt: skip
     files = read_image_files(images)
@@ -991,6 +1012,11 @@ def bench(
 ) -> None:
     """Measure the zoo and submitted models under the protocol; write leaderboard.csv, .json and index.html."""
     if ctx.invoked_subcommand is not None:
+        given = {"--protocol": protocol != "v1", "--zoo": zoo, "--model": model, "--out": out != Path("vaelens-bench"),
+                 "--quiet": quiet}  # fmt: skip
+        if any(given.values()):
+            _fail("bench", f"{', '.join(k for k, v in given.items() if v)} before {ctx.invoked_subcommand} would be "
+                  f"ignored; give the options after it: vaelens bench {ctx.invoked_subcommand} --help", 2)  # fmt: skip
         return
     _boundary(_bench)(protocol, zoo, model or [], out, quiet)
 
@@ -1007,7 +1033,9 @@ def _bench(protocol: str, zoo: Path | None, models: list[str], out: Path, quiet:
     if run.failed:
         for name, message in run.failed.items():
             err_console.print(Text(f"failed: {name}: ", style="red") + Text(message), soft_wrap=True)
-        raise VaelensError(f"{len(run.failed)} entries failed (above); fix the cause and run the same command again")
+        raise VaelensError(
+            f"{len(run.failed)} measurements (entry, seed) failed (above); fix the cause and run the same command again"
+        )
 
 
 @bench_app.command("train-zoo")

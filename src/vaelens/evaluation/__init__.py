@@ -19,7 +19,14 @@ from vaelens.evaluation._attacks import (
 from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
 from vaelens.evaluation._bracket import Bracket, bracket, summarize, write_certification
 from vaelens.evaluation._ensemble import PRECISIONS, EnsembleObjective, Precision, check_precision
-from vaelens.evaluation._images import ImageFile, read_image, read_image_file, read_image_files, read_images
+from vaelens.evaluation._images import (
+    IMAGE_SUFFIXES,
+    ImageFile,
+    read_image,
+    read_image_file,
+    read_image_files,
+    read_images,
+)
 from vaelens.evaluation._probe import ProbeResult, eigen_probe
 from vaelens.evaluation._protect import (
     EncoderCheck,
@@ -27,6 +34,7 @@ from vaelens.evaluation._protect import (
     ProtectConfig,
     Protection,
     TransformCheck,
+    check_encoders,
     check_inputs,
     fit_encoders,
     holds,
@@ -37,6 +45,7 @@ from vaelens.evaluation._protect import (
 from vaelens.evaluation._protect_video import (
     Clip,
     VideoProtection,
+    claim_videos,
     protect_videos,
     read_clip,
     video_files,
@@ -66,6 +75,8 @@ from vaelens.evaluation._quality import Quality, reconstruction_quality
 from vaelens.evaluation._transforms import EVALUATED, ROBUST, RandomTransform, evaluation_transforms
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "claim_videos",
     "Clip",
     "VideoProtection",
     "protect_videos",
@@ -114,6 +125,7 @@ __all__ = [
     "auddc",
     "bracket",
     "check_inputs",
+    "check_encoders",
     "check_not_images",
     "choose_targets",
     "claim_protection",

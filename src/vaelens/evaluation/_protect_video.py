@@ -74,7 +74,16 @@ class VideoProtection:
 def video_files(folder: str | Path) -> list[Path]:
     """The video files directly in ``folder``, sorted by name (empty if it holds none)."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and modality(p) == "video") if folder.is_dir() else []
+    found = sorted(p for p in folder.iterdir() if p.is_file() and modality(p) == "video") if folder.is_dir() else []
+    seen: dict[str, Path] = {}
+    for p in found:  # each copy is written as NAME.mkv: two clips of one stem would share it
+        if output_name(p.name) in seen:
+            raise VaelensError(
+                f"{seen[output_name(p.name)].name} and {p.name} would both be protected as {output_name(p.name)}; "
+                "rename one of them"
+            )
+        seen[output_name(p.name)] = p
+    return found
 
 
 def read_clip(path: Path) -> Clip:

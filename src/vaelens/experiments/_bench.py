@@ -284,6 +284,10 @@ def _measured(
     except VaelensError as e:
         run.failed[label] = str(e)
         return []
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:  # a submitted model that fails on the inputs
+        msg = " ".join(str(e).split())[:200]
+        run.failed[label] = f"the model fails on the protocol's inputs ({type(e).__name__}: {msg})"
+        return []
     write_json(path, record)
     fault_point("bench-measured")  # the kill test stops a run here, after an (entry, seed) is saved
     run.done.append(label)

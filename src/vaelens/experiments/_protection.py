@@ -28,13 +28,15 @@ from vaelens.evaluation import (
     Perturb,
     ProtectConfig,
     ProtectorTrainConfig,
+    check_encoders,
+    check_not_images,
     check_precision,
     protector_perturb,
     read_images,
     train_epoch,
     training_images,
 )
-from vaelens.experiments._models import load_model
+from vaelens.experiments._models import check_not_model, load_model
 from vaelens.models import ProtectorNet, ProtectorNetConfig
 from vaelens.training import (
     CONFIG,
@@ -181,7 +183,11 @@ def train_protector(
         True
     """
     config = config or ProtectorTrainConfig()
+    check_not_images(out, images)  # a run never lands among the photos it learns from, nor in a model
+    for spec in specs:
+        check_not_model(out, spec)
     encoders = load_encoders(specs, device, **load)
+    check_encoders(encoders, {})  # protect refuses encoders of different channels: refuse them before training
     check_precision(config.precision, encoders)
     channels = image_channels(next(iter(encoders.values())))
     pictures = training_images(read_images(images), config.crop, channels)
