@@ -126,6 +126,7 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
         [EXE, "train", "--dataset", "digits", "--epochs", "400", "--hidden", "32,16", "--latent-dim", "3",
          "--out", str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background CI shell ignores SIGINT
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out / "metrics.csv").exists():
