@@ -217,9 +217,16 @@ def against_curve(curve_x: Sequence[float], curve_y: Sequence[float], x: float, 
 
 
 def position_phrase(pos: CurvePosition) -> str:
+    """Where a point lies against the beta curve, in words. Outside the curve's range there is no
+    beta run to compare with (the curve's end value is only held flat), so no side is named: a
+    collapsed, blurry model would otherwise always look "below" the curve."""
+    if pos.extrapolated:
+        return (
+            f"outside the beta runs' range of reconstruction error, so it is not judged against the beta curve "
+            f"(the curve's end value {pos.expected:.4g}, held flat, would give ratio {pos.ratio:.3g})"
+        )
     side = "below (more robust than)" if pos.below else "above (less robust than)"
-    where = " (extrapolated: its reconstruction error is outside the beta runs' range)" if pos.extrapolated else ""
-    return f"{side} the beta curve ({pos.expected:.4g} there, ratio {pos.ratio:.3g}){where}"
+    return f"{side} the beta curve ({pos.expected:.4g} there, ratio {pos.ratio:.3g})"
 
 
 def mixup_findings(points: Sequence[TrendPoint]) -> list[Finding]:
@@ -237,13 +244,15 @@ def mixup_findings(points: Sequence[TrendPoint]) -> list[Finding]:
         pos = against_curve(xs, ys, m.test_mse, m.rho_median)
         per_seed = [against_curve(xs, ys, r.test_mse, r.rho_median).below for r in m.runs]
         agree = (
-            f"all {len(per_seed)} seeds agree"
+            ""
+            if pos.extrapolated
+            else f"; all {len(per_seed)} seeds agree"
             if len(set(per_seed)) == 1
-            else f"{sum(per_seed)} of {len(per_seed)} seeds lie below"
+            else f"; {sum(per_seed)} of {len(per_seed)} seeds lie below"
         )
         text = (
             f"After {m.epochs} epochs, {subject}: median rho(G) {m.rho_median:.4g} at reconstruction "
-            f"MSE {m.test_mse:.4g} lies {position_phrase(pos)}; {agree}."
+            f"MSE {m.test_mse:.4g} lies {position_phrase(pos)}{agree}."
         )
         numbers = {
             "rho_median": m.rho_median,
