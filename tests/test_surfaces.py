@@ -429,6 +429,22 @@ def test_a_refused_sweep_claims_nothing(run_cli, tmp_path, silent_server, monkey
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
+ZOO_CASES = [c for c in SWEEP_CASES if "--ray-address" in c[0]]
+
+
+@pytest.mark.parametrize(("extra", "message"), ZOO_CASES, ids=[" ".join(e)[:40] for e, _ in ZOO_CASES])
+def test_a_zoo_on_an_unreachable_ray_fails_fast_and_claims_nothing(
+    run_cli, tmp_path, silent_server, monkeypatch, extra, message
+):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("VAELENS_NETWORK_TIMEOUT", "1")
+    extra = [a.replace("{free}", f"127.0.0.1:{_free_port()}").replace("{silent}", silent_server) for a in extra]
+    out = tmp_path / "zoo"
+    stderr = _one_line(*run_cli("bench", "train-zoo", "--protocol", "tiny", "--out", out, "--quiet", *extra))
+    assert message in stderr, stderr
+    assert not out.exists()
+
+
 TRAIN = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
 OTHER_CASES = [  # refusals after which nothing may be claimed, nor an option silently ignored
     (TRAIN + ["--mixup-target", "x"], "--mixup-target must be mean or sample"),

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,17 +132,23 @@ RAY_FIX = (
 )
 
 
-def check_ray(sweep: SweepConfig, options: RayOptions) -> Any:
-    """Everything the Ray executor needs before a sweep claims its directory: GPUs for a cuda sweep,
-    Ray itself, and a cluster address that answers (within ``vaelens._network``'s timeout). Returns ray."""
-    if sweep.device.startswith("cuda") and options.unit_gpus == 0:
-        raise VaelensError(
-            "--device cuda with the Ray executor needs GPUs per unit: pass --unit-gpus (1, or 0.25 to share one)"
-        )
+def check_address(options: RayOptions) -> Any:
+    """Ray itself, and a cluster address that answers (within ``vaelens._network``'s timeout);
+    returns ray. Called before a command claims its directory."""
     ray = import_ray()
     if options.address not in (None, "auto", "local"):
         check_reachable(options.address, "the Ray cluster", RAY_FIX, grpc=True)
     return ray
+
+
+def check_ray(sweep: SweepConfig, options: RayOptions) -> Any:
+    """Everything the Ray executor needs before a sweep claims its directory: GPUs for a cuda sweep,
+    Ray itself and an address that answers. Returns ray."""
+    if sweep.device.startswith("cuda") and options.unit_gpus == 0:
+        raise VaelensError(
+            "--device cuda with the Ray executor needs GPUs per unit: pass --unit-gpus (1, or 0.25 to share one)"
+        )
+    return check_address(options)
 
 
 def _start_ray(ray: Any, options: RayOptions) -> bool:
@@ -171,57 +178,76 @@ def _start_ray(ray: Any, options: RayOptions) -> bool:
     return True
 
 
+def ray_tasks(
+    ray: Any, options: RayOptions, root: Path, fn: Callable[..., dict[str, Any]], jobs: list[tuple[str, tuple]],
+    on_result: Callable[[str, dict[str, Any]], None],
+) -> None:  # fmt: skip
+    """Run ``fn(*args)`` as one Ray task per (name, args) job and call ``on_result(name, out)`` as
+    each ends, ``out`` being fn's dict or ``{"error": line}`` when Ray gave up on the task.
+
+    Starts (or joins) Ray with bounded waits, checks that ``root`` is shared with every node,
+    cancels what is pending on Ctrl-C, and shuts down a Ray instance it started, so no Ray process
+    is left behind.
+    """
+    started = _start_ray(ray, options)
+    try:
+        _check_shared(ray, root)
+        task = ray.remote(fn).options(
+            num_cpus=options.unit_cpus, num_gpus=options.unit_gpus, max_retries=options.retries
+        )
+        pending = {task.remote(*args): name for name, args in jobs}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    name = pending.pop(ref)
+                    try:
+                        out = ray.get(ref)
+                    except ray.exceptions.RayError as e:  # retries exhausted, or a crash that is not ours
+                        lines = [line for line in str(e).splitlines() if line.strip()]
+                        out = {"error": (lines[-1] if lines else type(e).__name__)[:300]}
+                    on_result(name, out)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def run_ray(
     sweep: SweepConfig, units: list[Unit], root: Path, options: RayOptions, overall: Ticker
 ) -> tuple[list[ResultRow], SweepOutcome]:
     """Every unit as a Ray task: the finished units' rows in grid order, and how each unit ended."""
     ray = check_ray(sweep, options)
-    started = _start_ray(ray, options)
-    try:
-        _check_shared(ray, root)
-        outcome, rows = SweepOutcome(), {}
-        attempts = root / ".attempts" / uuid.uuid4().hex[:12]
-        task = ray.remote(_unit_task).options(
-            num_cpus=options.unit_cpus, num_gpus=options.unit_gpus, max_retries=options.retries
-        )
-        pending: dict[Any, Unit] = {}
-        for unit in units:
-            if is_finished(root, unit):
-                outcome.skipped.append(unit.name)
-                rows[unit.name] = run_unit(sweep, unit, root)  # reads its result.json
-                overall.tick(unit.name)
-                continue
-            args = (sweep.to_dict(), unit, str(root), options.unit_cpus, options.unit_gpus, str(attempts))
-            pending[task.remote(*args)] = unit
+    outcome, rows = SweepOutcome(), {}
+    attempts = root / ".attempts" / uuid.uuid4().hex[:12]
+    jobs = []
+    for unit in units:
+        if is_finished(root, unit):
+            outcome.skipped.append(unit.name)
+            rows[unit.name] = run_unit(sweep, unit, root)  # reads its result.json
+            overall.tick(unit.name)
+            continue
+        args = (sweep.to_dict(), unit, str(root), options.unit_cpus, options.unit_gpus, str(attempts))
+        jobs.append((unit.name, args))
+    overall.flush()
+
+    def ended(name: str, out: dict[str, Any]) -> None:
+        if "error" in out:
+            outcome.failed[name] = out["error"]
+        else:
+            rows[name] = ResultRow.from_record(out["row"], sweep.eps)
+            outcome.done.append(name)
+        overall.tick(name)
         overall.flush()
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    unit = pending.pop(ref)
-                    try:
-                        out = ray.get(ref)
-                    except ray.exceptions.RayError as e:  # retries exhausted, or a crash that is not ours
-                        lines = [line for line in str(e).splitlines() if line.strip()]
-                        outcome.failed[unit.name] = (lines[-1] if lines else type(e).__name__)[:300]
-                    else:
-                        if "error" in out:
-                            outcome.failed[unit.name] = out["error"]
-                        else:
-                            rows[unit.name] = ResultRow.from_record(out["row"], sweep.eps)
-                            outcome.done.append(unit.name)
-                    overall.tick(unit.name)
-                    overall.flush()
-        except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
-        for unit in units:
-            log = attempts / unit.name
-            if log.is_file() and len(log.read_text().split()) > 1:
-                outcome.retried.append(unit.name)
-        outcome.done.sort(key=[u.name for u in units].index)  # grid order, not finishing order
-        return [rows[u.name] for u in units if u.name in rows], outcome
-    finally:
-        if started:
-            ray.shutdown()
+
+    if jobs:
+        ray_tasks(ray, options, root, _unit_task, jobs, ended)
+    for unit in units:
+        log = attempts / unit.name
+        if log.is_file() and len(log.read_text().split()) > 1:
+            outcome.retried.append(unit.name)
+    outcome.done.sort(key=[u.name for u in units].index)  # grid order, not finishing order
+    return [rows[u.name] for u in units if u.name in rows], outcome

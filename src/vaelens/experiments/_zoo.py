@@ -34,7 +34,7 @@ from vaelens.experiments._bench_protocol import (
     get_protocol,
     protocol_from_dict,
 )
-from vaelens.experiments._ray import RayOptions, _start_ray, import_ray
+from vaelens.experiments._ray import RayOptions, check_address, ray_tasks
 
 MEMBER = "member.json"
 SMOOTHED = "smoothed-noise"
@@ -245,6 +245,8 @@ def train_zoo(
     if executor not in ("local", "ray"):
         raise VaelensError(f"unknown executor {executor!r}; choose one of local, ray")
     members = zoo_members(protocol, families)
+    options = ray or RayOptions()
+    ray_module = check_address(options) if executor == "ray" else None  # before the zoo claims anything
     root = Path(root)
     zoo_json = root / "zoo.json"
     if zoo_json.is_file() and read_json(zoo_json).get("protocol", {}).get("version") != protocol.version:
@@ -259,7 +261,7 @@ def train_zoo(
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, f"zoo ({executor})", len(members), interval=0.0)
         if executor == "ray":
-            _run_ray(protocol, first, root, ray or RayOptions(), result, ticker)
+            _run_ray(ray_module, protocol, first, root, options, result, ticker)
         else:
             _run_local(protocol, first, root, result, ticker)
         _run_local(protocol, later, root, result, ticker)
@@ -293,34 +295,21 @@ def _member_task(protocol: dict, member: ZooMember, root: str, cpus: float) -> d
 
 
 def _run_ray(
-    protocol: BenchProtocol, members: list[ZooMember], root: Path, options: RayOptions, result: ZooResult,
-    ticker: Ticker,
+    ray: Any, protocol: BenchProtocol, members: list[ZooMember], root: Path, options: RayOptions,
+    result: ZooResult, ticker: Ticker,
 ) -> None:  # fmt: skip
     """Every unfinished member as a Ray task (the zoo directory must be shared with the workers)."""
-    ray = import_ray()
     todo = [m for m in members if read_member(root, m) is None]
     if not todo:
         return
-    started = _start_ray(ray, options)
-    try:
-        task = ray.remote(_member_task).options(
-            num_cpus=options.unit_cpus, num_gpus=options.unit_gpus, max_retries=options.retries
-        )
-        pending = {task.remote(protocol.to_dict(), m, str(root), options.unit_cpus): m for m in todo}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                m = pending.pop(ref)
-                try:
-                    out = ray.get(ref)
-                except ray.exceptions.RayError as e:
-                    out = {"error": (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]}
-                if "error" in out:
-                    result.failed[m.name] = out["error"]
-                else:
-                    result.done.append(m.name)
-                ticker.tick(m.name)
-                ticker.flush()
-    finally:
-        if started:
-            ray.shutdown()
+    jobs = [(m.name, (protocol.to_dict(), m, str(root), options.unit_cpus)) for m in todo]
+
+    def ended(name: str, out: dict[str, Any]) -> None:
+        if "error" in out:
+            result.failed[name] = out["error"]
+        else:
+            result.done.append(name)
+        ticker.tick(name)
+        ticker.flush()
+
+    ray_tasks(ray, options, root, _member_task, jobs, ended)
