@@ -63,3 +63,53 @@ def test_a_protector_with_a_garbled_record_is_one_line_naming_its_config(tmp_pat
     (tmp_path / "prot" / "config.json").write_text(json.dumps(record))
     with pytest.raises(VaelensError, match="prot/config.json garbles the protector's record"):
         load_protector("prot")
+
+
+# ---- bench (local): submissions checked before --out is claimed, its own files read back safely ----
+
+
+@pytest.mark.usefixtures("workspace")
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("python:m.py:gray", None),  # takes (1, H, W): measured, not refused
+        ("python:m.py:a", "takes image inputs (B, 3, H, W); protocol tiny measures every entry on the same digits"),
+        ("python:missing.py:make", "missing.py does not exist"),
+        ("pythae:nowhere", "nowhere"),
+    ],
+)
+def test_bench_refuses_a_submission_it_cannot_measure_before_claiming_out(run_cli, tmp_path, spec, message):
+    from vaelens.experiments import _bench
+
+    if message is None:  # the check lets a model of the protocol's shape through, at once
+        protocol = _bench.get_protocol("tiny")
+        entry = _bench.submitted_entry(spec, protocol)
+        _bench._check_submitted(protocol, [entry], _bench.test_inputs(protocol))
+        return
+    code, out, err = run_cli("bench", "--protocol", "tiny", "--model", spec, "--out", "b", "--quiet")
+    assert code == 2 and message in err and "--channels" not in err and "Traceback" not in out + err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+def test_bench_refuses_an_out_that_is_a_file(tmp_path):
+    from vaelens.experiments._bench import _claim, get_protocol
+
+    (tmp_path / "f").write_text("mine\n")
+    with pytest.raises(VaelensError, match="is a file, not a directory"):
+        _claim(tmp_path / "f", get_protocol("tiny"))
+    assert (tmp_path / "f").read_text() == "mine\n"
+
+
+def test_a_garbled_measurement_is_measured_again_not_a_traceback(tmp_path):
+    from vaelens.experiments._bench import Entry, _read_measured, _record_keys, get_protocol
+
+    protocol = get_protocol("tiny")
+    entry = Entry("mine", "mine", "submitted", {0: "x"})
+    path = tmp_path / "seed0.json"
+    good = {**dict.fromkeys(_record_keys(protocol), 1.0), "entry": "mine", "seed": 0, "defence": "none"}
+    for text in ("{garbled", "[1, 2]", json.dumps({"entry": 1}), json.dumps({**good, "entry": "other"})):
+        path.write_text(text)
+        assert _read_measured(path, protocol, entry, 0) is None, text
+    path.write_text(json.dumps({**good, "beta": None}))
+    found = _read_measured(path, protocol, entry, 0)
+    assert found is not None and found["test_mse"] == 1.0 and found["beta"] != found["beta"]  # null is NaN
