@@ -26,7 +26,7 @@ from vaelens._outputs import check_out_path
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import decode, encode, geometry_base, is_deterministic, prepare_inputs
 from vaelens.experiments._bench_protocol import BenchProtocol, cell, entry_dir, get_protocol, versions
-from vaelens.experiments._zoo import MEMBER, resolve_spec
+from vaelens.experiments._zoo import ZooMember, read_member, resolve_spec
 
 MEASURES = ("recon_shift", "kl", "latent_l2")  # damage measures kept per budget; recon_shift is the headline's
 
@@ -61,7 +61,7 @@ def zoo_entries(zoo: str | Path, protocol: BenchProtocol) -> list[Entry]:
         raise VaelensError(f"{root} was trained under protocol {version}, not {protocol.version}; retrain it")
     out = []
     for family in protocol.families():
-        records = [read_json(p) for s in protocol.seeds if (p := root / family / f"seed{s}" / MEMBER).is_file()]
+        records = [r for s in protocol.seeds if (r := read_member(root, ZooMember(family, s))) is not None]
         if not records:
             continue
         first = records[0]

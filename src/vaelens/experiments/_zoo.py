@@ -26,6 +26,7 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._io import read_json, write_json
+from vaelens._outputs import check_out_path
 from vaelens._progress import Ticker, progress_bar
 from vaelens._version import __version__
 from vaelens.experiments._bench_protocol import (
@@ -86,10 +87,20 @@ def member_dir(root: Path, member: ZooMember) -> Path:
     return root / member.family / f"seed{member.seed}"
 
 
+MEMBER_KEYS = ("family", "seed", "protocol", "spec", "source", "beta", "defence", "train_seconds", "parameters")
+
+
 def read_member(root: Path, member: ZooMember) -> dict[str, Any] | None:
-    """A finished member's record, or None."""
+    """A finished member's record, or None: also when its member.json does not read as one (garbled
+    or cut by hand), so that the zoo's own file is written again by training the member, not a traceback."""
     path = member_dir(root, member) / MEMBER
-    return read_json(path) if path.is_file() else None
+    try:
+        record = read_json(path) if path.is_file() else None
+    except VaelensError:
+        return None
+    if record is None or not set(MEMBER_KEYS) <= set(record) or record["family"] != member.family:
+        return None
+    return record
 
 
 def _vaelens_defence(protocol: BenchProtocol, family: str) -> Any:
@@ -245,7 +256,7 @@ def train_zoo(
     if executor not in ("local", "ray"):
         raise VaelensError(f"unknown executor {executor!r}; choose one of local, ray")
     members = zoo_members(protocol, families)
-    root = Path(root)
+    root = check_out_path(root)
     zoo_json = root / "zoo.json"
     if zoo_json.is_file() and read_json(zoo_json).get("protocol", {}).get("version") != protocol.version:
         raise VaelensError(f"{root} holds a zoo of another protocol; choose another --out")
