@@ -113,3 +113,53 @@ def test_a_garbled_measurement_is_measured_again_not_a_traceback(tmp_path):
     path.write_text(json.dumps({**good, "beta": None}))
     found = _read_measured(path, protocol, entry, 0)
     assert found is not None and found["test_mse"] == 1.0 and found["beta"] != found["beta"]  # null is NaN
+
+
+@pytest.mark.parametrize("text", ["{garbled", "[1]", '{"family": "beta-0.5"}', '{"family": "noise", "seed": 0}'])
+def test_a_garbled_member_record_is_an_unfinished_member_not_a_traceback(tmp_path, text):
+    from vaelens.experiments._bench import zoo_entries
+    from vaelens.experiments._bench_protocol import get_protocol
+    from vaelens.experiments._zoo import MEMBER_KEYS, ZooMember, read_member
+
+    tiny, member = get_protocol("tiny"), ZooMember("beta-0.5", 0)
+    (tmp_path / "beta-0.5" / "seed0").mkdir(parents=True)
+    (tmp_path / "zoo.json").write_text(json.dumps({"protocol": tiny.to_dict()}))
+    path = tmp_path / "beta-0.5" / "seed0" / "member.json"
+    path.write_text(text)
+    assert read_member(tmp_path, member) is None and zoo_entries(tmp_path, tiny) == []
+    record = {**dict.fromkeys(MEMBER_KEYS, 1), "family": "beta-0.5", "seed": 0, "spec": "run", "source": "vaelens"}
+    path.write_text(json.dumps(record))
+    assert read_member(tmp_path, member) == record and [e.name for e in zoo_entries(tmp_path, tiny)] == ["beta-0.5"]
+
+
+def test_train_zoo_refuses_an_out_that_is_a_file(tmp_path):
+    from vaelens.experiments import train_zoo
+
+    (tmp_path / "f").write_text("mine\n")
+    with pytest.raises(VaelensError, match="is a file, not a directory"):
+        train_zoo("tiny", tmp_path / "f", families=["beta-0.5"], progress=False)
+    assert (tmp_path / "f").read_text() == "mine\n"
+
+
+# ---- certify: refusals claim nothing, an all-abstaining bracket still writes its figure ----
+
+CERTIFY = ("--n", "100", "--n0", "10", "--alpha", "0.2", "--inputs", "2", "--quiet")
+
+
+@pytest.mark.parametrize(
+    "options", [("--attack", "--attack-inputs", "0"), ("--batch-size", "0"), ("--attack", "--steps", "0")]
+)
+def test_certify_refuses_bad_attack_settings_before_claiming_out(run_cli, digits_run, tmp_path, options):
+    code, out, err = run_cli("certify", digits_run, *CERTIFY, *options, "--out", tmp_path / "c")
+    assert code == 2 and "must be >= 1" in err and "Traceback" not in out + err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_certify_with_attack_where_every_input_abstains_writes_a_finished_output(run_cli, digits_run, tmp_path):
+    args = ("certify", digits_run, *CERTIFY, "--attack", "--steps", "1", "--attack-inputs", "1")
+    code, out, err = run_cli(*args, "--out", tmp_path / "c")
+    assert code == 0 and "Traceback" not in out + err, err
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert all(r["abstain_rate"] == 1.0 for r in summary["outputs"][0]["per_eps"])  # the case under test
+    marker = json.loads((tmp_path / "c" / ".vaelens.json").read_text())
+    assert marker["complete"] is True and (tmp_path / "c" / "bracket.png").stat().st_size > 0

@@ -568,10 +568,11 @@ def certify(
     """Certify the center-smoothed model: a bound on how far any L2 perturbation of size eps can move its
     latent center or reconstruction (docs/method.md s. 10); with --attack, the attacks' damage beside it."""
     from vaelens.certification import SmoothConfig, SmoothedVAE, check_eps
-    from vaelens.evaluation import bracket, write_certification
+    from vaelens.evaluation import bracket, check_bracket_options, write_certification
     from vaelens.experiments import check_not_model, load_model_inputs
 
     budgets = list(check_eps(_float_list(eps, "--eps")))
+    check_bracket_options(steps, batch_size, attack_inputs)
     outputs = [o.strip() for o in output.split(",")]  # each is checked by SmoothConfig, the one check
     configs = [SmoothConfig(sigma, n, n0, alpha, None, cast(Any, o), seed, chunk_size) for o in outputs]  # checks
     source = _source(run, model)
@@ -583,12 +584,13 @@ def certify(
             "eps": budgets, "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
             "attack_inputs": attack_inputs, "seed": seed}  # fmt: skip
     check_not_model(out := out or source.out("certify"), source.spec)
-    out = claim_output(out, "certify", meta, overwrite)  # refuse before computing
-    results = [
-        bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, not quiet, attack_inputs)
-        for c in configs
-    ]
-    paths = write_certification(results, out, meta, labels, overwrite)
+    with released_if_refused(out):  # a refusal while certifying leaves no claim behind
+        out = claim_output(out, "certify", meta, overwrite)  # refuse before computing
+        results = [
+            bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, not quiet, attack_inputs)
+            for c in configs
+        ]
+        paths = write_certification(results, out, meta, labels, overwrite)
     _print_certification(results, f"certified smoothing (sigma {sigma:g}, n {n}, alpha {alpha:g}) of {source.spec} "
                          f"on {len(x)} inputs", attack)  # fmt: skip
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
