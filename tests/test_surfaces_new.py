@@ -163,3 +163,45 @@ def test_certify_with_attack_where_every_input_abstains_writes_a_finished_output
     assert all(r["abstain_rate"] == 1.0 for r in summary["outputs"][0]["per_eps"])  # the case under test
     marker = json.loads((tmp_path / "c" / ".vaelens.json").read_text())
     assert marker["complete"] is True and (tmp_path / "c" / "bracket.png").stat().st_size > 0
+
+
+# ---- video protect: clip by clip, the same files as the whole-folder path ----
+
+
+@pytest.mark.slow  # imports diffusers (the test model lives beside its video tests)
+def test_video_protect_works_clip_by_clip_and_writes_what_the_folder_path_writes(tmp_path, monkeypatch):
+    pytest.importorskip("av")
+    from test_video import FlatVideo
+
+    from vaelens.evaluation import (
+        ProtectConfig,
+        _protect_video,
+        protect_video_files,
+        protect_videos,
+        read_clip,
+        video_files,
+        write_video_protection,
+    )
+
+    from conftest import write_clip
+
+    (tmp_path / "clips").mkdir()
+    for i in range(2):
+        write_clip(tmp_path / "clips" / f"c{i}.mp4", [(40 * j, 200 - 30 * j, 90 + i * 50) for j in range(6)], (8, 8))
+    config, model, files = ProtectConfig(eps=8, steps=2), FlatVideo((3, 5, 8, 8)), video_files(tmp_path / "clips")
+    clips = {p.name: read_clip(p) for p in files}
+    whole = write_video_protection(protect_videos(model, clips, config, progress=False), clips, tmp_path / "a", config)
+    seen = []
+
+    def reading(path):  # which protected copies exist when each clip is decoded
+        seen.append((path.name, sorted(p.name for p in (tmp_path / "b").glob("*.mkv"))))
+        return read_clip(path)
+
+    monkeypatch.setattr(_protect_video, "read_clip", reading)
+    run = protect_video_files(model, files, tmp_path / "b", config, progress=False)
+    assert seen[2:] == [("c0.mp4", []), ("c1.mp4", ["c0.mkv"])]  # c0 written (and freed) before c1 is decoded
+    assert seen[:2] == [("c0.mp4", []), ("c1.mp4", [])]  # every clip checked before --out is claimed
+    for name in clips:
+        assert (read_clip(run.paths[name]).frames == read_clip(whole[name]).frames).all()
+        assert run.results[name].frames.shape == clips[name].frames.shape
+    assert (tmp_path / "a" / "protect.csv").read_text() == (tmp_path / "b" / "protect.csv").read_text()

@@ -780,14 +780,7 @@ def _protect_video_folder(specs: list[str], folder: Path, out: Path, config: Any
             f"{', '.join(image_only) or 'several --model'} {'are' if len(image_only) > 1 else 'is'} for images"
         )
     model = specs[0]
-    from vaelens.evaluation import (
-        IMAGE_SUFFIXES,
-        claim_videos,
-        protect_videos,
-        read_clip,
-        video_files,
-        write_video_protection,
-    )
+    from vaelens.evaluation import IMAGE_SUFFIXES, protect_video_files, video_files
     from vaelens.experiments import load_model
 
     videos = video_files(folder)
@@ -797,13 +790,10 @@ def _protect_video_folder(specs: list[str], folder: Path, out: Path, config: Any
             f"{folder} holds {len(videos)} videos and {len(pictures)} images; protect takes one kind per "
             "folder: put the images and the videos in separate folders"
         )
-    clips = {p.name: read_clip(p) for p in videos}
     vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
     meta = {"model": model, "images": str(folder), **_latent_meta(vae)}
-    with released_if_refused(out):
-        claim_videos(out, list(clips), config, meta, overwrite)  # refuse before computing
-        results = protect_videos(vae, clips, config, progress=not quiet)
-        paths = write_video_protection(results, clips, out, config, meta, overwrite)
+    with released_if_refused(out):  # clip by clip: every clip checked, --out claimed, then each protected
+        results, paths = protect_video_files(vae, videos, out, config, meta, overwrite, progress=not quiet)
     table = Table(title=f"protection of {len(results)} videos (eps {config.eps:g}/255)")
     for column in ("video", "frames protected", "distance before", "after", "perturbation PSNR", "after H.264"):
         table.add_column(column, justify="left" if column == "video" else "right", no_wrap=True)
