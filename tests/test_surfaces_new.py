@@ -205,3 +205,21 @@ def test_video_protect_works_clip_by_clip_and_writes_what_the_folder_path_writes
         assert (read_clip(run.paths[name]).frames == read_clip(whole[name]).frames).all()
         assert run.results[name].frames.shape == clips[name].frames.shape
     assert (tmp_path / "a" / "protect.csv").read_text() == (tmp_path / "b" / "protect.csv").read_text()
+
+
+# ---- images only read (protect-train's photos, --target, --mask): 16-bit colour at 8 bits ----
+
+
+def test_a_16_bit_colour_photo_is_read_at_8_bits_for_training_but_refused_for_protecting(tmp_path):
+    import numpy as np
+    from test_surfaces import png16
+
+    from vaelens.evaluation import read_image, read_image_file, read_images
+
+    array = np.random.default_rng(0).integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    png16(tmp_path / "deep.png", array)
+    pixels = read_image(tmp_path / "deep.png")  # (3, 5, 7) uint8: the high byte of each sample
+    assert pixels.shape == (3, 5, 7) and (pixels.permute(1, 2, 0).numpy() == array >> 8).all()
+    assert read_images(tmp_path)["deep.png"].shape == (3, 5, 7)
+    with pytest.raises(VaelensError, match="16-bit RGB image, which vaelens can read only as 8 bits"):
+        read_image_file(tmp_path / "deep.png")  # a protected copy would not stay within the budget
