@@ -223,3 +223,31 @@ def test_a_16_bit_colour_photo_is_read_at_8_bits_for_training_but_refused_for_pr
     assert read_images(tmp_path)["deep.png"].shape == (3, 5, 7)
     with pytest.raises(VaelensError, match="16-bit RGB image, which vaelens can read only as 8 bits"):
         read_image_file(tmp_path / "deep.png")  # a protected copy would not stay within the budget
+
+
+# ---- smooth: specs (compare, attack, bench --model): the spec's settings named, not flags ----
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("nan", "sigma must be a finite number > 0; got nan"),
+        ("-1", "sigma must be a finite number > 0"),
+        ("0.25,n=5,n0=10", "n0 must be smaller than n; got n0=10, n=5"),
+        ("0.25,alpha=2", "alpha must lie in (0, 1); got 2.0"),
+        ("0.25,output=x", "output must be one of latent, recon"),
+    ],
+)
+def test_a_bad_smooth_setting_names_the_spec_not_a_flag(digits_run, settings, message):
+    from vaelens.experiments import load_model
+
+    spec = f"smooth:{settings}:{digits_run}"
+    with pytest.raises(VaelensError) as e:
+        load_model(spec)
+    assert str(e.value).startswith(f"{spec!r}: {message}") and "--" not in str(e.value).replace(str(digits_run), "")
+
+
+def test_a_smooth_spec_of_a_missing_run_is_one_line_naming_it(run_cli, tmp_path):
+    code, out, err = run_cli("compare", "--model", f"smooth:0.25:{tmp_path / 'nope'}", "--out", tmp_path / "c")
+    assert code == 2 and "nope does not exist" in err and "Traceback" not in out + err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
