@@ -251,3 +251,15 @@ def test_a_smooth_spec_of_a_missing_run_is_one_line_naming_it(run_cli, tmp_path)
     code, out, err = run_cli("compare", "--model", f"smooth:0.25:{tmp_path / 'nope'}", "--out", tmp_path / "c")
     assert code == 2 and "nope does not exist" in err and "Traceback" not in out + err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_bench_never_writes_into_a_submitted_models_folder(tmp_path, named):
+    from vaelens.experiments import run_bench
+
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "model_config.json").write_text("{}")
+    spec = f"{'mine=' if named else ''}pythae:{tmp_path / 'vae'}"
+    with pytest.raises(VaelensError, match="lies inside the model's folder"):
+        run_bench("tiny", tmp_path / "vae" / "bench", models=[spec], progress=False)
+    assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["model_config.json"]

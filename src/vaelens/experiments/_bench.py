@@ -78,13 +78,19 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _named(spec: str) -> bool:
+    """Whether a ``--model`` is ``NAME=SPEC``: a plain name before the first "=" (no ":" or "/")."""
+    label, eq, _ = spec.partition("=")
+    return bool(eq and label) and not any(c in label for c in ":/")
+
+
 def submitted_entry(spec: str, protocol: BenchProtocol) -> Entry:
     """A ``--model [NAME=]SPEC`` entry: the same model at every seed (the seed drives the attacks and
     the certificate's sampling); its training cost is unknown. NAME defaults to the spec's last part."""
     from vaelens.experiments._models import is_run_spec
 
-    label, eq, rest = spec.partition("=")
-    if eq and label and not any(c in label for c in ":/"):
+    if _named(spec):
+        label, _, rest = spec.partition("=")
         entry = submitted_entry(rest, protocol)
         return Entry(label, label, "submitted", entry.specs)
 
@@ -272,6 +278,7 @@ def run_bench(
     """
     from vaelens.experiments._leaderboard import build_leaderboard, findings
     from vaelens.experiments._leaderboard_page import write_page, write_tables
+    from vaelens.experiments._models import check_not_model
 
     protocol = get_protocol(protocol)
     if zoo is None and not models:
@@ -283,6 +290,8 @@ def run_bench(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise VaelensError(f"two entries are named {', '.join(twice)}; name submissions with --model NAME=SPEC")
+    for spec in models:
+        check_not_model(out, spec.partition("=")[2] if _named(spec) else spec)  # never into a model's folder
     x = test_inputs(protocol)
     _check_submitted(protocol, entries, x)
     root = _claim(Path(out), protocol)
