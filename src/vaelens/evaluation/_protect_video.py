@@ -8,7 +8,8 @@ objective. The protected clip is written losslessly (FFV1 in Matroska, NAME.mkv)
 and summary.json; frames past the protected ones are copied as they are. The one check that matters
 for a video is its upload: the protection is re-measured after a lossy H.264 (or MPEG-4) round trip
 and reported as holding or failed, by the rule images use (``holds``). The originals are never
-written, as for images.
+written, as for images. ``protect_video_files`` (the CLI's path) works clip by clip: decode,
+protect, write, free, so that memory follows one clip, not the folder.
 """
 
 from __future__ import annotations
