@@ -263,3 +263,13 @@ def test_bench_never_writes_into_a_submitted_models_folder(tmp_path, named):
     with pytest.raises(VaelensError, match="lies inside the model's folder"):
         run_bench("tiny", tmp_path / "vae" / "bench", models=[spec], progress=False)
     assert sorted(p.name for p in (tmp_path / "vae").iterdir()) == ["model_config.json"]
+
+
+@pytest.mark.usefixtures("workspace")
+def test_a_shorter_epochs_trains_nothing_and_keeps_the_records_count(tmp_path):
+    two = ProtectorTrainConfig(**{**TRAIN.__dict__, "epochs": 2})
+    first = train_protector(["python:m.py:a"], "images", "prot", two, progress=False)
+    again = train_protector(["python:m.py:a"], "images", "prot", TRAIN, progress=False)  # --epochs 1
+    assert again.resumed_from == 2 and again.losses == first.losses
+    record = json.loads((tmp_path / "prot" / "config.json").read_text())
+    assert record["protector"]["epochs"] == 2 and load_protector("prot").epochs == 2

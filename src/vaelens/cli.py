@@ -963,7 +963,9 @@ def protect_train(
                                   eot_samples=eot_samples, precision=cast(Any, precision), seed=seed)  # fmt: skip
     run = train_protector(model, images, out, config, not quiet, device, allow_pickle=allow_pickle,
                           latent_space=latent_space)  # fmt: skip
-    if run.resumed_from:
+    if run.resumed_from >= epochs:
+        console.print(f"already trained for {run.resumed_from} epochs; nothing to do (a larger --epochs extends it)")
+    elif run.resumed_from:
         console.print(f"resumed after epoch {run.resumed_from}")
     losses = ", ".join(f"{v:.3f}" for v in run.losses)
     console.print(f"protector in {run.out}; loss per epoch (1: no pull, 0: at the target): {losses}")

@@ -154,6 +154,9 @@ def _check_owned(out: Path, record: dict) -> None:
 def _claim(out: Path, record: dict) -> None:
     """Write config.json, or check that the one there is this run's (then the run resumes)."""
     _check_owned(out, record)
+    if (out / CONFIG).exists():  # a shorter --epochs trains nothing more and leaves the record's count alone
+        done = int(read_json(out / CONFIG).get("protector", {}).get("epochs", 0))
+        record = {**record, "protector": {**record["protector"], "epochs": max(done, record["protector"]["epochs"])}}
     write_json(out / CONFIG, record, durable=True)  # a longer --epochs extends the run
 
 
