@@ -115,7 +115,7 @@ def test_a_garbled_measurement_is_measured_again_not_a_traceback(tmp_path):
     assert found is not None and found["test_mse"] == 1.0 and found["beta"] != found["beta"]  # null is NaN
 
 
-@pytest.mark.parametrize("text", ["{garbled", "[1]", '{"family": "beta-0.5"}', '{"family": "noise", "seed": 0}'])
+@pytest.mark.parametrize("text", ["{garbled", "[1]", '{"family": "beta-0.5"}', '{"family": "beta-0.5", "seed": 0}'])
 def test_a_garbled_member_record_is_an_unfinished_member_not_a_traceback(tmp_path, text):
     from vaelens.experiments._bench import zoo_entries
     from vaelens.experiments._bench_protocol import get_protocol
@@ -273,3 +273,16 @@ def test_a_shorter_epochs_trains_nothing_and_keeps_the_records_count(tmp_path):
     assert again.resumed_from == 2 and again.losses == first.losses
     record = json.loads((tmp_path / "prot" / "config.json").read_text())
     assert record["protector"]["epochs"] == 2 and load_protector("prot").epochs == 2
+
+
+def test_the_smoothed_noise_member_records_its_own_family_and_reads_back(tmp_path):
+    from vaelens.experiments._bench_protocol import get_protocol
+    from vaelens.experiments._zoo import MEMBER_KEYS, ZooMember, read_member, train_member
+
+    noise = tmp_path / "noise" / "seed0"
+    noise.mkdir(parents=True)
+    record = {**dict.fromkeys(MEMBER_KEYS, 1), "family": "noise", "seed": 0, "spec": "noise/seed0/run"}
+    (noise / "member.json").write_text(json.dumps(record))
+    smoothed = train_member(get_protocol("tiny"), ZooMember("smoothed-noise", 0), tmp_path)
+    assert smoothed["family"] == "smoothed-noise" and smoothed["spec"].endswith(":noise/seed0/run")
+    assert read_member(tmp_path, ZooMember("smoothed-noise", 0)) == smoothed

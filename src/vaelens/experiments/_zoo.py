@@ -98,7 +98,7 @@ def read_member(root: Path, member: ZooMember) -> dict[str, Any] | None:
         record = read_json(path) if path.is_file() else None
     except VaelensError:
         return None
-    if record is None or not set(MEMBER_KEYS) <= set(record) or record["family"] != member.family:
+    if record is None or not set(MEMBER_KEYS) <= set(record):
         return None
     return record
 
@@ -210,8 +210,9 @@ def train_member(protocol: BenchProtocol | dict, member: ZooMember, root: str | 
         record = _train_pythae(protocol, member, root, out)
     else:
         record = _train_vaelens(protocol, member, root, out)
-    record = {"family": member.family, "seed": member.seed, "protocol": protocol.version,
-              "vaelens_version": __version__, **record}  # fmt: skip
+    # the member's own identity last: smoothed-noise's record starts as a copy of the noise run's
+    record = {**record, "family": member.family, "seed": member.seed, "protocol": protocol.version,
+              "vaelens_version": __version__}  # fmt: skip
     write_json(out / MEMBER, record)
     return record
 
