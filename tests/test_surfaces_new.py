@@ -286,3 +286,12 @@ def test_the_smoothed_noise_member_records_its_own_family_and_reads_back(tmp_pat
     smoothed = train_member(get_protocol("tiny"), ZooMember("smoothed-noise", 0), tmp_path)
     assert smoothed["family"] == "smoothed-noise" and smoothed["spec"].endswith(":noise/seed0/run")
     assert read_member(tmp_path, ZooMember("smoothed-noise", 0)) == smoothed
+
+
+@pytest.mark.parametrize("name", ["..", ".", " x", "a\\b"])
+def test_bench_refuses_an_entry_name_that_would_not_be_its_own_folder(tmp_path, name):
+    from vaelens.experiments._bench import get_protocol, submitted_entry
+
+    with pytest.raises(VaelensError, match="cannot name an entry"):
+        submitted_entry(f"{name}={tmp_path}", get_protocol("tiny"))
+    assert submitted_entry(f"mine={tmp_path}", get_protocol("tiny")).name == "mine"

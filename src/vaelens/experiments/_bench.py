@@ -91,6 +91,8 @@ def submitted_entry(spec: str, protocol: BenchProtocol) -> Entry:
 
     if _named(spec):
         label, _, rest = spec.partition("=")
+        if label.strip(". ") == "" or "\\" in label or label != label.strip():
+            raise VaelensError(f"--model {spec}: {label!r} cannot name an entry (it names its folder); use letters")
         entry = submitted_entry(rest, protocol)
         return Entry(label, label, "submitted", entry.specs)
 
