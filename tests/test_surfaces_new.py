@@ -25,7 +25,9 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.usefixtures("workspace")
-@pytest.mark.parametrize("names", [("losses.csv", "model.3.safetensors"), ("state.json",), ("notes.txt",)])
+@pytest.mark.parametrize(
+    "names", [("losses.csv", "model.3.safetensors"), ("state.json",), ("notes.txt",), ("draft.tmp",)]
+)
 def test_protect_train_never_takes_a_folder_it_did_not_write(tmp_path, names):
     out = tmp_path / "mine"
     out.mkdir()

@@ -132,7 +132,11 @@ def _check_owned(out: Path, record: dict) -> None:
     path = out / CONFIG
     if not path.exists():
         theirs = (
-            [p.name for p in out.iterdir() if p.name != LOCK and not p.name.endswith(TMP_SUFFIX)]
+            [
+                p.name
+                for p in out.iterdir()
+                if p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
+            ]
             if out.is_dir()
             else []
         )
