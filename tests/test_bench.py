@@ -298,7 +298,9 @@ def test_train_zoo_skips_finished_members_and_refuses_another_protocol(tmp_path)
     for seed in TINY.seeds:  # members finished earlier: their member.json exists
         member = zoo / "beta-0.5" / f"seed{seed}"
         member.mkdir(parents=True)
-        (member / "member.json").write_text(json.dumps({"family": "beta-0.5", "seed": seed, "spec": "x"}))
+        record = {"family": "beta-0.5", "seed": seed, "spec": "x", "protocol": "tiny", "source": "vaelens",
+                  "beta": 0.5, "defence": "none", "train_seconds": 1.0, "parameters": 10}  # fmt: skip
+        (member / "member.json").write_text(json.dumps(record))
     (zoo / "zoo.json").write_text(json.dumps({"protocol": TINY.to_dict()}))
     result = train_zoo("tiny", zoo, families=["beta-0.5"], progress=False)
     assert result.done == [] and result.skipped == ["beta-0.5/seed0", "beta-0.5/seed1"]

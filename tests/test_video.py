@@ -227,7 +227,7 @@ def test_protect_on_clips_claims_out_before_attacking_and_refuses_image_options(
     def never(*args, **kwargs):
         raise AssertionError("attacked before --out was claimed")
 
-    monkeypatch.setattr(vaelens.evaluation, "protect_videos", never)
+    monkeypatch.setattr(vaelens.evaluation._protect_video, "protect_clip", never)
     base = ("protect", "--model", "python:flat.py:make", "--images", "clips", "--quiet")
     code, _, stderr = run_cli(*base, "--out", "out")
     assert code == 2 and "was not written by vaelens" in stderr

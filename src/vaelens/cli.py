@@ -568,10 +568,11 @@ def certify(
     """Certify the center-smoothed model: a bound on how far any L2 perturbation of size eps can move its
     latent center or reconstruction (docs/method.md s. 10); with --attack, the attacks' damage beside it."""
     from vaelens.certification import SmoothConfig, SmoothedVAE, check_eps
-    from vaelens.evaluation import bracket, write_certification
+    from vaelens.evaluation import bracket, check_bracket_options, write_certification
     from vaelens.experiments import check_not_model, load_model_inputs
 
     budgets = list(check_eps(_float_list(eps, "--eps")))
+    check_bracket_options(steps, batch_size, attack_inputs)
     outputs = [o.strip() for o in output.split(",")]  # each is checked by SmoothConfig, the one check
     configs = [SmoothConfig(sigma, n, n0, alpha, None, cast(Any, o), seed, chunk_size) for o in outputs]  # checks
     source = _source(run, model)
@@ -583,12 +584,13 @@ def certify(
             "eps": budgets, "n": n, "n0": n0, "alpha": alpha, "outputs": outputs, "attack": attack, "steps": steps,
             "attack_inputs": attack_inputs, "seed": seed}  # fmt: skip
     check_not_model(out := out or source.out("certify"), source.spec)
-    out = claim_output(out, "certify", meta, overwrite)  # refuse before computing
-    results = [
-        bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, not quiet, attack_inputs)
-        for c in configs
-    ]
-    paths = write_certification(results, out, meta, labels, overwrite)
+    with released_if_refused(out):  # a refusal while certifying leaves no claim behind
+        out = claim_output(out, "certify", meta, overwrite)  # refuse before computing
+        results = [
+            bracket(SmoothedVAE(base, c), x, budgets, attack, steps, batch_size, seed, not quiet, attack_inputs)
+            for c in configs
+        ]
+        paths = write_certification(results, out, meta, labels, overwrite)
     _print_certification(results, f"certified smoothing (sigma {sigma:g}, n {n}, alpha {alpha:g}) of {source.spec} "
                          f"on {len(x)} inputs", attack)  # fmt: skip
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
@@ -778,14 +780,7 @@ def _protect_video_folder(specs: list[str], folder: Path, out: Path, config: Any
             f"{', '.join(image_only) or 'several --model'} {'are' if len(image_only) > 1 else 'is'} for images"
         )
     model = specs[0]
-    from vaelens.evaluation import (
-        IMAGE_SUFFIXES,
-        claim_videos,
-        protect_videos,
-        read_clip,
-        video_files,
-        write_video_protection,
-    )
+    from vaelens.evaluation import IMAGE_SUFFIXES, protect_video_files, video_files
     from vaelens.experiments import load_model
 
     videos = video_files(folder)
@@ -795,13 +790,10 @@ def _protect_video_folder(specs: list[str], folder: Path, out: Path, config: Any
             f"{folder} holds {len(videos)} videos and {len(pictures)} images; protect takes one kind per "
             "folder: put the images and the videos in separate folders"
         )
-    clips = {p.name: read_clip(p) for p in videos}
     vae = load_model(model, device, allow_pickle, latent_space, checkpointing)
     meta = {"model": model, "images": str(folder), **_latent_meta(vae)}
-    with released_if_refused(out):
-        claim_videos(out, list(clips), config, meta, overwrite)  # refuse before computing
-        results = protect_videos(vae, clips, config, progress=not quiet)
-        paths = write_video_protection(results, clips, out, config, meta, overwrite)
+    with released_if_refused(out):  # clip by clip: every clip checked, --out claimed, then each protected
+        results, paths = protect_video_files(vae, videos, out, config, meta, overwrite, progress=not quiet)
     table = Table(title=f"protection of {len(results)} videos (eps {config.eps:g}/255)")
     for column in ("video", "frames protected", "distance before", "after", "perturbation PSNR", "after H.264"):
         table.add_column(column, justify="left" if column == "video" else "right", no_wrap=True)
@@ -971,7 +963,9 @@ def protect_train(
                                   eot_samples=eot_samples, precision=cast(Any, precision), seed=seed)  # fmt: skip
     run = train_protector(model, images, out, config, not quiet, device, allow_pickle=allow_pickle,
                           latent_space=latent_space)  # fmt: skip
-    if run.resumed_from:
+    if run.resumed_from >= epochs:
+        console.print(f"already trained for {run.resumed_from} epochs; nothing to do (a larger --epochs extends it)")
+    elif run.resumed_from:
         console.print(f"resumed after epoch {run.resumed_from}")
     losses = ", ".join(f"{v:.3f}" for v in run.losses)
     console.print(f"protector in {run.out}; loss per epoch (1: no pull, 0: at the target): {losses}")

@@ -17,7 +17,7 @@ from vaelens.evaluation._attacks import (
     write_attack_report,
 )
 from vaelens.evaluation._audit import SUMMARY_STATS, AuditConfig, AuditResult, audit, audit_output, write_audit
-from vaelens.evaluation._bracket import Bracket, bracket, summarize, write_certification
+from vaelens.evaluation._bracket import Bracket, bracket, check_bracket_options, summarize, write_certification
 from vaelens.evaluation._ensemble import PRECISIONS, EnsembleObjective, Precision, check_precision
 from vaelens.evaluation._images import (
     IMAGE_SUFFIXES,
@@ -46,6 +46,7 @@ from vaelens.evaluation._protect_video import (
     Clip,
     VideoProtection,
     claim_videos,
+    protect_video_files,
     protect_videos,
     read_clip,
     video_files,
@@ -79,6 +80,7 @@ __all__ = [
     "claim_videos",
     "Clip",
     "VideoProtection",
+    "protect_video_files",
     "protect_videos",
     "read_clip",
     "video_files",
@@ -124,6 +126,7 @@ __all__ = [
     "audit",
     "auddc",
     "bracket",
+    "check_bracket_options",
     "check_inputs",
     "check_encoders",
     "check_not_images",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
+from vaelens._errors import VaelensError
 from vaelens._io import save_figure, write_csv, write_json
 from vaelens._outputs import claim_output, finish_output
 from vaelens._protocol import Kind, decode, encode, prepare_inputs
@@ -99,6 +100,15 @@ def _attacked(smoothed: SmoothedVAE, x: torch.Tensor, cert: Certificate, steps: 
     return out
 
 
+def check_bracket_options(steps: int, batch_size: int, attack_inputs: int | None) -> None:
+    """Refuse, in one line, attack settings ``bracket`` cannot run with (before any output is claimed)."""
+    bad = {"--steps": steps, "--batch-size": batch_size, "--attack-inputs": attack_inputs}
+    low = [f"{k} {v}" for k, v in bad.items() if v is not None and v < 1]
+    if low:
+        hint = " (leave --attack-inputs out to attack every input)" if attack_inputs is not None else ""
+        raise VaelensError(f"{', '.join(low)}: must be >= 1{hint}")
+
+
 def bracket(
     smoothed: SmoothedVAE,
     x: torch.Tensor,
@@ -126,6 +136,7 @@ def bracket(
         ``Bracket`` with (N, E) tensors.
     """
     budgets = check_eps(eps)
+    check_bracket_options(steps, batch_size, attack_inputs)
     cert = certify_smoothed(smoothed, x, budgets, batch_size, progress)
     predicted = _predicted(smoothed, x, budgets, batch_size)
     attacked = _attacked(smoothed, x, cert, steps, batch_size, seed, attack_inputs) if attack else None
@@ -224,18 +235,22 @@ def _figure(brackets: Sequence[Bracket]) -> Figure:
         s = summarize(b)
         eps = [r["eps"] for r in s["per_eps"]]
         bound = [r["median_bound"] for r in s["per_eps"]]
+        predicted = [r["median_predicted"] for r in s["per_eps"]]
         ax.plot(eps, bound, "o-", color="tab:red", label="certified bound (upper)")
-        if b.attacked is not None:
-            attacked = [r["median_attacked"] for r in s["per_eps"]]
+        attacked = [r["median_attacked"] for r in s["per_eps"]] if b.attacked is not None else []
+        if attacked:
             ax.plot(eps, attacked, "s-", color="tab:blue", label="strongest attack (lower)")
             ax.fill_between(eps, attacked, bound, color="tab:gray", alpha=0.2)
-        ax.plot(eps, [r["median_predicted"] for r in s["per_eps"]], "^--", color="tab:green",
+        ax.plot(eps, predicted, "^--", color="tab:green",
                 label=r"$\sqrt{\lambda_1}\,\epsilon$ of the base model")  # fmt: skip
         for e, y, r in zip(eps, bound, s["per_eps"], strict=True):
             if math.isfinite(y):
                 ax.annotate(f"{100 * r['abstain_rate']:.0f}% abstain", (e, y), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)  # fmt: skip
-        ax.set_yscale("log")
+        if any(math.isfinite(v) and v > 0 for v in (*bound, *attacked, *predicted)):
+            ax.set_yscale("log")  # a log axis needs a positive value: none when every input abstained
+        else:
+            ax.text(0.5, 0.5, "every input abstained", transform=ax.transAxes, ha="center")
         ax.set_xlabel(r"L2 budget $\epsilon$")
         ax.set_ylabel(f"L2 shift of the {'latent center' if s['output'] == 'latent' else 'reconstruction'}")
         ax.set_title(f"{s['output']}, sigma {s['sigma']:g}: medians over answered inputs", fontsize=9)

@@ -82,16 +82,18 @@ def _from_pillow(image: Image.Image, path: Path) -> ImageFile:
                      icc_profile=icc if keeps_colours else None)  # fmt: skip
 
 
-def read_image_file(path: str | Path) -> ImageFile:
+def read_image_file(path: str | Path, written: bool = True) -> ImageFile:
     """An image file as an ``ImageFile``: its own channels (1 or 3) at 8 bits for the model, and
     what writing a protected copy back needs. EXIF orientation is applied. Unreadable files, and
-    files that cannot be written back within the budget, raise a one-line error."""
+    (``written``: a protected copy will be written back) files that cannot be written back within
+    the budget, raise a one-line error; a 16-bit colour file only read (a target, a mask, a photo
+    to train on) is read at 8 bits."""
     path = Path(path)
     if not path.is_file():
         raise VaelensError(f"{path} does not exist or is not a file; check the path")
     try:
         with Image.open(path) as opened:
-            if opened.mode in ("RGB", "RGBA", "LA") and _is_deep_colour(opened):
+            if written and opened.mode in ("RGB", "RGBA", "LA") and _is_deep_colour(opened):
                 raise VaelensError(
                     f"{path} is a 16-bit {opened.mode} image, which vaelens can read only as 8 bits; convert "
                     "it to 8-bit colour (or 16-bit gray) first, so that the protected copy stays within the budget"
@@ -121,8 +123,9 @@ def convert_channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
 
 def read_image(path: str | Path, channels: int | None = None) -> torch.Tensor:
     """An image file as a (C, H, W) uint8 tensor: its own channels (1 gray, 3 colour), or
-    ``channels`` (1 or 3) converted explicitly. Alpha is dropped here (``read_image_file`` keeps it)."""
-    pixels = read_image_file(path).pixels
+    ``channels`` (1 or 3) converted explicitly. Alpha is dropped here (``read_image_file`` keeps it).
+    Nothing is written back from it, so 16-bit colour is read at 8 bits, not refused."""
+    pixels = read_image_file(path, written=False).pixels
     return pixels if channels is None else convert_channels(pixels, channels)
 
 

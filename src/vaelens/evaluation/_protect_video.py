@@ -8,17 +8,19 @@ objective. The protected clip is written losslessly (FFV1 in Matroska, NAME.mkv)
 and summary.json; frames past the protected ones are copied as they are. The one check that matters
 for a video is its upload: the protection is re-measured after a lossy H.264 (or MPEG-4) round trip
 and reported as holding or failed, by the rule images use (``holds``). The originals are never
-written, as for images.
+written, as for images. ``protect_video_files`` (the CLI's path) works clip by clip: decode,
+protect, write, free, so that memory follows one clip, not the folder.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -184,8 +186,21 @@ def _measure(model: torch.nn.Module, clip: Clip, protected: Clip, k: int, config
         if clean is None or lossy is None:
             return result
         d_clean, d = distance(clean), distance(lossy)
-    return VideoProtection(**{**asdict(result), "frames": protected.frames, "codec_distance_clean": d_clean,
-                              "codec_distance": d, "codec_held": holds(before - after, d_clean, d)})  # fmt: skip
+    held = holds(before - after, d_clean, d)  # replace(), not asdict(): that would deep-copy the frames
+    return replace(result, codec_distance_clean=d_clean, codec_distance=d, codec_held=held)
+
+
+def _check_clips(model: torch.nn.Module, config: ProtectConfig, clips: Iterable[tuple[str, Clip]]) -> None:
+    """Fail before the first long attack, not after it: --robust, no clips, a clip the model cannot take."""
+    if config.robust:
+        raise VaelensError("--robust draws image transforms; videos are protected without it (drop --robust)")
+    empty = True
+    for name, clip in clips:
+        empty = False
+        k = protected_frames(model, len(clip.frames), name)
+        prepare_inputs(model, _as_input(clip.frames[:k]), name)
+    if empty:
+        raise VaelensError("no video files to protect; pass a folder of them")
 
 
 def protect_videos(
@@ -201,13 +216,7 @@ def protect_videos(
         >>> write_video_protection(result, clips, "protected/", ProtectConfig(eps=8, steps=100))
     """
     config = config or ProtectConfig()
-    if config.robust:
-        raise VaelensError("--robust draws image transforms; videos are protected without it (drop --robust)")
-    if not clips:
-        raise VaelensError("no video files to protect; pass a folder of them")
-    for name, clip in clips.items():  # fail before the first long attack, not after it
-        k = protected_frames(model, len(clip.frames), name)
-        prepare_inputs(model, _as_input(clip.frames[:k]), name)
+    _check_clips(model, config, clips.items())
     results = {}
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, "protecting", len(clips), interval=0.0)
@@ -244,12 +253,21 @@ def write_video_protection(
     """Write NAME.mkv for each clip, protect.csv (``COLUMNS``) and summary.json; return {name: path}."""
     out = claim_videos(out, list(results), config, meta or {}, overwrite)
     paths: dict[str, Path] = {}
-    rows = []
     for name, p in results.items():
         paths[name] = out / output_name(name)
         write_clip(paths[name], Clip(p.frames, clips[name].rate))
-        values = {**asdict(p), "video": name, "frames": len(p.frames), "height": p.frames.shape[1],
-                  "width": p.frames.shape[2], "codec_held": int(p.codec_held)}  # fmt: skip
+    return _write_tables(out, results, config, meta, paths)
+
+
+def _write_tables(
+    out: Path, results: dict[str, VideoProtection], config: ProtectConfig, meta: dict | None, paths: dict[str, Path]
+) -> dict[str, Path]:
+    """protect.csv and summary.json beside the clips already written (``paths``), the marker last."""
+    rows = []
+    for name, p in results.items():
+        values = {**{f.name: getattr(p, f.name) for f in fields(p) if f.name != "frames"}, "video": name,
+                  "frames": len(p.frames), "height": p.frames.shape[1], "width": p.frames.shape[2],
+                  "codec_held": int(p.codec_held)}  # fmt: skip
         rows.append({c: values[c] for c in COLUMNS})
     paths["protect.csv"] = out / "protect.csv"
     write_csv(paths["protect.csv"], rows, list(COLUMNS))
@@ -263,3 +281,43 @@ def write_video_protection(
     })  # fmt: skip
     finish_output(out, [p.name for p in paths.values()])
     return paths
+
+
+class VideoRun(NamedTuple):
+    """What ``protect_video_files`` returns: each clip's protection (``frames`` a zero-memory
+    placeholder of the clip's shape: the protected clip itself is on disk) and {name: path written}."""
+
+    results: dict[str, VideoProtection]
+    paths: dict[str, Path]
+
+
+def _decoded(paths: Sequence[Path]) -> Iterator[tuple[str, Clip]]:
+    for path in paths:
+        yield path.name, read_clip(path)
+
+
+def protect_video_files(
+    model: torch.nn.Module, paths: Sequence[Path], out: str | Path, config: ProtectConfig | None = None,
+    meta: dict | None = None, overwrite: bool = False, progress: bool = True,
+) -> VideoRun:  # fmt: skip
+    """``protect_videos`` then ``write_video_protection`` on video files, clip by clip: each is decoded,
+    protected, written and freed before the next, so memory follows one clip, not the folder. Every
+    clip is first decoded once and checked (readable, of a shape the model takes) before ``out`` is claimed.
+    """
+    config = config or ProtectConfig()
+    _check_clips(model, config, _decoded(paths))
+    out = claim_videos(out, [p.name for p in paths], config, meta or {}, overwrite)
+    results: dict[str, VideoProtection] = {}
+    written: dict[str, Path] = {}
+    with progress_bar(progress) as bar:
+        ticker = Ticker(bar, "protecting", len(paths), interval=0.0)
+        for name, clip in _decoded(paths):
+            p = protect_clip(model, clip, config, name)
+            written[name] = out / output_name(name)
+            write_clip(written[name], Clip(p.frames, clip.rate))
+            placeholder = np.broadcast_to(np.zeros((), np.uint8), p.frames.shape)  # (T, H, W, 3), no memory
+            results[name] = replace(p, frames=placeholder)
+            del clip, p
+            ticker.tick(name)
+        ticker.flush()
+    return VideoRun(results, _write_tables(out, results, config, meta, written))

@@ -22,10 +22,11 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._io import atomic_write, fault_point, read_json, write_json
+from vaelens._outputs import check_out_path
 from vaelens._progress import Ticker, progress_bar
 from vaelens._protocol import decode, encode, geometry_base, is_deterministic, prepare_inputs
 from vaelens.experiments._bench_protocol import BenchProtocol, cell, entry_dir, get_protocol, versions
-from vaelens.experiments._zoo import MEMBER, resolve_spec
+from vaelens.experiments._zoo import ZooMember, read_member, resolve_spec
 
 MEASURES = ("recon_shift", "kl", "latent_l2")  # damage measures kept per budget; recon_shift is the headline's
 
@@ -60,7 +61,7 @@ def zoo_entries(zoo: str | Path, protocol: BenchProtocol) -> list[Entry]:
         raise VaelensError(f"{root} was trained under protocol {version}, not {protocol.version}; retrain it")
     out = []
     for family in protocol.families():
-        records = [read_json(p) for s in protocol.seeds if (p := root / family / f"seed{s}" / MEMBER).is_file()]
+        records = [r for s in protocol.seeds if (r := read_member(root, ZooMember(family, s))) is not None]
         if not records:
             continue
         first = records[0]
@@ -77,13 +78,21 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _named(spec: str) -> bool:
+    """Whether a ``--model`` is ``NAME=SPEC``: a plain name before the first "=" (no ":" or "/")."""
+    label, eq, _ = spec.partition("=")
+    return bool(eq and label) and not any(c in label for c in ":/")
+
+
 def submitted_entry(spec: str, protocol: BenchProtocol) -> Entry:
     """A ``--model [NAME=]SPEC`` entry: the same model at every seed (the seed drives the attacks and
     the certificate's sampling); its training cost is unknown. NAME defaults to the spec's last part."""
     from vaelens.experiments._models import is_run_spec
 
-    label, eq, rest = spec.partition("=")
-    if eq and label and not any(c in label for c in ":/"):
+    if _named(spec):
+        label, _, rest = spec.partition("=")
+        if label.strip(". ") == "" or "\\" in label or label != label.strip():
+            raise VaelensError(f"--model {spec}: {label!r} cannot name an entry (it names its folder); use letters")
         entry = submitted_entry(rest, protocol)
         return Entry(label, label, "submitted", entry.specs)
 
@@ -115,7 +124,7 @@ def evaluate(
         model = load_model(entry.specs[seed])
     base = geometry_base(model) or model
     deterministic = is_deterministic(base)
-    x = prepare_inputs(model, x)
+    x = _protocol_inputs(protocol, model, x, entry.name)
     record: dict[str, Any] = {
         "entry": entry.name, "family": entry.family, "source": entry.source, "seed": seed, "spec": entry.specs[seed],
         "beta": entry.beta, "defence": entry.defence, "deterministic": deterministic, "protocol": protocol.version,
@@ -128,6 +137,33 @@ def evaluate(
     record.update(_certificate(protocol, base, x, seed))
     record["eval_seconds"] = time.perf_counter() - start
     return record
+
+
+def _protocol_inputs(protocol: BenchProtocol, model: torch.nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """The protocol's inputs as the model takes them; a model of another shape is refused in one line
+    that says what bench can do (it has no --channels or --image-size: the protocol fixes the inputs)."""
+    try:
+        return prepare_inputs(model, x, name)
+    except VaelensError as e:
+        raise VaelensError(
+            f"{str(e).split('; ')[0]}; protocol {protocol.version} measures every entry on the same "
+            f"{protocol.dataset} inputs {tuple(x.shape[1:])}: submit a model that takes them"
+        ) from None
+
+
+def _check_submitted(protocol: BenchProtocol, entries: list[Entry], x: torch.Tensor) -> None:
+    """Load each submitted model once and check it takes the protocol's inputs, before ``--out`` is
+    claimed: a model that cannot load or cannot take them is refused in one line, claiming nothing."""
+    from vaelens.adapters import FlowPosteriorWarning
+    from vaelens.experiments._models import load_model
+
+    for entry in entries:
+        if entry.source == "submitted":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FlowPosteriorWarning)
+                model = load_model(next(iter(entry.specs.values())))
+            _protocol_inputs(protocol, model, x[:1], entry.name)
+            del model
 
 
 @torch.no_grad()
@@ -244,6 +280,7 @@ def run_bench(
     """
     from vaelens.experiments._leaderboard import build_leaderboard, findings
     from vaelens.experiments._leaderboard_page import write_page, write_tables
+    from vaelens.experiments._models import check_not_model
 
     protocol = get_protocol(protocol)
     if zoo is None and not models:
@@ -255,8 +292,11 @@ def run_bench(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise VaelensError(f"two entries are named {', '.join(twice)}; name submissions with --model NAME=SPEC")
-    root = _claim(Path(out), protocol)
+    for spec in models:
+        check_not_model(out, spec.partition("=")[2] if _named(spec) else spec)  # never into a model's folder
     x = test_inputs(protocol)
+    _check_submitted(protocol, entries, x)
+    root = _claim(Path(out), protocol)
     run = BenchRun(root, [], None)
     with progress_bar(progress) as bar:
         ticker = Ticker(bar, "bench", sum(len(e.specs) for e in entries), interval=0.0)
@@ -276,9 +316,10 @@ def _measured(
 ) -> list[dict[str, Any]]:
     path = seed_file(root, entry, seed)
     label = f"{entry.name}/seed{seed}"
-    if path.is_file():
+    found = _read_measured(path, protocol, entry, seed)
+    if found is not None:
         run.skipped.append(label)
-        return [{k: math.nan if v is None else v for k, v in read_json(path).items()}]
+        return [found]
     try:
         record = evaluate(protocol, entry, seed, x, path.with_suffix(".png"))
     except VaelensError as e:
@@ -294,9 +335,31 @@ def _measured(
     return [record]
 
 
+def _record_keys(protocol: BenchProtocol) -> set[str]:
+    """The keys every measured record holds (``evaluate``); the leaderboard reads all of them."""
+    cells = [cell(m, norm, eps) for norm, budgets in (("l2", protocol.l2_budgets), ("linf", protocol.linf_budgets))
+             for eps in budgets for m in MEASURES]  # fmt: skip
+    certs = [cell(c, "l2", eps) for eps in protocol.cert_budgets for c in ("cert_bound", "cert_abstain")]
+    return {"entry", "family", "source", "seed", "beta", "defence", "protocol", "test_mse", *cells, *certs}
+
+
+def _read_measured(path: Path, protocol: BenchProtocol, entry: Entry, seed: int) -> dict[str, Any] | None:
+    """The record of (entry, seed) measured earlier, or None when there is none or the file does not
+    read as one (garbled or cut by hand: the bench's own file, measured again and replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except VaelensError:
+        return None
+    if not _record_keys(protocol) <= set(record) or (record["entry"], record["seed"]) != (entry.name, seed):
+        return None
+    return {k: math.nan if v is None else v for k, v in record.items()}
+
+
 def _claim(root: Path, protocol: BenchProtocol) -> Path:
     """The output directory, claimed for this protocol: a one-line error if it holds another's."""
-    marker = root / "bench.json"
+    marker = check_out_path(root) / "bench.json"
     if marker.is_file():
         version = read_json(marker).get("protocol", {}).get("version")
         if version != protocol.version:

@@ -79,6 +79,18 @@ def parse_smooth_spec(spec: str) -> SmoothSpec | None:
     return SmoothSpec(inner, options)
 
 
+def smoothed(model: torch.nn.Module, spec: str) -> torch.nn.Module:
+    """The model center-smoothed as the ``smooth:`` spec says; a bad setting is one line naming the
+    spec, without the command-line flags (``--sigma``, ``--n``) that a spec's settings are not."""
+    smoothing = parse_smooth_spec(spec)
+    assert smoothing is not None, spec
+    try:
+        return smooth(model, **smoothing.options)
+    except VaelensError as e:
+        message = re.sub(r" \([^()]*--[^()]*\)", "", str(e))
+        raise VaelensError(f"{spec!r}: {message}; write {SMOOTH_FORM}") from None
+
+
 def is_run_spec(spec: str) -> bool:
     """Whether a spec names a vaelens run directory (no ``diffusers:``, ``pythae:`` or ``python:``)."""
     return spec.split(":", 1)[0] not in PREFIXES or Path(spec).is_dir()
@@ -272,9 +284,7 @@ def load_model(
         raise VaelensError(f"--latent-space must be diffusion or raw; got {latent_space!r}")
     smoothing = parse_smooth_spec(spec)
     if smoothing is not None:
-        return smooth(
-            load_model(smoothing.inner, device, allow_pickle, latent_space, checkpointing), **smoothing.options
-        )
+        return smoothed(load_model(smoothing.inner, device, allow_pickle, latent_space, checkpointing), spec)
     if is_run_spec(spec):
         run_dir, epoch = parse_run_ref(spec)
         return load(run_dir, device, epoch)
@@ -377,7 +387,7 @@ def load_model_inputs(
     if smoothing is not None:
         inner = load_model_inputs(smoothing.inner, dataset, split, n, device, image_size, channels, allow_pickle,
                                   media, latent_space, checkpointing)  # fmt: skip
-        return inner._replace(model=smooth(inner.model, **smoothing.options))
+        return inner._replace(model=smoothed(inner.model, str(spec)))
     if is_run_spec(str(spec)):
         return load_run_inputs(spec, dataset, split, n, device)
     if not isinstance(n, int) or n < 1:

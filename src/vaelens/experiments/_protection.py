@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from vaelens._errors import VaelensError
-from vaelens._io import read_json, write_csv, write_json
+from vaelens._io import TMP_SUFFIX, read_json, write_csv, write_json
 from vaelens._outputs import check_out_path
 from vaelens._progress import Ticker, progress_bar
 from vaelens._tensors import load_optimizer, load_state_dict_checked, load_tensors
@@ -40,6 +40,7 @@ from vaelens.experiments._models import check_not_model, load_model
 from vaelens.models import ProtectorNet, ProtectorNetConfig
 from vaelens.training import (
     CONFIG,
+    LOCK,
     checksum,
     commit_checkpoint,
     read_state,
@@ -124,18 +125,43 @@ def _record(config: ProtectorTrainConfig, net: ProtectorNetConfig, specs: Sequen
             "net": asdict(net), "models": list(specs), "images": images}  # fmt: skip
 
 
+def _check_owned(out: Path, record: dict) -> None:
+    """Refuse, in one line, an ``out`` that holds anything but this run's protector: a directory
+    without a protect-train config.json is this run's only while empty (a killed claim's lock or
+    temporaries aside), so that no file vaelens did not write is ever replaced or removed."""
+    path = out / CONFIG
+    if not path.exists():
+        theirs = (
+            [
+                p.name
+                for p in out.iterdir()
+                if p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
+            ]
+            if out.is_dir()
+            else []
+        )
+        if theirs:
+            raise VaelensError(
+                f"{out} is not empty ({sorted(theirs)[0]}) and was not written by `vaelens protect-train`; "
+                "choose another --out (protect-train never writes over files it did not create)"
+            )
+        return
+    old = read_json(path)
+    if old.get("command") != PROTECTOR_COMMAND:
+        raise VaelensError(f"{out} is not a protector directory (its {CONFIG} is another's); choose another --out")
+    if {k: v for k, v in old.items() if k != "protector"} != {k: v for k, v in record.items() if k != "protector"}:
+        raise VaelensError(f"{out} holds a protector of other models or images; choose another --out")
+    if {**old.get("protector", {}), "epochs": 0} != {**record["protector"], "epochs": 0}:
+        raise VaelensError(f"{out} holds a protector trained with other settings; choose another --out")
+
+
 def _claim(out: Path, record: dict) -> None:
     """Write config.json, or check that the one there is this run's (then the run resumes)."""
-    path = out / CONFIG
-    if path.exists():
-        old = read_json(path)
-        if old.get("command") != PROTECTOR_COMMAND:
-            raise VaelensError(f"{out} is not a protector directory (its {CONFIG} is another's); choose another --out")
-        if {k: v for k, v in old.items() if k != "protector"} != {k: v for k, v in record.items() if k != "protector"}:
-            raise VaelensError(f"{out} holds a protector of other models or images; choose another --out")
-        if {**old["protector"], "epochs": 0} != {**record["protector"], "epochs": 0}:
-            raise VaelensError(f"{out} holds a protector trained with other settings; choose another --out")
-    write_json(path, record, durable=True)  # a longer --epochs extends the run
+    _check_owned(out, record)
+    if (out / CONFIG).exists():  # a shorter --epochs trains nothing more and leaves the record's count alone
+        done = int(read_json(out / CONFIG).get("protector", {}).get("epochs", 0))
+        record = {**record, "protector": {**record["protector"], "epochs": max(done, record["protector"]["epochs"])}}
+    write_json(out / CONFIG, record, durable=True)  # a longer --epochs extends the run
 
 
 def _losses(out: Path, epochs: int) -> list[float]:
@@ -195,10 +221,11 @@ def train_protector(
         fit_model(m, (channels, config.crop, config.crop), f"a {config.crop}-pixel crop") for m in encoders.values()
     ]
     net_config = ProtectorNetConfig(channels=channels, width=config.width, eps=config.eps)
-    out = check_out_path(out)
+    out, record = check_out_path(out), _record(config, net_config, specs, str(images))
+    _check_owned(out, record)  # before the directory or its lock is touched
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
-        _claim(out, _record(config, net_config, specs, str(images)))
+        _claim(out, record)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             net = ProtectorNet(net_config).to(device)
@@ -231,8 +258,9 @@ def load_protector(path: str | Path, device: str = "cpu") -> LoadedProtector:
         raise VaelensError(f"--protector {path} has no finished epoch yet; run `vaelens protect-train` on it")
     try:
         net = ProtectorNet(ProtectorNetConfig(**record["net"]))
-    except (TypeError, KeyError) as e:
-        raise VaelensError(f"{path / CONFIG} garbles the network's config ({e}); train the protector again") from None
+        specs = [str(s) for s in record["models"]]
+    except (TypeError, KeyError, VaelensError) as e:
+        raise VaelensError(f"{path / CONFIG} garbles the protector's record ({e}); train the protector again") from None
     weights = path / weight_files(state)[0]
     load_state_dict_checked(net, load_tensors(weights, checksum(state, "model_sha256", path)), weights)
-    return LoadedProtector(net.to(device).eval(), list(record["models"]), float(record["net"]["eps"]), state["epoch"])
+    return LoadedProtector(net.to(device).eval(), specs, float(net.config.eps), int(state.get("epoch", 0)))

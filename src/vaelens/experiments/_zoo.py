@@ -26,6 +26,7 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._io import read_json, write_json
+from vaelens._outputs import check_out_path
 from vaelens._progress import Ticker, progress_bar
 from vaelens._version import __version__
 from vaelens.experiments._bench_protocol import (
@@ -86,10 +87,20 @@ def member_dir(root: Path, member: ZooMember) -> Path:
     return root / member.family / f"seed{member.seed}"
 
 
+MEMBER_KEYS = ("family", "seed", "protocol", "spec", "source", "beta", "defence", "train_seconds", "parameters")
+
+
 def read_member(root: Path, member: ZooMember) -> dict[str, Any] | None:
-    """A finished member's record, or None."""
+    """A finished member's record, or None: also when its member.json does not read as one (garbled
+    or cut by hand), so that the zoo's own file is written again by training the member, not a traceback."""
     path = member_dir(root, member) / MEMBER
-    return read_json(path) if path.is_file() else None
+    try:
+        record = read_json(path) if path.is_file() else None
+    except VaelensError:
+        return None
+    if record is None or not set(MEMBER_KEYS) <= set(record):
+        return None
+    return record
 
 
 def _vaelens_defence(protocol: BenchProtocol, family: str) -> Any:
@@ -199,8 +210,9 @@ def train_member(protocol: BenchProtocol | dict, member: ZooMember, root: str | 
         record = _train_pythae(protocol, member, root, out)
     else:
         record = _train_vaelens(protocol, member, root, out)
-    record = {"family": member.family, "seed": member.seed, "protocol": protocol.version,
-              "vaelens_version": __version__, **record}  # fmt: skip
+    # the member's own identity last: smoothed-noise's record starts as a copy of the noise run's
+    record = {**record, "family": member.family, "seed": member.seed, "protocol": protocol.version,
+              "vaelens_version": __version__}  # fmt: skip
     write_json(out / MEMBER, record)
     return record
 
@@ -247,7 +259,7 @@ def train_zoo(
     members = zoo_members(protocol, families)
     options = ray or RayOptions()
     ray_module = check_address(options) if executor == "ray" else None  # before the zoo claims anything
-    root = Path(root)
+    root = check_out_path(root)
     zoo_json = root / "zoo.json"
     if zoo_json.is_file() and read_json(zoo_json).get("protocol", {}).get("version") != protocol.version:
         raise VaelensError(f"{root} holds a zoo of another protocol; choose another --out")

@@ -15,6 +15,7 @@ from vaelens.training._registry import DEFENCE_TERMS, DEFENCES, check_defence, d
 from vaelens.training._rundir import (
     CONFIG,
     EPOCH_FILES,
+    LOCK,
     METRICS,
     STATE,
     checksum,
@@ -46,6 +47,7 @@ __all__ = [
     "LATENT_TARGETS",
     "epoch_file",
     "CONFIG",
+    "LOCK",
     "METRICS",
     "STATE",
     "checksum",
