@@ -66,7 +66,8 @@ def test_extrapolation_is_flagged_and_uses_the_end_value():
     far = [row(1, 50.0, 0.005, 0, "mixup")]
     (v,) = frontier(curve(seeds=(0,)) + far, Y)
     assert v.extrapolated == 1 and v.ratios == pytest.approx((0.5,))  # the curve's end, 100, stands in
-    assert "1 of 1 seeds extrapolated" in v.sentence()
+    assert "not judged: 1 of 1 seeds lie outside" in v.sentence() and v.verdict().startswith("not judged")
+    assert "beyond" not in v.sentence()  # a ratio against a curve held flat is no verdict
 
 
 def test_each_training_length_has_its_own_curve_and_the_flip_is_named():

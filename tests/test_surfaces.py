@@ -445,6 +445,23 @@ def test_a_zoo_on_an_unreachable_ray_fails_fast_and_claims_nothing(
     assert not out.exists()
 
 
+def test_a_zoo_whose_ray_will_not_start_claims_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from vaelens.experiments import _zoo
+
+    def refuse(*_):  # what a Ray that will not start (or a folder not shared) raises once the address answered
+        raise VaelensError("cannot start or connect to Ray at head:6379 (...)")
+
+    monkeypatch.setattr(_zoo, "_run_ray", refuse)
+    with pytest.raises(VaelensError, match="cannot start or connect"):
+        _zoo.train_zoo("tiny", tmp_path / "zoo", executor="ray", progress=False)
+    assert not (tmp_path / "zoo").exists()  # the corrected command finds its --out free
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(VaelensError):
+        _zoo.train_zoo("tiny", tmp_path / "mine", executor="ray", progress=False)
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
 TRAIN = ["train", "--dataset", "digits", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--quiet"]
 OTHER_CASES = [  # refusals after which nothing may be claimed, nor an option silently ignored
     (TRAIN + ["--mixup-target", "x"], "--mixup-target must be mean or sample"),

@@ -220,11 +220,12 @@ def test_a_16_bit_colour_photo_is_read_at_8_bits_for_training_but_refused_for_pr
 
     array = np.random.default_rng(0).integers(0, 65536, (5, 7, 3)).astype(np.uint16)
     png16(tmp_path / "deep.png", array)
-    pixels = read_image(tmp_path / "deep.png")  # (3, 5, 7) uint8: the high byte of each sample
+    pixels = read_image(tmp_path / "deep.png", written=False)  # (3, 5, 7) uint8: the high byte of each sample
     assert pixels.shape == (3, 5, 7) and (pixels.permute(1, 2, 0).numpy() == array >> 8).all()
-    assert read_images(tmp_path)["deep.png"].shape == (3, 5, 7)
-    with pytest.raises(VaelensError, match="16-bit RGB image, which vaelens can read only as 8 bits"):
-        read_image_file(tmp_path / "deep.png")  # a protected copy would not stay within the budget
+    assert read_images(tmp_path, written=False)["deep.png"].shape == (3, 5, 7)
+    for read in (read_image_file, read_image, read_images):  # the library's protect path: refused by default
+        with pytest.raises(VaelensError, match="16-bit RGB image, which vaelens can read only as 8 bits"):
+            read(tmp_path / "deep.png" if read is not read_images else tmp_path)
 
 
 # ---- smooth: specs (compare, attack, bench --model): the spec's settings named, not flags ----
@@ -297,3 +298,12 @@ def test_bench_refuses_an_entry_name_that_would_not_be_its_own_folder(tmp_path, 
     with pytest.raises(VaelensError, match="cannot name an entry"):
         submitted_entry(f"{name}={tmp_path}", get_protocol("tiny"))
     assert submitted_entry(f"mine={tmp_path}", get_protocol("tiny")).name == "mine"
+
+
+@pytest.mark.usefixtures("workspace")
+def test_bench_refuses_two_entries_that_would_share_a_folder(run_cli, tmp_path):
+    # "python:m.py:gray" is measured into entries/python_m.py_gray: so would an entry of that name
+    code, out, err = run_cli("bench", "--protocol", "tiny", "--model", "python_m.py_gray=python:m.py:gray",
+                             "--model", "python:m.py:gray", "--out", "b", "--quiet")  # fmt: skip
+    assert code == 2 and "would share one folder" in err and "Traceback" not in out + err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

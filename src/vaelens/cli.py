@@ -878,8 +878,9 @@ def protect(
         return _protect_video_folder(specs, images, out, config, device, allow_pickle, latent_space, checkpointing,
                                      quiet, overwrite, [k for k, v in image_only.items() if v])  # fmt: skip
     files = read_image_files(images)
-    goal = read_image(target) if target is not None else None
-    keep = read_image(mask, 1)[0].float() / 255 if mask is not None else None  # (H, W): each pixel's share of eps
+    goal = read_image(target, written=False) if target is not None else None
+    # the mask: (H, W), each pixel's share of eps
+    keep = read_image(mask, 1, written=False)[0].float() / 255 if mask is not None else None
     attacked = load_encoders(specs, device, allow_pickle, latent_space, checkpointing)
     evaluated = load_encoders(evaluate_on or [], device, allow_pickle, latent_space, checkpointing, list(attacked))
     pictures = {name: f.pixels for name, f in files.items()}

@@ -121,11 +121,12 @@ def convert_channels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
     raise VaelensError(f"cannot convert a {pixels.shape[0]}-channel image to {channels} channels")
 
 
-def read_image(path: str | Path, channels: int | None = None) -> torch.Tensor:
+def read_image(path: str | Path, channels: int | None = None, written: bool = True) -> torch.Tensor:
     """An image file as a (C, H, W) uint8 tensor: its own channels (1 gray, 3 colour), or
     ``channels`` (1 or 3) converted explicitly. Alpha is dropped here (``read_image_file`` keeps it).
-    Nothing is written back from it, so 16-bit colour is read at 8 bits, not refused."""
-    pixels = read_image_file(path, written=False).pixels
+    16-bit colour is refused (a protected copy of it would not stay within the budget) unless
+    ``written=False``: an image only read (a target, a mask, a photo to train on) is read at 8 bits."""
+    pixels = read_image_file(path, written=written).pixels
     return pixels if channels is None else convert_channels(pixels, channels)
 
 
@@ -150,9 +151,10 @@ def read_image_files(directory: str | Path) -> dict[str, ImageFile]:
     return {p.name: read_image_file(p) for p in image_paths(directory)}
 
 
-def read_images(directory: str | Path, channels: int | None = None) -> dict[str, torch.Tensor]:
-    """Every image file directly in ``directory``, {file name: (C, H, W) uint8}, sorted by name."""
-    return {p.name: read_image(p, channels) for p in image_paths(directory)}
+def read_images(directory: str | Path, channels: int | None = None, written: bool = True) -> dict[str, torch.Tensor]:
+    """Every image file directly in ``directory``, {file name: (C, H, W) uint8}, sorted by name
+    (``written`` as in ``read_image``)."""
+    return {p.name: read_image(p, channels, written) for p in image_paths(directory)}
 
 
 def _save(path: str | Path, image: Image.Image, icc_profile: bytes | None = None) -> None:

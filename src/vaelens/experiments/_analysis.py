@@ -388,6 +388,10 @@ class FrontierVerdict:
         return f"{self.defence} (beta {self.beta:g})"
 
     def verdict(self) -> str:
+        """beyond, behind, on (seeds disagree), or not judged when a seed's reconstruction error lies
+        outside the curve's range (no beta run to compare with there; as on the leaderboard)."""
+        if self.extrapolated:
+            return "not judged (outside the beta runs' range)"
         return "beyond" if self.beyond else ("behind" if self.behind else "on (seeds disagree)")
 
     def finding(self) -> Finding:
@@ -408,10 +412,14 @@ class FrontierVerdict:
             "beyond": f"beyond the beta frontier (all {n} seeds below it)",
             "behind": f"behind the beta frontier (all {n} seeds above it)",
         }.get(self.verdict(), f"not beyond the beta frontier ({sum(r < 1 for r in self.ratios)} of {n} seeds below)")
-        flag = f"; {self.extrapolated} of {n} seeds extrapolated" if self.extrapolated else ""
+        if self.extrapolated:
+            where = (
+                f"not judged: {self.extrapolated} of {n} seeds lie outside the beta runs' range of reconstruction "
+                "error, where the curve is only its end value held flat"
+            )
         return (
             f"After {self.epochs} epochs, {self.label} on {self.measure}: {self.ratio:.3g}x the beta curve at equal "
-            f"reconstruction error ({spread}), {where}{flag}."
+            f"reconstruction error ({spread}), {where}."
         )
 
 

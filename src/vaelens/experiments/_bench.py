@@ -292,6 +292,13 @@ def run_bench(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise VaelensError(f"two entries are named {', '.join(twice)}; name submissions with --model NAME=SPEC")
+    folders = [entry_dir(Path(out), n).name for n in names]  # '/' and ':' become '_': names may meet there
+    clash = sorted({n for n, f in zip(names, folders, strict=True) if folders.count(f) > 1})
+    if clash:
+        raise VaelensError(
+            f"the entries {', '.join(clash)} would share one folder of measurements; name submissions with "
+            "--model NAME=SPEC"
+        )
     for spec in models:
         check_not_model(out, spec.partition("=")[2] if _named(spec) else spec)  # never into a model's folder
     x = test_inputs(protocol)

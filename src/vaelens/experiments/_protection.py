@@ -216,7 +216,7 @@ def train_protector(
     check_encoders(encoders, {})  # protect refuses encoders of different channels: refuse them before training
     check_precision(config.precision, encoders)
     channels = image_channels(next(iter(encoders.values())))
-    pictures = training_images(read_images(images), config.crop, channels)
+    pictures = training_images(read_images(images, written=False), config.crop, channels)
     fitted = [
         fit_model(m, (channels, config.crop, config.crop), f"a {config.crop}-pixel crop") for m in encoders.values()
     ]
