@@ -89,6 +89,7 @@ def test_console_script_writes_the_bracket(digits_run, tmp_path):
         (("--eps", "nan"), "eps"),
         (("--output", "kl"), "output"),
         (("--output", "latent,"), "--output"),  # one check, SmoothConfig's, for every name given
+        (("--inputs", "0"), "--inputs must be >= 1"),  # not "--n", which is certify's sample count
     ],
 )
 def test_bad_arguments_are_one_line_errors(run_cli, digits_run, tmp_path, args, message):

@@ -117,7 +117,16 @@ def test_a_garbled_measurement_is_measured_again_not_a_traceback(tmp_path):
     assert found is not None and found["test_mse"] == 1.0 and found["beta"] != found["beta"]  # null is NaN
 
 
-@pytest.mark.parametrize("text", ["{garbled", "[1]", '{"family": "beta-0.5"}', '{"family": "beta-0.5", "seed": 0}'])
+GOOD_MEMBER = {"family": "beta-0.5", "seed": 0, "protocol": "tiny", "spec": "run", "source": "vaelens", "beta": 0.5,
+               "defence": "none", "train_seconds": None, "parameters": 10}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{garbled", "[1]", '{"family": "beta-0.5"}', '{"family": "beta-0.5", "seed": 0}',
+     json.dumps({**GOOD_MEMBER, "parameters": None}), json.dumps({**GOOD_MEMBER, "seed": "0"}),
+     json.dumps({**GOOD_MEMBER, "beta": "half"}), json.dumps({**GOOD_MEMBER, "spec": 3})],
+)  # fmt: skip
 def test_a_garbled_member_record_is_an_unfinished_member_not_a_traceback(tmp_path, text):
     from vaelens.experiments._bench import zoo_entries
     from vaelens.experiments._bench_protocol import get_protocol
@@ -129,7 +138,8 @@ def test_a_garbled_member_record_is_an_unfinished_member_not_a_traceback(tmp_pat
     path = tmp_path / "beta-0.5" / "seed0" / "member.json"
     path.write_text(text)
     assert read_member(tmp_path, member) is None and zoo_entries(tmp_path, tiny) == []
-    record = {**dict.fromkeys(MEMBER_KEYS, 1), "family": "beta-0.5", "seed": 0, "spec": "run", "source": "vaelens"}
+    record = {**GOOD_MEMBER, "extra": "kept"}
+    assert set(MEMBER_KEYS) <= set(record)
     path.write_text(json.dumps(record))
     assert read_member(tmp_path, member) == record and [e.name for e in zoo_entries(tmp_path, tiny)] == ["beta-0.5"]
 
@@ -280,11 +290,11 @@ def test_a_shorter_epochs_trains_nothing_and_keeps_the_records_count(tmp_path):
 
 def test_the_smoothed_noise_member_records_its_own_family_and_reads_back(tmp_path):
     from vaelens.experiments._bench_protocol import get_protocol
-    from vaelens.experiments._zoo import MEMBER_KEYS, ZooMember, read_member, train_member
+    from vaelens.experiments._zoo import ZooMember, read_member, train_member
 
     noise = tmp_path / "noise" / "seed0"
     noise.mkdir(parents=True)
-    record = {**dict.fromkeys(MEMBER_KEYS, 1), "family": "noise", "seed": 0, "spec": "noise/seed0/run"}
+    record = {**GOOD_MEMBER, "family": "noise", "spec": "noise/seed0/run"}
     (noise / "member.json").write_text(json.dumps(record))
     smoothed = train_member(get_protocol("tiny"), ZooMember("smoothed-noise", 0), tmp_path)
     assert smoothed["family"] == "smoothed-noise" and smoothed["spec"].endswith(":noise/seed0/run")

@@ -573,6 +573,8 @@ def certify(
 
     budgets = list(check_eps(_float_list(eps, "--eps")))
     check_bracket_options(steps, batch_size, attack_inputs)
+    if inputs < 1:  # certify's --n is the sample count: the loader's message would name the wrong flag
+        raise VaelensError(f"--inputs must be >= 1; got {inputs}")
     outputs = [o.strip() for o in output.split(",")]  # each is checked by SmoothConfig, the one check
     configs = [SmoothConfig(sigma, n, n0, alpha, None, cast(Any, o), seed, chunk_size) for o in outputs]  # checks
     source = _source(run, model)

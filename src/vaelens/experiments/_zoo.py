@@ -98,8 +98,16 @@ def read_member(root: Path, member: ZooMember) -> dict[str, Any] | None:
         record = read_json(path) if path.is_file() else None
     except VaelensError:
         return None
-    if record is None or not set(MEMBER_KEYS) <= set(record):
+    if not isinstance(record, dict) or not set(MEMBER_KEYS) <= set(record):
         return None
+    texts, whole = ("family", "protocol", "spec", "source", "defence"), ("seed", "parameters")
+    numbers = ("beta", "train_seconds")  # null stands for NaN
+    if (
+        not all(isinstance(record[k], str) for k in texts)
+        or not all(isinstance(record[k], int) and not isinstance(record[k], bool) for k in whole)
+        or not all(record[k] is None or isinstance(record[k], int | float) for k in numbers)
+    ):
+        return None  # values garbled by hand: trained again, as a garbled file is
     return record
 
 
