@@ -82,6 +82,8 @@ def test_console_script_writes_the_bracket(digits_run, tmp_path):
         (("--sigma", "0"), "sigma"),
         (("--sigma", "-0.5"), "sigma"),
         (("--n0", "300"), "n0"),
+        (("--n", "0"), "n (noise samples, --n) must be >= 2"),
+        (("--image-size", "0"), "--image-size must be >= 1"),  # was ignored silently
         (("--alpha", "1"), "alpha"),
         (("--alpha", "0"), "alpha"),
         (("--eps", "0"), "eps"),

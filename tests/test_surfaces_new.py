@@ -56,6 +56,7 @@ def test_protect_train_takes_the_folder_a_killed_claim_left(tmp_path):
         lambda r: r.update(models=5, net=[1]),
         lambda r: r["net"].update(channels="x"),
         lambda r: r.pop("net"),
+        lambda r: r.update(models="python:m.py:a"),  # a string would be read letter by letter
     ],
 )
 def test_a_protector_with_a_garbled_record_is_one_line_naming_its_config(tmp_path, garble):
@@ -317,3 +318,11 @@ def test_bench_refuses_two_entries_that_would_share_a_folder(run_cli, tmp_path):
                              "--model", "python:m.py:gray", "--out", "b", "--quiet")  # fmt: skip
     assert code == 2 and "would share one folder" in err and "Traceback" not in out + err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+@pytest.mark.usefixtures("workspace")
+def test_protect_train_resumes_when_the_same_photos_are_named_by_another_path(tmp_path):
+    train_protector(["python:m.py:a"], "images", "prot", TRAIN, progress=False)  # --images as typed: relative
+    two = ProtectorTrainConfig(**{**TRAIN.__dict__, "epochs": 2})
+    again = train_protector(["python:m.py:a"], tmp_path / "images", "prot", two, progress=False)
+    assert again.resumed_from == 1  # the same folder, so the same run: resumed, not refused as other images

@@ -60,6 +60,8 @@ class SmoothConfig:
         for name in ("n", "n0", "chunk_size", "seed"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise VaelensError(f"{name} must be an integer; got {getattr(self, name)!r}")
+        if self.n < 2:
+            raise VaelensError(f"n (noise samples, --n) must be >= 2; got {self.n}")
         if self.n0 < 1 or self.chunk_size < 1:
             raise VaelensError(f"n0 and chunk_size must be >= 1; got n0={self.n0}, chunk_size={self.chunk_size}")
         if self.n0 >= self.n:

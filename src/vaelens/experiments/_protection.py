@@ -149,7 +149,15 @@ def _check_owned(out: Path, record: dict) -> None:
     old = read_json(path)
     if old.get("command") != PROTECTOR_COMMAND:
         raise VaelensError(f"{out} is not a protector directory (its {CONFIG} is another's); choose another --out")
-    if {k: v for k, v in old.items() if k != "protector"} != {k: v for k, v in record.items() if k != "protector"}:
+
+    def same(r: dict) -> dict:  # the photo folder by where it is, however it was typed
+        return {
+            k: str(Path(v).resolve()) if k == "images" and isinstance(v, str) else v
+            for k, v in r.items()
+            if k != "protector"
+        }
+
+    if same(old) != same(record):
         raise VaelensError(f"{out} holds a protector of other models or images; choose another --out")
     if {**old.get("protector", {}), "epochs": 0} != {**record["protector"], "epochs": 0}:
         raise VaelensError(f"{out} holds a protector trained with other settings; choose another --out")
@@ -221,7 +229,7 @@ def train_protector(
         fit_model(m, (channels, config.crop, config.crop), f"a {config.crop}-pixel crop") for m in encoders.values()
     ]
     net_config = ProtectorNetConfig(channels=channels, width=config.width, eps=config.eps)
-    out, record = check_out_path(out), _record(config, net_config, specs, str(images))
+    out, record = check_out_path(out), _record(config, net_config, specs, str(Path(images).resolve()))
     _check_owned(out, record)  # before the directory or its lock is touched
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
@@ -258,7 +266,9 @@ def load_protector(path: str | Path, device: str = "cpu") -> LoadedProtector:
         raise VaelensError(f"--protector {path} has no finished epoch yet; run `vaelens protect-train` on it")
     try:
         net = ProtectorNet(ProtectorNetConfig(**record["net"]))
-        specs = [str(s) for s in record["models"]]
+        if not isinstance(record["models"], list) or not all(isinstance(s, str) for s in record["models"]):
+            raise TypeError("models is not a list of model specs")
+        specs = list(record["models"])
     except (TypeError, KeyError, VaelensError) as e:
         raise VaelensError(f"{path / CONFIG} garbles the protector's record ({e}); train the protector again") from None
     weights = path / weight_files(state)[0]
