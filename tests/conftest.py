@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -126,3 +128,20 @@ def write_volume(path, data):
     import numpy as np
 
     nibabel.save(nibabel.Nifti1Image(np.asarray(data, dtype=np.float32), np.eye(4)), str(path))
+
+
+@pytest.fixture
+def headless_chromium(tmp_path):
+    """Run headless Chromium with the flags the page tests need (offline, a fresh profile, 5 s of
+    virtual time): ``browse(*args)`` -> the finished process; the test skips without Chromium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed here (.ci/run installs it with apt-get install chromium)")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
+
+    def browse(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*flags, *args], capture_output=True, text=True, timeout=120)
+
+    return browse

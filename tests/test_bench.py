@@ -224,10 +224,7 @@ def test_leaderboard_files_hold_every_entry_seed_and_the_protocol(tiny_bench):
 
 
 @pytest.mark.slow
-def test_page_in_headless_chromium_loads_sorts_and_shows_every_entry(tiny_bench, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed here (.ci/run installs it with apt-get install chromium)")
+def test_page_in_headless_chromium_loads_sorts_and_shows_every_entry(tiny_bench, tmp_path, headless_chromium):
     page = (tiny_bench["out"] / "index.html").read_text()
     assert "src='http" not in page and 'src="http' not in page  # self-contained
     probe = page.replace(
@@ -242,10 +239,7 @@ def test_page_in_headless_chromium_loads_sorts_and_shows_every_entry(tiny_bench,
     )
     test_page = tmp_path / "index.html"
     test_page.write_text(probe)
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
-    dom = subprocess.run([*flags, "--dump-dom", test_page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = headless_chromium("--dump-dom", test_page.as_uri())
     found = re.search(r"data-result=\"([^\"]*)\"", dom.stdout)
     assert found, dom.stderr[-2000:]
     result = json.loads(found.group(1).replace("&quot;", '"'))

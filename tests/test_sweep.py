@@ -143,10 +143,7 @@ def test_report_contains_every_figure(tiny_sweep):
 
 
 @pytest.mark.slow
-def test_report_in_headless_chromium(tiny_sweep, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed here (.ci/run installs it with apt-get install chromium)")
+def test_report_in_headless_chromium(tiny_sweep, tmp_path, headless_chromium):
     page = write_report(tiny_sweep).read_text()
     probe = page.replace(
         "</body>",
@@ -156,16 +153,12 @@ def test_report_in_headless_chromium(tiny_sweep, tmp_path):
     )
     test_page = tmp_path / "report.html"
     test_page.write_text(probe)
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]  # fmt: skip
-    dom = subprocess.run([*flags, "--dump-dom", test_page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = headless_chromium("--dump-dom", test_page.as_uri())
     loaded = re.search(r'data-loaded="(\d+)/(\d+)"', dom.stdout)
     assert loaded, dom.stderr[-2000:]
     assert int(loaded.group(1)) == int(loaded.group(2)) > 5
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,2400", test_page.as_uri()],
-                   capture_output=True, timeout=120)  # fmt: skip
+    headless_chromium(f"--screenshot={shot}", "--window-size=1200,2400", test_page.as_uri())
     from PIL import Image, ImageStat
 
     with Image.open(shot) as im:
