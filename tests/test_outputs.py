@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import vaelens
-from vaelens._outputs import MARKER, claim_output, finish_output, is_complete
+from vaelens._outputs import MARKER, claim_output, finish_output, is_complete, released_if_refused
 
 EXE = str(Path(sys.executable).parent / "vaelens")
 
@@ -225,3 +225,24 @@ def test_ray_with_cuda_needs_gpus_per_unit(tmp_path):
 
     with pytest.raises(vaelens.VaelensError, match="pass --unit-gpus"):
         run_sweep(SweepConfig(datasets=("digits",), device="cuda"), tmp_path / "s", executor="ray", ray=RayOptions())
+
+
+@pytest.mark.parametrize("marker", [MARKER, "zoo.json"])
+def test_a_refused_claim_is_released_and_only_its_own(tmp_path, marker):
+    from vaelens import VaelensError
+
+    def refused_after_claiming(out: Path) -> None:
+        with pytest.raises(VaelensError), released_if_refused(out, marker):
+            out.mkdir(exist_ok=True)
+            (out / marker).write_text("{}")
+            raise VaelensError("refused")
+
+    refused_after_claiming(tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # the folder the claim made goes
+    (tmp_path / "mine").mkdir()
+    refused_after_claiming(tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())  # the user's stays, empty
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / marker).write_text('{"earlier": true}')
+    refused_after_claiming(tmp_path / "old")
+    assert (tmp_path / "old" / marker).exists()  # a claim made before this block is not this block's to release

@@ -86,17 +86,19 @@ def claim_output(
 
 
 @contextlib.contextmanager
-def released_if_refused(out: str | Path) -> Iterator[None]:
+def released_if_refused(out: str | Path, marker: str = MARKER) -> Iterator[None]:
     """Claim ``out`` inside this block: if the command is refused there (a ``VaelensError``) and
-    ``out`` did not exist before, the directory the claim made (holding only its marker) goes,
-    so that a refused command leaves nothing on disk."""
+    the claim's ``marker`` file did not exist before, a marker that is all ``out`` holds goes, and
+    so does ``out`` itself if this block created it, so that a refused command leaves nothing on
+    disk (an empty folder the user made stays, empty)."""
     out = Path(out)
-    created = not out.exists()
+    created, fresh = not out.exists(), not (out / marker).exists()
     try:
         yield
     except VaelensError:
-        if created and out.is_dir() and [p.name for p in out.iterdir()] == [MARKER]:
-            (out / MARKER).unlink()
+        if fresh and out.is_dir() and [p.name for p in out.iterdir()] == [marker]:
+            (out / marker).unlink()
+        if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
 

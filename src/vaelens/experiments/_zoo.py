@@ -26,7 +26,7 @@ import torch
 
 from vaelens._errors import VaelensError
 from vaelens._io import read_json, write_json
-from vaelens._outputs import check_out_path
+from vaelens._outputs import check_out_path, released_if_refused
 from vaelens._progress import Ticker, progress_bar
 from vaelens._version import __version__
 from vaelens.experiments._bench_protocol import (
@@ -273,26 +273,19 @@ def train_zoo(
         raise VaelensError(f"{root} holds a zoo of another protocol; choose another --out")
     if root.is_dir() and not zoo_json.is_file() and any(root.iterdir()):
         raise VaelensError(f"{root} is not empty and holds no zoo; choose an empty or new --out")
-    fresh, created_root = not zoo_json.is_file(), not root.exists()
-    write_json(zoo_json, {"protocol": protocol.to_dict(), "vaelens_version": __version__})
-    result = ZooResult(root)
-    result.skipped = [m.name for m in members if read_member(root, m) is not None]
-    later = [m for m in members if m.family == SMOOTHED]  # built on the noise runs, after them
-    first = [m for m in members if m.family != SMOOTHED]
-    with progress_bar(progress) as bar:
-        ticker = Ticker(bar, f"zoo ({executor})", len(members), interval=0.0)
-        if executor == "ray":
-            try:
+    with released_if_refused(root, "zoo.json"):  # Ray would not start, or the folder is not shared
+        write_json(zoo_json, {"protocol": protocol.to_dict(), "vaelens_version": __version__})
+        result = ZooResult(root)
+        result.skipped = [m.name for m in members if read_member(root, m) is not None]
+        later = [m for m in members if m.family == SMOOTHED]  # built on the noise runs, after them
+        first = [m for m in members if m.family != SMOOTHED]
+        with progress_bar(progress) as bar:
+            ticker = Ticker(bar, f"zoo ({executor})", len(members), interval=0.0)
+            if executor == "ray":
                 _run_ray(ray_module, protocol, first, root, options, result, ticker)
-            except VaelensError:  # Ray would not start, or the folder is not shared: claim nothing
-                if fresh and not result.done:
-                    zoo_json.unlink(missing_ok=True)
-                    if created_root and not any(root.iterdir()):
-                        root.rmdir()
-                raise
-        else:
-            _run_local(protocol, first, root, result, ticker)
-        _run_local(protocol, later, root, result, ticker)
+            else:
+                _run_local(protocol, first, root, result, ticker)
+            _run_local(protocol, later, root, result, ticker)
     result.records = [r for m in members if (r := read_member(root, m)) is not None]
     return result
 
