@@ -311,12 +311,17 @@ def default_dataset(model: torch.nn.Module) -> str:
     )
 
 
+def check_image_size(image_size: int | None) -> None:
+    """``--image-size``: left out (the model's own) or at least 1, never 0 taken as "left out"."""
+    if image_size is not None and image_size < 1:
+        raise VaelensError(f"--image-size must be >= 1 (or left out for the model's own); got {image_size}")
+
+
 def folder_image_shape(model: torch.nn.Module, image_size: int | None, channels: int | None) -> tuple[int, int]:
     """(side, channels) of folder: inputs for a model: as given, else the model's own (its declared
     shape's first entry, e.g. an audio model's (C, T); 64, or 32 per side for volumes, and its
     ``image_channels`` when it takes any size)."""
-    if image_size is not None and image_size < 1:
-        raise VaelensError(f"--image-size must be >= 1 (or left out for the model's own); got {image_size}")
+    check_image_size(image_size)
     shape = model_input_shape(model)
     side = 32 if getattr(model, "input_layout", "image") == "volume" else 64  # 64^3 voxels would be slow
     return image_size or (shape[-1] if shape else side), channels or (shape[0] if shape else image_channels(model))
@@ -385,8 +390,7 @@ def load_model_inputs(
     audio or NIfTI files cut as ``media`` says), or the offline set whose shape the model takes.
     ``latent_space`` and ``checkpointing``: see ``load_model``.
     """
-    if image_size is not None and image_size < 1:  # also where the data set has its own size: never ignored
-        raise VaelensError(f"--image-size must be >= 1 (or left out for the model's own); got {image_size}")
+    check_image_size(image_size)  # also where the data set has its own size: never ignored
     smoothing = parse_smooth_spec(str(spec))
     if smoothing is not None:
         inner = load_model_inputs(smoothing.inner, dataset, split, n, device, image_size, channels, allow_pickle,
